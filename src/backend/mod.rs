@@ -1,0 +1,167 @@
+//! Upstream MCP servers: stdio child processes (spawned with a cleared environment plus the
+//! configured credentials, restarted when they die) and streamable HTTP servers, both through
+//! `rmcp`'s client.
+//!
+//! INVARIANT: credentials in `env`/`headers` go to the upstream only; the agent never sees
+//! them and no error message carries them. A tool call is never retried automatically: it
+//! may have run before the connection broke.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use tokio::sync::Mutex;
+
+use crate::config::{Upstream, UpstreamTarget};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("upstream `{upstream}` is unavailable")]
+    Unavailable { upstream: String, detail: String },
+    #[error("upstream `{upstream}` did not answer within {secs}s")]
+    Timeout { upstream: String, secs: u64 },
+    #[error("upstream `{upstream}` failed the call")]
+    Failed { upstream: String, detail: String },
+}
+
+impl BackendError {
+    pub fn detail(&self) -> String {
+        match self {
+            BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),
+            BackendError::Timeout { .. } => self.to_string(),
+        }
+    }
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+pub struct UpstreamClient {
+    cfg: Arc<Upstream>,
+    conn: Mutex<Option<Arc<Client>>>,
+}
+
+impl UpstreamClient {
+    pub fn new(cfg: Arc<Upstream>) -> Self {
+        Self {
+            cfg,
+            conn: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn unavailable(&self, detail: impl std::fmt::Display) -> BackendError {
+        BackendError::Unavailable {
+            upstream: self.cfg.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, BackendError> {
+        let fut = async {
+            match &self.cfg.target {
+                UpstreamTarget::Command { program, args } => {
+                    let mut cmd = tokio::process::Command::new(program);
+                    cmd.args(args);
+                    self.spawn(cmd).await
+                }
+                UpstreamTarget::Builtin { args, .. } => {
+                    let exe = std::env::current_exe().map_err(|e| self.unavailable(e))?;
+                    let mut cmd = tokio::process::Command::new(exe);
+                    cmd.arg("upstream-demo").args(args);
+                    self.spawn(cmd).await
+                }
+                UpstreamTarget::Url(url) => {
+                    let mut headers = HashMap::new();
+                    for (k, v) in &self.cfg.headers {
+                        let name = http::HeaderName::from_bytes(k.as_bytes())
+                            .map_err(|_| self.unavailable(format!("header name `{k}` is invalid")))?;
+                        let mut value = http::HeaderValue::from_str(v.expose())
+                            .map_err(|_| self.unavailable(format!("header `{k}` has an invalid value")))?;
+                        value.set_sensitive(true);
+                        headers.insert(name, value);
+                    }
+                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+                    let transport = StreamableHttpClientTransport::from_config(config);
+                    ().serve(transport).await.map_err(|e| self.unavailable(e))
+                }
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, fut)
+            .await
+            .map_err(|_| self.unavailable("the handshake timed out"))?
+    }
+
+    async fn spawn(&self, mut cmd: tokio::process::Command) -> Result<Client, BackendError> {
+        // The child gets nothing of the gateway's own environment (which may hold a token)
+        // but PATH and the credentials configured for it.
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, v.expose());
+        }
+        cmd.kill_on_drop(true);
+        let (transport, _stderr) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| self.unavailable(format!("cannot start: {e}")))?;
+        ().serve(transport).await.map_err(|e| self.unavailable(e))
+    }
+
+    /// The live connection, (re)connecting when there is none or it has closed.
+    async fn client(&self) -> Result<Arc<Client>, BackendError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref()
+            && !c.is_transport_closed()
+        {
+            return Ok(c.clone());
+        }
+        if slot.is_some() {
+            tracing::warn!(upstream = %self.cfg.name, "upstream connection closed; restarting it");
+        }
+        let c = Arc::new(self.connect().await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    pub async fn list_tools(&self) -> Result<Vec<Tool>, BackendError> {
+        let c = self.client().await?;
+        tokio::time::timeout(self.cfg.timeout, c.peer().list_all_tools())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                upstream: self.cfg.name.clone(),
+                secs: self.cfg.timeout.as_secs(),
+            })?
+            .map_err(|e| self.unavailable(e))
+    }
+
+    pub async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
+        let c = self.client().await?;
+        let mut params = CallToolRequestParams::new(tool.to_string());
+        params.arguments = Some(args);
+        let mut meta = rmcp::model::RequestMetaObject::default();
+        meta.0
+            .insert("traceparent".to_string(), serde_json::Value::String(traceparent.to_string()));
+        params.meta = Some(meta);
+        match tokio::time::timeout(self.cfg.timeout, c.peer().call_tool(params)).await {
+            Err(_) => Err(BackendError::Timeout {
+                upstream: self.cfg.name.clone(),
+                secs: self.cfg.timeout.as_secs(),
+            }),
+            Ok(Err(e)) => Err(BackendError::Failed {
+                upstream: self.cfg.name.clone(),
+                detail: e.to_string(),
+            }),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+}

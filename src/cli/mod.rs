@@ -1,0 +1,185 @@
+//! Command-line interface: one subcommand per module. Owns exit codes: 0 success, 1 a check
+//! or verification failed, 2 usage or configuration error.
+
+mod check;
+mod demo;
+mod keys;
+mod serve;
+mod token;
+pub mod upstream_demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "capgate",
+    version,
+    about = "A zero-trust gateway for agent tools: every MCP tool a narrow capability contract"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (every environment of the config, or one with --env)
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: Option<String>,
+        /// Serve one local client over stdin/stdout; the identity is the token in CAPGATE_TOKEN
+        #[arg(long, requires = "env")]
+        stdio: bool,
+    },
+    /// Write a self-contained demo under ./capgate-demo/ (if absent) and run it
+    Demo {
+        #[arg(long, default_value = "capgate-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8477)]
+        port: u16,
+        /// Write the demo and print its tokens, but do not start the gateway
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Validate a config and its contracts; list every problem (exit 1 if any)
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Skip connecting to upstreams (contract-to-tool mapping is then not checked)
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Development tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Key material
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The built-in demo upstream (an MCP server on stdio); the gateway starts it itself
+    #[command(hide = true)]
+    UpstreamDemo {
+        #[arg(long)]
+        state: PathBuf,
+        /// Serve streamable HTTP on this address instead of stdio
+        #[arg(long)]
+        http: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a JWT signed by the environment's development issuer key (refused in production)
+    Mint {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles
+        #[arg(long, default_value = "")]
+        roles: String,
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an Ed25519 key pair (PKCS#8 PEM, mode 0600) and a JWKS with its public key
+    Generate {
+        /// Folder to write into
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Base name of the files: NAME.pem, NAME.pub.pem, NAME.jwks.json
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Error type of the CLI: which exit code, and what to say.
+pub enum Failure {
+    /// A check or verification found problems (exit 1); they were printed already.
+    CheckFailed,
+    /// Usage or configuration error (exit 2).
+    Usage(String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Usage(format!("{e:#}"))
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capgate: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve { config, env, stdio } => serve::run(&config, env.as_deref(), stdio).await,
+            Command::Demo { dir, port, no_serve } => demo::run(&dir, port, no_serve).await,
+            Command::Check { config, offline } => check::run(&config, offline).await,
+            Command::Token {
+                command:
+                    TokenCommand::Mint {
+                        config,
+                        env,
+                        sub,
+                        roles,
+                        ttl,
+                    },
+            } => token::mint(&config, &env, &sub, &roles, &ttl),
+            Command::Keys {
+                command: KeysCommand::Generate { out, name },
+            } => keys::generate(&out, &name).map(|_| ()),
+            Command::UpstreamDemo { state, http } => upstream_demo::run(&state, http.as_deref()).await,
+        }
+    });
+    // Upstream child processes and listeners end with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::CheckFailed) => ExitCode::from(1),
+        Err(Failure::Usage(msg)) => {
+            eprintln!("capgate: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a config, printing every problem.
+pub fn load_config(path: &std::path::Path) -> Result<crate::config::Config, Failure> {
+    crate::config::load(path).map_err(|problems| {
+        Failure::Usage(format!(
+            "the configuration has {} problem(s):\n{}",
+            problems.len(),
+            problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        ))
+    })
+}

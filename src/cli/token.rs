@@ -1,0 +1,64 @@
+//! `capgate token mint`: development tokens signed by an environment's development issuer.
+//!
+//! INVARIANT: refused for production environments, whatever the config says.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use super::{Failure, load_config};
+use crate::config::Environment;
+
+pub fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -> Result<String, Failure> {
+    if env.production {
+        return Err(Failure::Usage(format!(
+            "environment `{}` is marked production: tokens are never minted for it",
+            env.name
+        )));
+    }
+    let issuer = env
+        .issuers
+        .iter()
+        .find(|i| i.mint_key.is_some())
+        .ok_or_else(|| Failure::Usage(format!("environment `{}` has no identity with a `mint_key`", env.name)))?;
+    let key_path = issuer.mint_key.as_ref().ok_or_else(|| Failure::Usage("no mint key".into()))?;
+    let key = super::keys::load_signing_key(key_path).map_err(Failure::Usage)?;
+    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let enc = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(super::keys::kid_of(&key));
+    let mut claims = json!({
+        "iss": issuer.issuer,
+        "sub": sub,
+        "aud": env.public_url,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_secs,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    if let Some(o) = claims.as_object_mut() {
+        o.insert(issuer.roles_claim.clone(), json!(roles));
+    }
+    jsonwebtoken::encode(&header, &claims, &enc).map_err(|e| Failure::Usage(format!("signing failed: {e}")))
+}
+
+pub fn mint(config: &Path, env: &str, sub: &str, roles: &str, ttl: &str) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let env = config
+        .environment(env)
+        .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
+    let ttl =
+        crate::contract::parse_duration(ttl).ok_or_else(|| Failure::Usage(format!("--ttl `{ttl}`: write a duration such as `15m`")))?;
+    let roles: Vec<String> = roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    println!("{}", mint_for(env, sub, &roles, ttl.as_secs())?);
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The configuration file as written (TOML). Every table refuses unknown keys so that a typo
+//! never silently turns a control off; meaning is given to it only in `resolved.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub environment: Vec<RawEnvironment>,
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+    pub contracts: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub name: String,
+    #[serde(default)]
+    pub production: bool,
+    pub listen: String,
+    pub public_url: String,
+    #[serde(default)]
+    pub approver_roles: Vec<String>,
+    /// The role names this environment knows; when given, contracts naming any other role
+    /// are refused.
+    pub roles: Option<Vec<String>>,
+    pub identity: OneOrMany<RawIdentity>,
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names the listener answers to besides `public_url`'s and the listen address's.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub issuer: String,
+    pub jwks: String,
+    pub roles_claim: Option<String>,
+    /// Ed25519 private key (PKCS#8 PEM) of a development issuer, for `capgate token mint`.
+    pub mint_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub store: String,
+    pub signing_key: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawCredential {
+    Literal(String),
+    File { file: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub environment: String,
+    pub command: Option<Vec<String>>,
+    pub url: Option<String>,
+    /// `"demo"`: this binary's own demo upstream, run as a stdio child process.
+    pub builtin: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, RawCredential>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawCredential>,
+    pub timeout: Option<String>,
+}

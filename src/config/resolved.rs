@@ -1,0 +1,482 @@
+//! The validated configuration: paths resolved against the config file's folder, credentials
+//! read into `Secret`s, contracts compiled and bound to environments. Building it either
+//! succeeds whole or lists every problem found; nothing half-checked is ever served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::contract::{self, Contract};
+use crate::secret::Secret;
+
+use super::raw::{RawConfig, RawCredential, RawEnvironment, RawUpstream};
+
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub issuer: String,
+    pub jwks: JwksSource,
+    pub roles_claim: String,
+    pub mint_key: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Environment {
+    pub name: String,
+    pub production: bool,
+    pub listen: String,
+    pub public_url: String,
+    pub approver_roles: Vec<String>,
+    pub roles: Option<Vec<String>>,
+    pub issuers: Vec<Issuer>,
+    pub audit_store: PathBuf,
+    pub audit_signing_key: PathBuf,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub max_body_bytes: usize,
+    /// Contracts that apply to this environment, by tool name.
+    pub contracts: BTreeMap<String, Arc<Contract>>,
+}
+
+impl Environment {
+    /// The URL of this environment's RFC 9728 metadata document.
+    pub fn resource_metadata_url(&self) -> String {
+        let base = origin_of(&self.public_url).unwrap_or_else(|| self.public_url.clone());
+        format!("{base}/.well-known/oauth-protected-resource")
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{host}"))
+}
+
+pub fn host_of(url: &str) -> Option<String> {
+    let origin = origin_of(url)?;
+    let authority = origin.split_once("://")?.1;
+    Some(authority.to_string())
+}
+
+pub enum UpstreamTarget {
+    Command { program: String, args: Vec<String> },
+    Url(String),
+    Builtin { name: String, args: Vec<String> },
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub environment: String,
+    pub target: UpstreamTarget,
+    pub env: Vec<(String, Secret<String>)>,
+    pub headers: Vec<(String, Secret<String>)>,
+    pub timeout: Duration,
+    /// Identity of the credentials, for the cross-environment check without keeping the
+    /// values around: SHA-256 of each value.
+    pub credential_digests: Vec<String>,
+}
+
+pub struct Config {
+    pub path: PathBuf,
+    pub environments: Vec<Arc<Environment>>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Config {
+    pub fn environment(&self, name: &str) -> Option<&Arc<Environment>> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    pub fn upstreams_of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a Arc<Upstream>> + 'a {
+        self.upstreams.iter().filter(move |u| u.environment == env)
+    }
+}
+
+/// One thing wrong with a configuration: where, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem(pub String);
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    base: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, at: &str, msg: impl std::fmt::Display) {
+        self.problems.push(Problem(format!("{}: {at}: {msg}", self.file)));
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+}
+
+pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![Problem(format!("{file}: cannot read: {e}"))])?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| line_of(&text, s.start))
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        vec![Problem(format!("{file}{at}: {}", e.message()))]
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut ctx = Ctx {
+        file: &file,
+        base: &base,
+        problems: Vec::new(),
+    };
+    let config = resolve(raw, &mut ctx, path);
+    if ctx.problems.is_empty() { Ok(config) } else { Err(ctx.problems) }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>, path: &Path) -> Config {
+    if raw.environment.is_empty() {
+        ctx.push(
+            "[[environment]]",
+            "no environment is defined: add one with `name`, `listen`, `public_url`, `[environment.identity]` and `[environment.audit]`",
+        );
+    }
+    let contracts: Vec<Arc<Contract>> = match &raw.contracts {
+        None => {
+            ctx.push(
+                "contracts",
+                "no contracts folder: write `contracts = \"contracts/\"`; without contracts no tool is exposed",
+            );
+            Vec::new()
+        }
+        Some(dir) => match contract::load_dir(&ctx.path(dir)) {
+            Ok(c) => c.into_iter().map(Arc::new).collect(),
+            Err(e) => {
+                ctx.problems.push(Problem(e.to_string()));
+                Vec::new()
+            }
+        },
+    };
+    let env_names: Vec<String> = raw.environment.iter().map(|e| e.name.clone()).collect();
+    let mut environments = Vec::new();
+    for env in raw.environment {
+        if let Some(e) = resolve_env(env, &contracts, ctx) {
+            environments.push(Arc::new(e));
+        }
+    }
+    for c in &contracts {
+        for e in c.environments.iter().flatten() {
+            if !env_names.contains(e) {
+                ctx.push(
+                    &format!("{} (tool `{}`)", c.source, c.tool),
+                    format!("`environments` names `{e}`, which is not defined"),
+                );
+            }
+        }
+        if let Some(b) = &c.backend
+            && !raw.upstream.iter().any(|u| u.name == b.upstream)
+        {
+            ctx.push(
+                &format!("{} (tool `{}`)", c.source, c.tool),
+                format!("`backend.upstream = \"{}\"` names no `[[upstream]]`", b.upstream),
+            );
+        }
+    }
+    let mut upstreams = Vec::new();
+    for u in raw.upstream {
+        if !env_names.contains(&u.environment) {
+            ctx.push(
+                &format!("upstream `{}`", u.name),
+                format!("`environment = \"{}\"` is not defined", u.environment),
+            );
+        }
+        if let Some(u) = resolve_upstream(u, ctx) {
+            upstreams.push(Arc::new(u));
+        }
+    }
+    cross_environment_checks(&environments, &upstreams, ctx);
+    Config {
+        path: path.to_path_buf(),
+        environments,
+        upstreams,
+    }
+}
+
+fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'_>) -> Option<Environment> {
+    let at = format!("environment `{}`", env.name);
+    let before = ctx.problems.len();
+    if env.name.is_empty() || !env.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        ctx.push(&at, "`name` must be letters, digits, `-` or `_`");
+    }
+    if env.listen.parse::<std::net::SocketAddr>().is_err() {
+        ctx.push(
+            &at,
+            format!("`listen = \"{}\"` is not an address such as `127.0.0.1:8443`", env.listen),
+        );
+    }
+    if origin_of(&env.public_url).is_none() || !(env.public_url.starts_with("https://") || env.public_url.starts_with("http://")) {
+        ctx.push(
+            &at,
+            format!(
+                "`public_url = \"{}\"` must be an http(s) URL: it is the audience tokens must carry",
+                env.public_url
+            ),
+        );
+    } else if env.production && !env.public_url.starts_with("https://") {
+        ctx.push(&at, "a production environment's `public_url` must be https");
+    }
+    let mut issuers = Vec::new();
+    for (i, id) in env.identity.into_vec().into_iter().enumerate() {
+        let iat = format!("{at}: identity[{i}]");
+        if id.issuer.trim().is_empty() {
+            ctx.push(&iat, "`issuer` is empty");
+        }
+        let jwks = if id.jwks.starts_with("https://") || id.jwks.starts_with("http://") {
+            if env.production && id.jwks.starts_with("http://") {
+                ctx.push(&iat, "a production environment must fetch its JWKS over https");
+            }
+            JwksSource::Url(id.jwks.clone())
+        } else {
+            let p = ctx.path(&id.jwks);
+            if !p.is_file() {
+                ctx.push(&iat, format!("`jwks = \"{}\"`: no such file", id.jwks));
+            }
+            JwksSource::File(p)
+        };
+        if env.production && id.mint_key.is_some() {
+            ctx.push(
+                &iat,
+                "`mint_key` is set in a production environment: token minting is for development only; remove it",
+            );
+        }
+        issuers.push(Issuer {
+            issuer: id.issuer,
+            jwks,
+            roles_claim: id.roles_claim.unwrap_or_else(|| "roles".to_string()),
+            mint_key: id.mint_key.map(|k| ctx.path(&k)),
+        });
+    }
+    if issuers.is_empty() {
+        ctx.push(
+            &at,
+            "no `[environment.identity]`: every caller must be authenticated, so at least one issuer is required",
+        );
+    }
+    let audit_store = match env.audit.store.strip_prefix("sqlite://") {
+        Some(p) if !p.is_empty() => ctx.path(p),
+        _ => {
+            ctx.push(
+                &at,
+                format!(
+                    "`audit.store = \"{}\"`: write `sqlite://PATH` (the embedded store)",
+                    env.audit.store
+                ),
+            );
+            PathBuf::new()
+        }
+    };
+    let audit_signing_key = ctx.path(&env.audit.signing_key);
+    let mine: BTreeMap<String, Arc<Contract>> = contracts
+        .iter()
+        .filter(|c| c.applies_to(&env.name))
+        .map(|c| (c.tool.clone(), c.clone()))
+        .collect();
+    let applicable = contracts.iter().filter(|c| c.applies_to(&env.name)).count();
+    if applicable != mine.len() {
+        ctx.push(&at, "two contracts define the same tool for this environment");
+    }
+    if let Some(roles) = &env.roles {
+        for c in mine.values() {
+            for r in c.allowed_roles.iter().chain(c.approver_roles.iter().flatten()) {
+                if !roles.contains(r) {
+                    ctx.push(
+                        &format!("{} (tool `{}`)", c.source, c.tool),
+                        format!("role `{r}` is not among environment `{}`'s `roles`", env.name),
+                    );
+                }
+            }
+        }
+    }
+    for c in mine.values() {
+        if c.requires_approval && c.approver_roles.as_ref().is_none_or(Vec::is_empty) && env.approver_roles.is_empty() {
+            ctx.push(
+                &format!("{} (tool `{}`)", c.source, c.tool),
+                format!(
+                    "requires approval but neither it nor environment `{}` names `approver_roles`",
+                    env.name
+                ),
+            );
+        }
+    }
+    if ctx.problems.len() != before {
+        return None;
+    }
+    Some(Environment {
+        name: env.name,
+        production: env.production,
+        listen: env.listen,
+        public_url: env.public_url,
+        approver_roles: env.approver_roles,
+        roles: env.roles,
+        issuers,
+        audit_store,
+        audit_signing_key,
+        allowed_origins: env.allowed_origins,
+        allowed_hosts: env.allowed_hosts,
+        max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+        contracts: mine,
+    })
+}
+
+fn read_credential(c: &RawCredential, at: &str, ctx: &mut Ctx<'_>) -> Option<Secret<String>> {
+    match c {
+        RawCredential::Literal(s) => Some(Secret::new(s.clone())),
+        RawCredential::File { file } => match std::fs::read_to_string(ctx.path(file)) {
+            Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
+            Err(e) => {
+                // The path is configuration, not a secret; the file's content never appears.
+                ctx.push(at, format!("cannot read credential file `{file}`: {}", e.kind()));
+                None
+            }
+        },
+    }
+}
+
+fn resolve_upstream(u: RawUpstream, ctx: &mut Ctx<'_>) -> Option<Upstream> {
+    let at = format!("upstream `{}`", u.name);
+    let target = match (u.command, u.url, u.builtin) {
+        (Some(cmd), None, None) => match cmd.split_first() {
+            Some((program, rest)) => {
+                let mut args = rest.to_vec();
+                args.extend(u.args.iter().cloned());
+                UpstreamTarget::Command {
+                    program: program.clone(),
+                    args,
+                }
+            }
+            None => {
+                ctx.push(&at, "`command` is empty");
+                return None;
+            }
+        },
+        (None, Some(url), None) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                ctx.push(&at, format!("`url = \"{url}\"` must be an http(s) URL"));
+            }
+            UpstreamTarget::Url(url)
+        }
+        (None, None, Some(b)) => {
+            if b != "demo" {
+                ctx.push(&at, format!("`builtin = \"{b}\"`: the only built-in upstream is `demo`"));
+            }
+            UpstreamTarget::Builtin {
+                name: b,
+                args: u.args.clone(),
+            }
+        }
+        _ => {
+            ctx.push(&at, "set exactly one of `command`, `url` or `builtin`");
+            return None;
+        }
+    };
+    let timeout = match &u.timeout {
+        None => Duration::from_secs(30),
+        Some(t) => match contract::parse_duration(t) {
+            Some(d) => d,
+            None => {
+                ctx.push(&at, format!("`timeout = \"{t}\"`: write a duration such as `30s`"));
+                return None;
+            }
+        },
+    };
+    let mut env = Vec::new();
+    let mut headers = Vec::new();
+    let mut digests = Vec::new();
+    for (k, c) in &u.env {
+        if let Some(s) = read_credential(c, &format!("{at}: env.{k}"), ctx) {
+            if matches!(c, RawCredential::File { .. }) || looks_secret(k) {
+                digests.push(crate::canonical::sha256_hex(s.expose().as_bytes()));
+            }
+            env.push((k.clone(), s));
+        }
+    }
+    for (k, c) in &u.headers {
+        if let Some(s) = read_credential(c, &format!("{at}: headers.{k}"), ctx) {
+            digests.push(crate::canonical::sha256_hex(s.expose().as_bytes()));
+            headers.push((k.clone(), s));
+        }
+    }
+    Some(Upstream {
+        name: u.name,
+        environment: u.environment,
+        target,
+        env,
+        headers,
+        timeout,
+        credential_digests: digests,
+    })
+}
+
+fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    ["TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL"].iter().any(|w| k.contains(w))
+}
+
+/// INVARIANT: environments share nothing. Each shared item is one problem naming both.
+fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream>], ctx: &mut Ctx<'_>) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut claim = |kind: &str, value: String, env: &str, ctx: &mut Ctx<'_>| {
+        let key = format!("{kind}\u{0}{value}");
+        match seen.get(&key) {
+            Some(other) if other != env => ctx.push(
+                &format!("environment `{env}`"),
+                format!("shares its {kind} with environment `{other}`: environments must share nothing"),
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(key, env.to_string());
+            }
+        }
+    };
+    for e in envs {
+        claim("name", e.name.clone(), &format!("{}#{}", e.name, e.listen), ctx);
+        // Port 0 asks the OS for a fresh port each time: never shared.
+        if !e.listen.ends_with(":0") {
+            claim("listen address", e.listen.clone(), &e.name, ctx);
+        }
+        claim("public_url (token audience)", e.public_url.clone(), &e.name, ctx);
+        claim("audit store", e.audit_store.display().to_string(), &e.name, ctx);
+        claim("audit signing key", e.audit_signing_key.display().to_string(), &e.name, ctx);
+        for i in &e.issuers {
+            claim("issuer", i.issuer.clone(), &e.name, ctx);
+            let src = match &i.jwks {
+                JwksSource::File(p) => p.display().to_string(),
+                JwksSource::Url(u) => u.clone(),
+            };
+            claim("JWKS source", src, &e.name, ctx);
+        }
+    }
+    for u in upstreams {
+        for d in &u.credential_digests {
+            claim("upstream credential", d.clone(), &u.environment, ctx);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Capability contracts: loading them (the seed's JSON exactly as written, or TOML), compiling
+//! their argument types once, and publishing each as an MCP tool whose `inputSchema` is the
+//! same narrow interface that is enforced.
+//!
+//! INVARIANT: a contract that cannot be fully understood is refused at load; nothing about a
+//! contract is guessed at call time.
+
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+pub use types::{ArgSpec, ArgType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideEffects {
+    None,
+    Read,
+    Write,
+    Destructive,
+}
+
+impl SideEffects {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideEffects::None => "none",
+            SideEffects::Read => "read",
+            SideEffects::Write => "write",
+            SideEffects::Destructive => "destructive",
+        }
+    }
+}
+
+/// Where an allowed call goes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendRef {
+    pub upstream: String,
+    pub tool: Option<String>,
+}
+
+/// A contract file's fields, as written. Unknown fields are refused so that a misspelt
+/// `requires_aproval` can never silently disable a control.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContract {
+    pub tool: String,
+    pub allowed_roles: Vec<String>,
+    pub arg_schema: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub requires_approval: bool,
+    pub description: Option<String>,
+    pub environments: Option<Vec<String>>,
+    pub side_effects: Option<SideEffects>,
+    pub approver_roles: Option<Vec<String>>,
+    pub approval_ttl: Option<String>,
+    pub rate_limit: Option<String>,
+    #[serde(default)]
+    pub sensitive: Vec<String>,
+    pub backend: Option<BackendRef>,
+    #[serde(default)]
+    pub fixed_args: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// A loaded, compiled contract. Shared read-only by every call.
+#[derive(Debug)]
+pub struct Contract {
+    pub tool: String,
+    pub description: Option<String>,
+    pub allowed_roles: Vec<String>,
+    pub args: BTreeMap<String, ArgSpec>,
+    pub requires_approval: bool,
+    pub environments: Option<Vec<String>>,
+    pub side_effects: SideEffects,
+    pub approver_roles: Option<Vec<String>>,
+    pub approval_ttl: Duration,
+    pub rate_limit: Option<RateLimit>,
+    pub backend: Option<BackendRef>,
+    pub fixed_args: Map<String, Value>,
+    /// SHA-256 of the contract's canonical JSON: ties an audit record to the exact rule
+    /// that decided it.
+    pub digest: String,
+    /// Where it was loaded from, for error messages.
+    pub source: String,
+    /// The published tool, built once.
+    pub published: Arc<Map<String, Value>>,
+}
+
+impl Contract {
+    pub fn applies_to(&self, env: &str) -> bool {
+        self.environments.as_ref().is_none_or(|envs| envs.iter().any(|e| e == env))
+    }
+
+    pub fn allows_any(&self, roles: &[String]) -> bool {
+        self.allowed_roles.iter().any(|r| roles.contains(r))
+    }
+
+    pub fn is_sensitive(&self, arg: &str) -> bool {
+        self.args.get(arg).is_some_and(|a| a.sensitive)
+    }
+
+    /// The tool as MCP publishes it: name, description, JSON Schema, side-effect hints.
+    pub fn to_tool(&self) -> rmcp::model::Tool {
+        use rmcp::model::{Tool, ToolAnnotations};
+        let ann = ToolAnnotations::new()
+            .read_only(matches!(self.side_effects, SideEffects::None | SideEffects::Read))
+            .destructive(self.side_effects == SideEffects::Destructive)
+            .open_world(true);
+        let mut t = Tool::new(
+            self.tool.clone(),
+            self.description.clone().unwrap_or_default(),
+            self.published.clone(),
+        )
+        .with_annotations(ann);
+        if self.requires_approval {
+            t = t.with_meta(rmcp::model::MetaObject(
+                [("capgate/requires_approval".to_string(), Value::Bool(true))].into_iter().collect(),
+            ));
+        }
+        t
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ContractError {
+    pub source_name: String,
+    pub message: String,
+}
+
+fn cerr(source: &str, message: impl Into<String>) -> ContractError {
+    ContractError {
+        source_name: source.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `15m`, `30s`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "min" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+fn parse_rate(s: &str) -> Option<RateLimit> {
+    let (count, per) = s.split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "min" | "m" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86400),
+        _ => return None,
+    };
+    Some(RateLimit { count, per })
+}
+
+fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+impl Contract {
+    /// Compiles one contract. `raw_value` is the contract as read, for the digest.
+    pub fn compile(raw: RawContract, raw_value: &Value, source: &str) -> Result<Self, ContractError> {
+        if !valid_tool_name(&raw.tool) {
+            return Err(cerr(
+                source,
+                format!("tool name `{}` must be 1-128 characters of A-Z, a-z, 0-9, `_`, `-`, `.`", raw.tool),
+            ));
+        }
+        let ctx = format!("{source} (tool `{}`)", raw.tool);
+        if raw.allowed_roles.is_empty() || raw.allowed_roles.iter().any(|r| r.trim().is_empty()) {
+            return Err(cerr(
+                &ctx,
+                "`allowed_roles` must name at least one role: a contract without roles is callable by nobody, so it is refused",
+            ));
+        }
+        let mut args = BTreeMap::new();
+        for (name, decl) in &raw.arg_schema {
+            let spec = ArgSpec::parse(decl).map_err(|e| cerr(&ctx, format!("argument `{name}`: {e}")))?;
+            args.insert(name.clone(), spec);
+        }
+        for name in &raw.sensitive {
+            let spec = args
+                .get_mut(name)
+                .ok_or_else(|| cerr(&ctx, format!("`sensitive` names `{name}`, which is not in `arg_schema`")))?;
+            spec.sensitive = true;
+        }
+        let mut fixed_args = Map::new();
+        for (name, value) in &raw.fixed_args {
+            if args.contains_key(name) {
+                return Err(cerr(
+                    &ctx,
+                    format!("`fixed_args.{name}` is also a caller argument: the gateway sets it, so remove it from `arg_schema`"),
+                ));
+            }
+            fixed_args.insert(name.clone(), value.clone());
+        }
+        let approval_ttl = match &raw.approval_ttl {
+            None => Duration::from_secs(15 * 60),
+            Some(s) => {
+                parse_duration(s).ok_or_else(|| cerr(&ctx, format!("`approval_ttl = \"{s}\"`: write a duration such as `15m`, `1h`")))?
+            }
+        };
+        let rate_limit = match &raw.rate_limit {
+            None => None,
+            Some(s) => Some(parse_rate(s).ok_or_else(|| cerr(&ctx, format!("`rate_limit = \"{s}\"`: write a rate such as `10/min`")))?),
+        };
+        if let Some(envs) = &raw.environments
+            && envs.is_empty()
+        {
+            return Err(cerr(&ctx, "`environments` is empty: leave it out to mean every environment"));
+        }
+        let published = Arc::new(input_schema(&args));
+        Ok(Contract {
+            tool: raw.tool,
+            description: raw.description,
+            allowed_roles: raw.allowed_roles,
+            args,
+            requires_approval: raw.requires_approval,
+            environments: raw.environments,
+            side_effects: raw.side_effects.unwrap_or(SideEffects::Write),
+            approver_roles: raw.approver_roles,
+            approval_ttl,
+            rate_limit,
+            backend: raw.backend,
+            fixed_args,
+            digest: crate::canonical::digest(raw_value),
+            source: source.to_string(),
+            published,
+        })
+    }
+}
+
+fn input_schema(args: &BTreeMap<String, ArgSpec>) -> Map<String, Value> {
+    let props: Map<String, Value> = args.iter().map(|(k, v)| (k.clone(), types::json_schema(v))).collect();
+    let required: Vec<&String> = args.iter().filter(|(_, v)| !v.optional).map(|(k, _)| k).collect();
+    let schema = json!({
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+    });
+    match schema {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Parses one contract file's text: JSON (an object or an array of objects) or TOML (one
+/// contract's fields at top level, or `[[contract]]` tables).
+pub fn parse_file_text(text: &str, source: &str, is_toml: bool) -> Result<Vec<Contract>, ContractError> {
+    let values: Vec<Value> = if is_toml {
+        let v: toml::Value = toml::from_str(text).map_err(|e| cerr(source, format!("not valid TOML: {}", e.message())))?;
+        let v = serde_json::to_value(v).map_err(|e| cerr(source, e.to_string()))?;
+        match v.get("contract") {
+            Some(Value::Array(items)) if v.as_object().is_some_and(|o| o.len() == 1) => items.clone(),
+            _ => vec![v],
+        }
+    } else {
+        let v: Value = serde_json::from_str(text).map_err(|e| cerr(source, format!("not valid JSON: {e}")))?;
+        match v {
+            Value::Array(items) => items,
+            other => vec![other],
+        }
+    };
+    values
+        .into_iter()
+        .map(|v| {
+            let raw: RawContract = serde_json::from_value(v.clone()).map_err(|e| cerr(source, e.to_string()))?;
+            Contract::compile(raw, &v, source)
+        })
+        .collect()
+}
+
+/// Loads every `*.json` and `*.toml` file of a folder, in name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<Contract>, ContractError> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| cerr(&shown, format!("cannot read the contracts folder: {e}")))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "toml")))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let name = p.display().to_string();
+        let text = std::fs::read_to_string(&p).map_err(|e| cerr(&name, format!("cannot read: {e}")))?;
+        let is_toml = p.extension().and_then(|e| e.to_str()) == Some("toml");
+        out.extend(parse_file_text(&text, &name, is_toml)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{
+"tool": "create_firewall_block",
+"allowed_roles": ["incident_commander"],
+"arg_schema": {"ip": "cidr", "ttl_minutes": "1-240"},
+"requires_approval": true
+}"#;
+
+    #[test]
+    fn the_seed_contract_loads_exactly_as_written() {
+        let c = parse_file_text(SEED, "seed.json", false).unwrap();
+        let c = c.first().unwrap();
+        assert_eq!(c.tool, "create_firewall_block");
+        assert!(c.requires_approval);
+        assert_eq!(c.allowed_roles, vec!["incident_commander"]);
+        let schema = Value::Object((*c.published).clone());
+        assert_eq!(schema["additionalProperties"], json!(false));
+        assert_eq!(schema["required"], json!(["ip", "ttl_minutes"]));
+        assert_eq!(
+            schema["properties"]["ttl_minutes"],
+            json!({"type": "integer", "minimum": 1, "maximum": 240})
+        );
+    }
+
+    #[test]
+    fn toml_contracts_load() {
+        let text = r#"
+[[contract]]
+tool = "create_ticket"
+allowed_roles = ["oncall"]
+side_effects = "write"
+sensitive = ["reporter_email"]
+rate_limit = "10/min"
+arg_schema = { title = "string(1..120)", severity = "enum(low|high)", reporter_email = "string?" }
+fixed_args = { queue = "SEC" }
+"#;
+        let c = parse_file_text(text, "t.toml", true).unwrap();
+        let c = c.first().unwrap();
+        assert!(c.is_sensitive("reporter_email"));
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                count: 10,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(c.fixed_args["queue"], json!("SEC"));
+    }
+
+    #[test]
+    fn unsafe_or_misspelt_contracts_are_refused() {
+        for bad in [
+            r#"{"tool":"t","allowed_roles":[],"arg_schema":{}}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"requires_aproval":true}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{"x":"regex(.*)"}}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{"x":"cidr"},"sensitive":["y"]}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{"x":"cidr"},"fixed_args":{"x":1}}"#,
+            r#"{"tool":"t t","allowed_roles":["a"],"arg_schema":{}}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"approval_ttl":"soon"}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"rate_limit":"0/min"}"#,
+        ] {
+            assert!(parse_file_text(bad, "x.json", false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("0m"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! capgate: a zero-trust gateway for agent tools. See docs/pipeline.md for the stage order.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod backend;
+pub mod canonical;
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod decision;
+pub mod pipeline;
+pub mod secret;
+pub mod server;
+pub mod trace;

@@ -1,0 +1,354 @@
+//! Stage 1, authentication: turns a bearer token into an [`Authenticated`] caller of one
+//! environment, or refuses.
+//!
+//! Runs first, on every request, before anything of the tool surface is looked at. Needs the
+//! environment's trusted issuers and their keys (JWKS file or URL, cached; a URL is fetched
+//! again when a token names an unknown `kid`). Outcomes: `Authenticated`; a client error
+//! (401: missing, malformed, expired, wrong issuer/audience/key); or `KeysUnavailable`
+//! (503: the keys cannot be read, so nobody is let in).
+//!
+//! INVARIANT: the algorithm is the key's, never the token's. A token whose header names
+//! another algorithm than its key's (HS256 signed with a public key, `none`) is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Environment, Issuer, JwksSource};
+use crate::decision::ReasonCode;
+
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Allowed clock skew for `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+/// A JWKS URL is fetched again on an unknown `kid` at most this often, so that a flood of
+/// forged `kid`s cannot turn the gateway into a load generator against the IdP.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Who is calling, as proven by a verified token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Principal {
+    pub sub: String,
+    pub iss: String,
+    pub roles: Vec<String>,
+    pub token_id: Option<String>,
+    pub auth_method: String,
+}
+
+/// Proof that a request's caller was authenticated for one environment. Only
+/// [`Authenticator::verify`] builds it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    principal: Arc<Principal>,
+    env: Arc<str>,
+    expires_at: u64,
+}
+
+impl Authenticated {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("no bearer token in the Authorization header")]
+    Missing,
+    #[error("the token must be sent in the Authorization header only")]
+    OutsideHeader,
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token has expired")]
+    Expired,
+    /// Signature, issuer, audience, `nbf`, `kid` or algorithm: one answer for all, so the
+    /// client learns nothing about which check failed. The detail is for the log only.
+    #[error("the token is not valid for this resource")]
+    Invalid { detail: String },
+    #[error("the identity keys are unavailable")]
+    KeysUnavailable { detail: String },
+}
+
+impl AuthnError {
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            AuthnError::Missing => ReasonCode::TokenMissing,
+            AuthnError::OutsideHeader => ReasonCode::TokenOutsideHeader,
+            AuthnError::Malformed | AuthnError::Invalid { .. } => ReasonCode::TokenInvalid,
+            AuthnError::Expired => ReasonCode::TokenExpired,
+            AuthnError::KeysUnavailable { .. } => ReasonCode::KeysUnavailable,
+        }
+    }
+
+    /// What the audit record says: specific, but never the token itself.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            AuthnError::Invalid { detail } | AuthnError::KeysUnavailable { detail } => format!("{self}: {detail}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub struct Key {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+struct IssuerKeys {
+    cfg: Issuer,
+    keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+/// One environment's token verifier. Environments never share one.
+pub struct Authenticator {
+    env: Arc<str>,
+    audience: String,
+    issuers: Vec<IssuerKeys>,
+    http: reqwest::Client,
+}
+
+fn algorithm_for(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    let by_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+        // Symmetric keys and other curves are never trusted: a JWKS is public.
+        _ => return None,
+    };
+    match jwk.common.key_algorithm {
+        None => Some(by_type),
+        Some(KeyAlgorithm::RS256) if by_type == Algorithm::RS256 => Some(by_type),
+        Some(KeyAlgorithm::ES256) if by_type == Algorithm::ES256 => Some(by_type),
+        Some(KeyAlgorithm::EdDSA) if by_type == Algorithm::EdDSA => Some(by_type),
+        Some(_) => None,
+    }
+}
+
+/// Parses a JWKS document into usable keys; keys of an unsupported kind or without `kid`
+/// are skipped (never guessed at).
+pub fn parse_jwks(text: &str) -> Result<HashMap<String, Arc<Key>>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut out = HashMap::new();
+    for jwk in &set.keys {
+        let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), algorithm_for(jwk)) else {
+            continue;
+        };
+        if let Ok(key) = DecodingKey::from_jwk(jwk) {
+            out.insert(kid, Arc::new(Key { key, alg }));
+        }
+    }
+    Ok(out)
+}
+
+impl Authenticator {
+    /// Loads every issuer's keys now, so that a gateway with unreadable keys does not start.
+    pub async fn new(env: &Environment) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let mut issuers = Vec::new();
+        for cfg in &env.issuers {
+            let keys = fetch(&http, &cfg.jwks)
+                .await
+                .map_err(|e| format!("environment `{}`: issuer `{}`: {e}", env.name, cfg.issuer))?;
+            issuers.push(IssuerKeys {
+                cfg: cfg.clone(),
+                keys: RwLock::new(Arc::new(keys)),
+                last_fetch: Mutex::new(Some(Instant::now())),
+            });
+        }
+        Ok(Self {
+            env: Arc::from(env.name.as_str()),
+            audience: env.public_url.clone(),
+            issuers,
+            http,
+        })
+    }
+
+    /// Finds the bearer token of a request: exactly one `Authorization: Bearer …` header.
+    pub fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthnError> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Err(AuthnError::Missing);
+        };
+        if values.next().is_some() {
+            return Err(AuthnError::Malformed);
+        }
+        let value = value.to_str().map_err(|_| AuthnError::Malformed)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthnError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthnError::Missing);
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthnError::Missing);
+        }
+        Ok(token)
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Authenticated, AuthnError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthnError::Malformed);
+        }
+        // `none` and unknown algorithms fail here: they are not in the library's enum.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+        let kid = header.kid.clone().ok_or_else(|| AuthnError::Invalid {
+            detail: "the token names no `kid`".into(),
+        })?;
+        let (issuer, key) = match self.find_key(&kid) {
+            Some(found) => found,
+            None => {
+                self.refresh_url_issuers().await;
+                self.find_key(&kid).ok_or_else(|| AuthnError::Invalid {
+                    detail: "unknown `kid`".into(),
+                })?
+            }
+        };
+        if header.alg != key.alg {
+            return Err(AuthnError::Invalid {
+                detail: format!("algorithm {:?} is not the key's ({:?})", header.alg, key.alg),
+            });
+        }
+        let mut v = Validation::new(key.alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_issuer(&[issuer.issuer.as_str()]);
+        v.set_audience(&[self.audience.as_str()]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthnError::Expired,
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthnError::Malformed,
+                other => AuthnError::Invalid {
+                    detail: format!("{other:?}"),
+                },
+            }
+        })?;
+        let claims = data.claims;
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && s.len() <= 256);
+        let sub = sub.ok_or_else(|| AuthnError::Invalid {
+            detail: "`sub` must be a non-empty string".into(),
+        })?;
+        let roles = match claims.get(&issuer.roles_claim) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|r| r.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| AuthnError::Invalid {
+                    detail: format!("`{}` must be an array of strings", issuer.roles_claim),
+                })?,
+            Some(_) => {
+                return Err(AuthnError::Invalid {
+                    detail: format!("`{}` must be an array of strings", issuer.roles_claim),
+                });
+            }
+        };
+        let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok(Authenticated {
+            principal: Arc::new(Principal {
+                sub: sub.to_string(),
+                iss: issuer.issuer.clone(),
+                roles,
+                token_id: claims.get("jti").and_then(Value::as_str).map(str::to_string),
+                auth_method: format!("jwt-{:?}", key.alg).to_lowercase(),
+            }),
+            env: self.env.clone(),
+            expires_at,
+        })
+    }
+
+    fn find_key(&self, kid: &str) -> Option<(Issuer, Arc<Key>)> {
+        self.issuers.iter().find_map(|i| {
+            let keys = i.keys.read().ok()?;
+            keys.get(kid).map(|k| (i.cfg.clone(), k.clone()))
+        })
+    }
+
+    async fn refresh_url_issuers(&self) {
+        for i in &self.issuers {
+            if !matches!(i.cfg.jwks, JwksSource::Url(_)) {
+                continue;
+            }
+            {
+                let Ok(mut last) = i.last_fetch.lock() else { continue };
+                if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
+                    continue;
+                }
+                *last = Some(Instant::now());
+            }
+            match fetch(&self.http, &i.cfg.jwks).await {
+                Ok(keys) => {
+                    if let Ok(mut slot) = i.keys.write() {
+                        *slot = Arc::new(keys);
+                    }
+                }
+                Err(e) => tracing::warn!(env = %self.env, issuer = %i.cfg.issuer, "JWKS refresh failed: {e}"),
+            }
+        }
+    }
+
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+}
+
+async fn fetch(http: &reqwest::Client, src: &JwksSource) -> Result<HashMap<String, Arc<Key>>, String> {
+    let text = match src {
+        JwksSource::File(p) => std::fs::read_to_string(p).map_err(|e| format!("cannot read JWKS `{}`: {e}", p.display()))?,
+        JwksSource::Url(u) => {
+            let resp = http.get(u).send().await.map_err(|e| format!("cannot fetch JWKS `{u}`: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("JWKS `{u}` answered {}", resp.status()));
+            }
+            resp.text().await.map_err(|e| format!("cannot read JWKS `{u}`: {e}"))?
+        }
+    };
+    let keys = parse_jwks(&text)?;
+    if keys.is_empty() {
+        return Err("the JWKS holds no usable key (RSA, P-256 or Ed25519 with a `kid`)".into());
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = http::HeaderMap::new();
+        assert!(matches!(Authenticator::bearer(&h), Err(AuthnError::Missing)));
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(Authenticator::bearer(&h).unwrap(), "abc");
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(matches!(Authenticator::bearer(&h), Err(AuthnError::Missing)));
+        h.insert("authorization", "Bearer".parse().unwrap());
+        assert!(matches!(Authenticator::bearer(&h), Err(AuthnError::Malformed)));
+        h.insert("authorization", "Bearer a".parse().unwrap());
+        h.append("authorization", "Bearer b".parse().unwrap());
+        assert!(matches!(Authenticator::bearer(&h), Err(AuthnError::Malformed)));
+    }
+
+    #[test]
+    fn symmetric_keys_in_a_jwks_are_ignored() {
+        let jwks = r#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#;
+        assert!(parse_jwks(jwks).unwrap().is_empty());
+    }
+}

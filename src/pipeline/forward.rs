@@ -1,0 +1,30 @@
+//! Stage 6, forwarding: sends an audited call to the upstream that serves the contract.
+//!
+//! Accepts only [`Audited`], so the compiler proves no unchecked or unrecorded call runs.
+
+use std::time::Instant;
+
+use rmcp::model::CallToolResult;
+
+use super::audit::Audited;
+use super::{CallCtx, Runtime};
+use crate::backend::BackendError;
+
+pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> (Result<CallToolResult, BackendError>, f64) {
+    let v = call.approved().validated();
+    let tool = &v.authorized().contract().tool;
+    let started = Instant::now();
+    let result = match rt.routes.get(tool) {
+        Some(route) => {
+            route
+                .upstream
+                .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
+                .await
+        }
+        None => Err(BackendError::Unavailable {
+            upstream: "(none)".into(),
+            detail: "no route".into(),
+        }),
+    };
+    (result, started.elapsed().as_secs_f64() * 1000.0)
+}

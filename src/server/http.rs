@@ -1,0 +1,316 @@
+//! The transport guard: runs on every HTTP request to `/mcp` before `rmcp` sees it.
+//!
+//! In order: trace ID; Origin (403); token outside the Authorization header (401); body
+//! limit (413); authentication (401/503); body well-formed without duplicate keys; session
+//! ownership (a session belongs to the identity that opened it). Each refusal is recorded
+//! before it is answered.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::Value;
+
+use crate::audit::ClientRef;
+use crate::decision::{Decision, ReasonCode};
+use crate::pipeline::authn::{Authenticator, AuthnError};
+use crate::pipeline::{CallCtx, Runtime, base_record};
+use crate::trace::TraceId;
+
+use super::jsonguard::{BodyError, check_body};
+use super::mcp::RequestCtx;
+use super::respond;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub struct HttpState {
+    pub rt: Arc<Runtime>,
+    /// session id → (owner key, opened at). Owner key is issuer + subject.
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl HttpState {
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self {
+            rt,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_str_parts<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Query parameters that carry a token: refused wherever they appear (RFC 6750 §2.3 is a
+/// leak into logs and history).
+fn token_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let k = kv.split('=').next().unwrap_or("").to_ascii_lowercase();
+            matches!(
+                k.as_str(),
+                "access_token" | "token" | "id_token" | "bearer" | "authorization" | "jwt"
+            )
+        })
+    })
+}
+
+/// The facts of a JSON-RPC body that a denial record should carry.
+fn rpc_facts(body: &Value) -> (Option<String>, Option<String>, Value) {
+    let id = body.get("id").cloned().unwrap_or(Value::Null);
+    let tool = body
+        .get("params")
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .filter(|_| body.get("method").and_then(Value::as_str) == Some("tools/call"))
+        .map(|s| clean(s, 128));
+    let args_digest = body.get("params").and_then(|p| p.get("arguments")).map(crate::canonical::digest);
+    (tool, args_digest, id)
+}
+
+pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+    let rt = &st.rt;
+    let trace = TraceId::from_traceparent_or_new(header_str(&req, "traceparent"));
+    let client = ClientRef {
+        addr: Some(addr.to_string()),
+        user_agent: header_str(&req, "user-agent").map(|u| clean(u, 256)),
+    };
+    let session_id = header_str(&req, SESSION_HEADER).map(|s| clean(s, 128));
+    let mut call = CallCtx {
+        trace: trace.clone(),
+        request_id: None,
+        session_id: session_id.clone(),
+        client,
+    };
+
+    let deny = |call: &CallCtx, code: ReasonCode, reason: String, tool: Option<String>, args_digest: Option<String>| {
+        let mut rec = base_record(rt, call, None, tool.as_deref(), Decision::Deny, code, &reason);
+        rec.args_digest = args_digest;
+        rec
+    };
+
+    // Origin: a browser page on another site must never drive the gateway.
+    if let Some(origin) = header_str(&req, "origin")
+        && !rt.env.allowed_origins.iter().any(|o| o == origin)
+    {
+        let rec = deny(
+            &call,
+            ReasonCode::OriginRefused,
+            format!("Origin `{}` is not allowed", clean(origin, 128)),
+            None,
+            None,
+        );
+        return record_then(rt, rec, respond::forbidden_origin(&trace)).await;
+    }
+    if token_in_query(req.uri().query()) {
+        let rec = deny(
+            &call,
+            ReasonCode::TokenOutsideHeader,
+            "a token was sent in the query string".into(),
+            None,
+            None,
+        );
+        return record_then(
+            rt,
+            rec,
+            respond::unauthorized(&AuthnError::OutsideHeader, &rt.env.resource_metadata_url(), true, &trace),
+        )
+        .await;
+    }
+
+    let limit = rt.env.max_body_bytes;
+    let declared = header_str(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let rec = deny(
+            &call,
+            ReasonCode::BodyTooLarge,
+            format!("body of {} bytes is over the limit of {limit}", declared.unwrap_or(0)),
+            None,
+            None,
+        );
+        return record_then(rt, rec, respond::too_large(limit, &trace)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, limit).await else {
+        let rec = deny(
+            &call,
+            ReasonCode::BodyTooLarge,
+            format!("body is over the limit of {limit} bytes"),
+            None,
+            None,
+        );
+        return record_then(rt, rec, respond::too_large(limit, &trace)).await;
+    };
+    let parsed = if parts.method == Method::POST {
+        Some(check_body(&bytes))
+    } else {
+        None
+    };
+    let (tool, args_digest, rpc_id) = match &parsed {
+        Some(Ok(v)) => rpc_facts(v),
+        _ => (None, None, Value::Null),
+    };
+    // SEP-414: a client may carry its trace in `_meta.traceparent` instead of the header.
+    if header_str_parts(&parts, "traceparent").is_none()
+        && let Some(Ok(v)) = &parsed
+        && let Some(tp) = v.pointer("/params/_meta/traceparent").and_then(Value::as_str)
+    {
+        call.trace = TraceId::from_traceparent_or_new(Some(tp));
+    }
+    let trace = call.trace.clone();
+
+    let token = Authenticator::bearer(&parts.headers);
+    let token_sent = token.is_ok() || parts.headers.contains_key(http::header::AUTHORIZATION);
+    let verified = match token {
+        Ok(t) => rt.authn.verify(t).await,
+        Err(e) => Err(e),
+    };
+    let auth = match verified {
+        Ok(a) => a,
+        Err(e) => {
+            let rec = deny(&call, e.reason_code(), e.audit_reason(), tool, args_digest);
+            return record_then(
+                rt,
+                rec,
+                respond::unauthorized(&e, &rt.env.resource_metadata_url(), token_sent, &trace),
+            )
+            .await;
+        }
+    };
+
+    match &parsed {
+        Some(Err(BodyError::Syntax)) => {
+            let mut rec = deny(
+                &call,
+                ReasonCode::MalformedRequest,
+                "the body is not one well-formed JSON value".into(),
+                None,
+                None,
+            );
+            rec.principal = Some(auth.principal().into());
+            return record_then(
+                rt,
+                rec,
+                respond::jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    -32700,
+                    "parse error: the body is not valid JSON",
+                    "malformed_request",
+                    &trace,
+                ),
+            )
+            .await;
+        }
+        Some(Err(BodyError::DuplicateKey(k))) => {
+            let mut rec = deny(
+                &call,
+                ReasonCode::ArgumentsInvalid,
+                format!("duplicate key `{k}` in the request"),
+                None,
+                Some(crate::canonical::sha256_hex(&bytes)),
+            );
+            rec.principal = Some(auth.principal().into());
+            let id = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("id").cloned())
+                .unwrap_or(Value::Null);
+            return record_then(
+                rt,
+                rec,
+                respond::jsonrpc_error(
+                    StatusCode::OK,
+                    id,
+                    -32602,
+                    &format!("invalid request: duplicate key `{k}`"),
+                    "arguments_invalid",
+                    &trace,
+                ),
+            )
+            .await;
+        }
+        _ => {}
+    }
+
+    let owner = format!("{}\u{0}{}", auth.principal().iss, auth.principal().sub);
+    if let Some(sid) = &session_id {
+        let known = st.sessions.lock().ok().and_then(|m| m.get(sid).map(|(o, _)| o.clone()));
+        if known.as_ref().is_some_and(|o| *o != owner) {
+            let mut rec = deny(
+                &call,
+                ReasonCode::SessionNotOwned,
+                "the session belongs to another identity".into(),
+                tool,
+                args_digest,
+            );
+            rec.principal = Some(auth.principal().into());
+            return record_then(rt, rec, respond::session_not_found(&trace)).await;
+        }
+    }
+
+    call.request_id = match rpc_id {
+        Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let is_delete = parts.method == Method::DELETE;
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    req.extensions_mut().insert(RequestCtx { auth, call });
+    let mut resp = next.run(req).await;
+
+    if let Ok(mut m) = st.sessions.lock() {
+        match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
+            (None, Some(new_sid)) => {
+                if m.len() > 10_000 {
+                    m.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
+                }
+                m.insert(new_sid.to_string(), (owner, Instant::now()));
+            }
+            (Some(sid), _) if is_delete && resp.status().is_success() => {
+                m.remove(sid);
+            }
+            _ => {}
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(trace.as_str()) {
+        resp.headers_mut().insert(respond::TRACE_HEADER, v);
+    }
+    resp
+}
+
+/// Writes a denial record, then answers; if the record cannot be written, the answer is 503.
+async fn record_then(rt: &Runtime, rec: crate::audit::AuditRecord, resp: Response) -> Response {
+    let trace = TraceId::from_record(&rec.trace_id);
+    match rt.audit.append(rec).await {
+        Ok(_) => resp,
+        Err(_) => respond::unavailable("the audit log is unavailable; the request was refused", &trace),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_tokens_are_spotted() {
+        assert!(token_in_query(Some("access_token=abc")));
+        assert!(token_in_query(Some("a=1&Token=x")));
+        assert!(!token_in_query(Some("tokens_used=1")));
+        assert!(!token_in_query(None));
+    }
+}

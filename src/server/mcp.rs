@@ -1,0 +1,129 @@
+//! The MCP server side: an `rmcp` `ServerHandler` that hands `tools/list` and `tools/call`
+//! to the pipeline. It trusts nothing it did not get from the transport guard (HTTP) or from
+//! verifying the stdio token itself.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler};
+
+use crate::audit::ClientRef;
+use crate::decision::ReasonCode;
+use crate::pipeline::authn::Authenticated;
+use crate::pipeline::{CallCtx, Runtime};
+use crate::secret::Secret;
+use crate::trace::TraceId;
+
+use super::respond;
+
+/// What the HTTP guard proved about a request, carried to the handler in the request's
+/// extensions.
+#[derive(Clone)]
+pub struct RequestCtx {
+    pub auth: Authenticated,
+    pub call: CallCtx,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    rt: Arc<Runtime>,
+    /// Set for the stdio transport: the caller's token, verified again on every request so
+    /// that expiry applies to a long-lived stdio session too.
+    stdio_token: Option<Arc<Secret<String>>>,
+}
+
+impl Gateway {
+    pub fn http(rt: Arc<Runtime>) -> Self {
+        Self { rt, stdio_token: None }
+    }
+
+    pub fn stdio(rt: Arc<Runtime>, token: Secret<String>) -> Self {
+        Self {
+            rt,
+            stdio_token: Some(Arc::new(token)),
+        }
+    }
+
+    async fn request_ctx(&self, ctx: &RequestContext<RoleServer>) -> Result<RequestCtx, ErrorData> {
+        let request_id = Some(ctx.id.to_string());
+        if let Some(token) = &self.stdio_token {
+            let trace = TraceId::from_traceparent_or_new(ctx.meta.get_traceparent());
+            let call = CallCtx {
+                trace: trace.clone(),
+                request_id,
+                session_id: None,
+                client: ClientRef {
+                    addr: Some("stdio".into()),
+                    user_agent: None,
+                },
+            };
+            return match self.rt.authn.verify(token.expose()).await {
+                Ok(auth) => Ok(RequestCtx { auth, call }),
+                Err(e) => {
+                    let mut rec = crate::pipeline::base_record(
+                        &self.rt,
+                        &call,
+                        None,
+                        None,
+                        crate::decision::Decision::Deny,
+                        e.reason_code(),
+                        &e.audit_reason(),
+                    );
+                    rec.reason_code = e.reason_code().as_str().into();
+                    let _ = self.rt.audit.append(rec).await;
+                    Err(ErrorData::new(
+                        ErrorCode(-32001),
+                        format!("unauthenticated: {e}"),
+                        Some(serde_json::json!({"trace_id": trace.as_str(), "reason_code": e.reason_code().as_str()})),
+                    ))
+                }
+            };
+        }
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        match parts.and_then(|p| p.extensions.get::<RequestCtx>()) {
+            Some(r) => {
+                let mut r = r.clone();
+                r.call.request_id = request_id;
+                Ok(r)
+            }
+            // The guard always attaches a context; its absence is a wiring fault: refuse.
+            None => Err(ErrorData::new(
+                ErrorCode(-32003),
+                "request context missing; refused",
+                Some(serde_json::json!({"reason_code": ReasonCode::AuditUnavailable.as_str()})),
+            )),
+        }
+    }
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "capgate gateway for environment `{}`. Every tool is a capability contract: arguments are validated strictly, calls are audited, and some tools need a human approval (they answer `pending`).",
+                self.rt.env.name
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let rc = self.request_ctx(&context).await?;
+        Ok(ListToolsResult::with_all_items(self.rt.list_tools(&rc.auth)))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let rc = self.request_ctx(&context).await?;
+        match self.rt.call_tool(&rc.auth, &rc.call, &request.name, request.arguments).await {
+            Ok(r) => Ok(r.into()),
+            Err(refusal) => Err(respond::refusal_to_error(refusal, &rc.call.trace)),
+        }
+    }
+}

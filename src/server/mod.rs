@@ -1,0 +1,261 @@
+//! The gateway process: builds each environment's runtime (keys, audit store, upstreams,
+//! routes), then serves it over HTTP on its own listener, or over stdio.
+//!
+//! INVARIANT: a runtime is built whole or not at all. Unreadable keys, an unopenable audit
+//! store or a contract without exactly one upstream tool stop the start (fail closed).
+
+pub mod http;
+pub mod jsonguard;
+pub mod mcp;
+pub mod respond;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::AuditLog;
+use crate::backend::UpstreamClient;
+use crate::config::resolved::host_of;
+use crate::config::{Config, Environment};
+use crate::pipeline::authn::Authenticator;
+use crate::pipeline::{Route, Runtime};
+
+/// Connects every upstream of an environment and maps each contract to exactly one upstream
+/// tool. Returns every problem found.
+pub async fn resolve_routes(config: &Config, env: &Environment) -> Result<(HashMap<String, Route>, Vec<Arc<UpstreamClient>>), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut clients = Vec::new();
+    let mut tools_of: Vec<(Arc<UpstreamClient>, Vec<String>)> = Vec::new();
+    for u in config.upstreams_of(&env.name) {
+        let client = Arc::new(UpstreamClient::new(u.clone()));
+        match client.list_tools().await {
+            Ok(tools) => tools_of.push((client.clone(), tools.into_iter().map(|t| t.name.to_string()).collect())),
+            Err(e) => problems.push(format!("environment `{}`: {e}: {}", env.name, e.detail())),
+        }
+        clients.push(client);
+    }
+    let mut routes = HashMap::new();
+    for c in env.contracts.values() {
+        let at = format!("{} (tool `{}`), environment `{}`", c.source, c.tool, env.name);
+        let found: Vec<(Arc<UpstreamClient>, String)> = match &c.backend {
+            Some(b) => {
+                let want = b.tool.clone().unwrap_or_else(|| c.tool.clone());
+                match tools_of.iter().find(|(u, _)| u.name() == b.upstream) {
+                    Some((u, tools)) if tools.contains(&want) => vec![(u.clone(), want)],
+                    Some(_) => {
+                        problems.push(format!("{at}: upstream `{}` has no tool `{want}`", b.upstream));
+                        continue;
+                    }
+                    None => {
+                        if config.upstreams_of(&env.name).all(|u| u.name != b.upstream) {
+                            problems.push(format!(
+                                "{at}: `backend.upstream = \"{}\"` is not an upstream of this environment",
+                                b.upstream
+                            ));
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => tools_of
+                .iter()
+                .filter(|(_, tools)| tools.contains(&c.tool))
+                .map(|(u, _)| (u.clone(), c.tool.clone()))
+                .collect(),
+        };
+        match found.as_slice() {
+            [(u, tool)] => {
+                routes.insert(
+                    c.tool.clone(),
+                    Route {
+                        upstream: u.clone(),
+                        tool: tool.clone(),
+                    },
+                );
+            }
+            [] => problems.push(format!(
+                "{at}: no upstream of this environment has this tool; name one with `backend = {{ upstream = \"…\", tool = \"…\" }}`"
+            )),
+            many => problems.push(format!(
+                "{at}: {} upstreams have this tool ({}); name one with `backend`",
+                many.len(),
+                many.iter().map(|(u, _)| u.name().to_string()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok((routes, clients))
+    } else {
+        Err(problems)
+    }
+}
+
+pub async fn build_runtime(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
+    let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
+    let audit = AuditLog::open(&env.audit_store, &env.name)
+        .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store.display()))?;
+    let (routes, upstreams) = resolve_routes(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
+    Ok(Runtime {
+        env,
+        authn,
+        audit,
+        routes,
+        rate: Default::default(),
+        upstreams,
+    })
+}
+
+fn allowed_hosts(env: &Environment, bound: SocketAddr) -> Vec<String> {
+    let mut hosts = env.allowed_hosts.clone();
+    if let Some(h) = host_of(&env.public_url) {
+        hosts.push(h.clone());
+        if let Some((name, _)) = h.rsplit_once(':') {
+            hosts.push(name.to_string());
+        }
+    }
+    hosts.push(bound.to_string());
+    hosts.push(bound.ip().to_string());
+    if bound.ip().is_loopback() {
+        hosts.extend(["localhost".to_string(), format!("localhost:{}", bound.port())]);
+    }
+    hosts
+}
+
+async fn metadata(State(rt): State<Arc<Runtime>>) -> Response {
+    axum::Json(json!({
+        "resource": rt.env.public_url,
+        "authorization_servers": rt.env.issuers.iter().map(|i| i.issuer.clone()).collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("capgate ({})", rt.env.name),
+    }))
+    .into_response()
+}
+
+async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
+    let audit_ok = rt.audit.healthy();
+    let status = if audit_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"env": rt.env.name, "audit": audit_ok, "upstreams": rt.upstreams.len()})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &rt.audit.stats;
+    let body = format!(
+        "# HELP capgate_audit_records_total Audit records durably written.\n# TYPE capgate_audit_records_total counter\ncapgate_audit_records_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_commits_total Audit transactions (fsyncs).\n# TYPE capgate_audit_commits_total counter\ncapgate_audit_commits_total{{env=\"{e}\"}} {}\n",
+        s.records.load(Relaxed),
+        s.commits.load(Relaxed),
+        e = rt.env.name
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> Router {
+    let gw = mcp::Gateway::http(rt.clone());
+    let cfg = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(&rt.env, bound))
+        .with_max_request_body_bytes(rt.env.max_body_bytes)
+        .with_json_response(true)
+        .with_cancellation_token(shutdown.child_token());
+    let mcp_service: StreamableHttpService<mcp::Gateway, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(gw.clone()), Default::default(), cfg);
+    let state = Arc::new(http::HttpState::new(rt.clone()));
+    let mcp_routes = Router::new()
+        .nest_service("/mcp", mcp_service)
+        .layer(axum::middleware::from_fn_with_state(state, http::guard));
+    Router::new()
+        .route("/.well-known/oauth-protected-resource", get(metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", get(metadata))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(rt)
+        .merge(mcp_routes)
+}
+
+/// Serves the given environments, each on its own listener, until SIGINT/SIGTERM.
+pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: impl Fn(&Environment, SocketAddr)) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for env in envs {
+        let rt = Arc::new(build_runtime(config, env.clone()).await?);
+        let listener = tokio::net::TcpListener::bind(&env.listen)
+            .await
+            .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
+        let bound = listener.local_addr()?;
+        let app = router(rt, bound, shutdown.clone());
+        on_ready(&env, bound);
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        }));
+    }
+    if tasks.is_empty() {
+        bail!("no environment to serve");
+    }
+    wait_for_signal().await;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Serves one environment to one local client over stdin/stdout.
+pub async fn serve_stdio(config: &Config, env: Arc<Environment>, token: crate::secret::Secret<String>) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let rt = Arc::new(build_runtime(config, env).await?);
+    // Refuse to start for a token that is not valid now: fail before the client connects.
+    rt.authn
+        .verify(token.expose())
+        .await
+        .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
+    let gw = mcp::Gateway::stdio(rt, token);
+    let running = gw
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow!("stdio transport: {e}"))?;
+    let _ = running.waiting().await;
+    Ok(())
+}

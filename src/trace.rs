@@ -1,0 +1,83 @@
+//! Trace IDs: taken from a valid W3C `traceparent`, else generated, so that every answer and
+//! every audit record of one request share one ID.
+
+use rand::RngCore;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceId(String);
+
+impl TraceId {
+    /// The trace ID of a valid `traceparent` header (version 00, lowercase hex, non-zero
+    /// IDs); any other value is ignored rather than trusted, and a fresh ID is generated.
+    pub fn from_traceparent_or_new(header: Option<&str>) -> Self {
+        header.and_then(parse_traceparent).unwrap_or_else(Self::generate)
+    }
+
+    /// A trace ID already validated elsewhere (an audit record's).
+    pub(crate) fn from_record(id: &str) -> Self {
+        Self(id.to_string())
+    }
+
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A `traceparent` for a call this gateway makes on behalf of the request, with a span
+    /// of its own.
+    pub fn child_traceparent(&self) -> String {
+        let mut span = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut span);
+        format!("00-{}-{}-01", self.0, hex::encode(span))
+    }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn parse_traceparent(value: &str) -> Option<TraceId> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "00" {
+        return None;
+    }
+    let ok = trace.len() == 32
+        && span.len() == 16
+        && flags.len() == 2
+        && [trace, span, flags].iter().all(|p| is_lower_hex(p))
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    ok.then(|| TraceId(trace.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_traceparent_is_taken() {
+        let t = TraceId::from_traceparent_or_new(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(t.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn invalid_traceparent_is_replaced() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "garbage\u{1b}[31m",
+        ] {
+            let t = TraceId::from_traceparent_or_new(Some(bad));
+            assert_ne!(t.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(t.as_str().len(), 32);
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Test harness: writes a two-environment configuration into a temporary folder, starts the
+//! real `capgate` binary on 127.0.0.1 with ephemeral ports, signs tokens of every kind, and
+//! reads the canary (the demo upstream's calls log) and the SQLite audit store.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test harness: a failure here is a test failure"
+)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// An HTTP client for the tests (reqwest is built without a default TLS provider).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub async fn get(url: String) -> reqwest::Response {
+    http().get(url).send().await.unwrap()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_capgate"))
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub const ENVS: [&str; 2] = ["dev", "stage"];
+pub const RSA_EC_ISSUER: &str = "https://idp.test/rsa-ec";
+
+pub fn issuer(env: &str) -> String {
+    format!("https://idp.test/{env}")
+}
+
+pub fn audience(env: &str) -> String {
+    format!("https://capgate.test/{env}/mcp")
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub const TEST_CONTRACTS_TOML: &str = r#"
+[[contract]]
+tool = "create_ticket"
+allowed_roles = ["oncall", "incident_commander"]
+side_effects = "write"
+sensitive = ["reporter_email"]
+fixed_args = { queue = "SEC" }
+arg_schema = { title = "string(1..120)", severity = "enum(low|medium|high|critical)", reporter_email = "string(3..254)?" }
+
+[[contract]]
+tool = "list_tickets"
+allowed_roles = ["oncall", "incident_commander", "viewer"]
+side_effects = "read"
+arg_schema = {}
+
+[[contract]]
+tool = "list_firewall_blocks"
+allowed_roles = ["incident_commander"]
+side_effects = "read"
+rate_limit = "2/min"
+arg_schema = {}
+
+[[contract]]
+tool = "run_report"
+allowed_roles = ["oncall"]
+side_effects = "read"
+arg_schema = { seconds = "0-10" }
+
+[[contract]]
+tool = "typed_lookup"
+description = "Every argument type, served by list_tickets"
+allowed_roles = ["oncall"]
+side_effects = "read"
+backend = { upstream = "demo", tool = "list_tickets" }
+[contract.arg_schema]
+net = { type = "cidr", min_prefix = 8 }
+addr = "ip"
+v4 = "ipv4"
+v6 = "ipv6"
+n = "1-10"
+s = "string(1..8)"
+e = "enum(a|b)"
+r = "regex([a-z]{3}-[0-9]{2})"
+b = "bool"
+h = "hostname"
+u = "uuid"
+opt = "string?"
+"#;
+
+pub const SEED_CONTRACT: &str = r#"{
+"tool": "create_firewall_block",
+"allowed_roles": ["incident_commander"],
+"arg_schema": {"ip": "cidr", "ttl_minutes": "1-240"},
+"requires_approval": true
+}"#;
+
+pub fn valid_typed_args() -> Value {
+    json!({
+        "net": "10.0.0.0/8", "addr": "2001:db8::1", "v4": "192.0.2.1", "v6": "::1", "n": 5,
+        "s": "abc", "e": "a", "r": "inc-42", "b": true, "h": "db-1.prod.example",
+        "u": "67e55044-10b1-426f-9247-bb680e5fe0c8"
+    })
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keys, contracts and a config for `dev` and `stage`, each with the demo upstream as
+    /// canary. `extra` is appended to the config.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("contracts")).unwrap();
+        std::fs::write(p.join("contracts/seed.json"), SEED_CONTRACT).unwrap();
+        std::fs::write(p.join("contracts/tools.toml"), TEST_CONTRACTS_TOML).unwrap();
+        let mut config = String::from("contracts = \"contracts/\"\n");
+        for env in ENVS {
+            for name in [format!("{env}-issuer"), format!("{env}-audit")] {
+                let out = Command::new(bin())
+                    .args(["keys", "generate", "--out"])
+                    .arg(p.join("keys"))
+                    .args(["--name", &name])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+            let extra_issuer = if env == "dev" {
+                format!(
+                    "[[environment.identity]]\nissuer = \"{RSA_EC_ISSUER}\"\njwks = {:?}\n",
+                    fixtures().join("test-rsa-ec.jwks.json")
+                )
+            } else {
+                String::new()
+            };
+            config.push_str(&format!(
+                r#"
+[[environment]]
+name = "{env}"
+listen = "127.0.0.1:0"
+public_url = "{aud}"
+approver_roles = ["security_lead"]
+allowed_origins = ["https://console.capgate.test"]
+max_body_bytes = 65536
+
+[[environment.identity]]
+issuer = "{iss}"
+jwks = "keys/{env}-issuer.jwks.json"
+mint_key = "keys/{env}-issuer.pem"
+{extra_issuer}
+[environment.audit]
+store = "sqlite://data/{env}-audit.db"
+signing_key = "keys/{env}-audit.pem"
+
+[[upstream]]
+name = "demo"
+environment = "{env}"
+builtin = "demo"
+args = ["--state", {state:?}]
+timeout = "2s"
+env = {{ DEMO_API_TOKEN = "upstream-secret-{env}-do-not-leak" }}
+"#,
+                aud = audience(env),
+                iss = issuer(env),
+                state = p.join("state").join(env),
+            ));
+        }
+        config.push_str(extra);
+        std::fs::write(p.join("capgate.toml"), config).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("capgate.toml")
+    }
+
+    pub fn signing_key(&self, env: &str) -> SigningKey {
+        let pem = std::fs::read_to_string(self.path().join(format!("keys/{env}-issuer.pem"))).unwrap();
+        SigningKey::from_pkcs8_pem(&pem).unwrap()
+    }
+
+    pub fn kid(&self, env: &str) -> String {
+        let jwks: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path().join(format!("keys/{env}-issuer.jwks.json"))).unwrap()).unwrap();
+        jwks["keys"][0]["kid"].as_str().unwrap().to_string()
+    }
+
+    pub fn claims(&self, env: &str, sub: &str, roles: &[&str]) -> Value {
+        let n = now();
+        json!({"iss": issuer(env), "aud": audience(env), "sub": sub, "roles": roles, "iat": n, "nbf": n, "exp": n + 600, "jti": format!("jti-{sub}-{n}")})
+    }
+
+    /// A valid EdDSA token of `env`'s development issuer.
+    pub fn token(&self, env: &str, sub: &str, roles: &[&str]) -> String {
+        self.sign(env, &self.claims(env, sub, roles))
+    }
+
+    pub fn sign(&self, env: &str, claims: &Value) -> String {
+        sign_ed(&self.signing_key(env), &self.kid(env), claims)
+    }
+
+    /// Reads the canary: every call the environment's upstream received.
+    pub fn calls(&self, env: &str) -> Vec<Value> {
+        match std::fs::read_to_string(self.path().join("state").join(env).join("calls.jsonl")) {
+            Ok(t) => t.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn audit_db(&self, env: &str) -> PathBuf {
+        self.path().join(format!("data/{env}-audit.db"))
+    }
+
+    /// Every audit record of an environment, in order.
+    pub fn audit(&self, env: &str) -> Vec<Value> {
+        let conn = rusqlite::Connection::open(self.audit_db(env)).unwrap();
+        let mut stmt = conn.prepare("SELECT record FROM audit ORDER BY seq").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+            .collect()
+    }
+
+    pub fn audit_for_trace(&self, env: &str, trace: &str) -> Vec<Value> {
+        self.audit(env).into_iter().filter(|r| r["trace_id"] == trace).collect()
+    }
+}
+
+pub fn sign_ed(key: &SigningKey, kid: &str, claims: &Value) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let pem = key.to_pkcs8_pem(Default::default()).unwrap();
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_pem(pem.as_bytes()).unwrap()).unwrap()
+}
+
+pub fn sign_fixture(alg: Algorithm, claims: &Value) -> String {
+    let (file, kid) = match alg {
+        Algorithm::RS256 => ("test-rsa.pem", "test-rsa"),
+        Algorithm::ES256 => ("test-ec.pem", "test-ec"),
+        other => panic!("no fixture for {other:?}"),
+    };
+    let pem = std::fs::read(fixtures().join(file)).unwrap();
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+    };
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&h, claims, &key).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with `alg: none` and no signature.
+pub fn alg_none(kid: &str, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": kid}).to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+/// HS256 "signed" with the bytes of a public key: the classic algorithm-confusion attack.
+pub fn hs256_with(secret: &[u8], kid: &str, claims: &Value) -> String {
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+/// A running gateway; killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub urls: std::collections::HashMap<String, String>,
+}
+
+impl Gateway {
+    pub fn start(config: &Path, envs: &[&str]) -> Self {
+        Self::start_with(config, envs, &[])
+    }
+
+    pub fn start_with(config: &Path, envs: &[&str], extra_args: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(extra_args)
+            .env("CAPGATE_LOG", "warn,rmcp=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut urls = std::collections::HashMap::new();
+        while urls.len() < envs.len() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("gateway did not start; got {urls:?}"));
+            // capgate: environment `dev` listening on http://127.0.0.1:PORT/mcp (audience …)
+            if let Some(rest) = line.strip_prefix("capgate: environment `") {
+                let (name, rest) = rest.split_once('`').unwrap();
+                let url = rest.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+                urls.insert(name.to_string(), url.to_string());
+            }
+        }
+        Gateway { child, urls }
+    }
+
+    pub fn url(&self, env: &str) -> &str {
+        &self.urls[env]
+    }
+
+    pub fn base(&self, env: &str) -> String {
+        self.url(env).trim_end_matches("/mcp").to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What came back from one HTTP request to `/mcp`.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn error_code(&self) -> Option<i64> {
+        self.body["error"]["code"].as_i64()
+    }
+    pub fn trace(&self) -> String {
+        self.header("x-capgate-trace-id").unwrap().to_string()
+    }
+}
+
+/// A raw MCP client over streamable HTTP: every header and body is the test's to choose.
+pub struct Mcp {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: Option<String>,
+    pub session: Option<String>,
+    next_id: i64,
+}
+
+fn parse_body(text: &str) -> Value {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return v;
+    }
+    // SSE: the last `data:` line that holds a JSON-RPC response.
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|v| v.get("result").is_some() || v.get("error").is_some())
+        .unwrap_or(Value::Null)
+}
+
+impl Mcp {
+    pub fn new(url: &str, token: Option<String>) -> Self {
+        Self {
+            http: http(),
+            url: url.to_string(),
+            token,
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    /// Opens an MCP session (initialize + initialized).
+    pub async fn open(url: &str, token: &str) -> Self {
+        let mut m = Self::new(url, Some(token.to_string()));
+        let r = m
+            .rpc(
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "capgate-tests", "version": "1"}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "initialize failed: {}", r.text);
+        m.session = r.header("mcp-session-id").map(str::to_string);
+        assert!(m.session.is_some(), "no session id");
+        let n = m
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(), &[])
+            .await;
+        assert!(n.status == 202 || n.status == 200, "initialized: {}", n.status);
+        m
+    }
+
+    pub async fn send(&self, body: String, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body: parse_body(&text),
+            text,
+        }
+    }
+
+    pub async fn rpc(&mut self, method: &str, params: Value) -> Reply {
+        self.next_id += 1;
+        self.send(
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}).to_string(),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn call(&mut self, tool: &str, args: Value) -> Reply {
+        self.rpc("tools/call", json!({"name": tool, "arguments": args})).await
+    }
+
+    pub async fn tool_names(&mut self) -> Vec<String> {
+        let r = self.rpc("tools/list", json!({})).await;
+        let mut names: Vec<String> = r.body["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
