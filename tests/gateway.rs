@@ -534,3 +534,76 @@ async fn readiness_health_and_metrics_answer() {
     let m = get(format!("{base}/metrics")).await.text().await.unwrap();
     assert!(m.contains("capgate_audit_records_total{env=\"stage\"}"));
 }
+
+/// Hostile input: thousands of mutated requests against the live server. None may crash it,
+/// none may reach the upstream (every request targets a tool that must never run), and every
+/// answer must be a well-formed HTTP refusal or JSON-RPC answer.
+#[tokio::test]
+async fn mutated_requests_never_crash_the_server_nor_execute_anything() {
+    use rand::{Rng, SeedableRng};
+    let f = Fixture::new("");
+    let mut gw = Gateway::start(&f.config(), &ENVS);
+    let ic = Mcp::open(gw.url("dev"), &f.token("dev", "ivan", &["incident_commander"])).await;
+    let seeds = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_firewall_block", "arguments": {"ip": "203.0.113.0/24", "ttl_minutes": 60}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "purge_all_tickets", "arguments": {}}}),
+    ];
+    let nasty = [
+        json!(null),
+        json!(-1),
+        json!(1e308),
+        json!(u64::MAX),
+        json!("0.0.0.0/0"),
+        json!("\u{0}"),
+        json!("\u{202e}"),
+        json!([]),
+        json!({}),
+        json!("a".repeat(5000)),
+        json!({"__proto__": 1}),
+        json!(true),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xcab6a7e);
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..600 {
+        let mut v = seeds[i % seeds.len()].clone();
+        let body = match rng.gen_range(0..6) {
+            0 => {
+                v["params"]["arguments"]["ip"] = nasty[rng.gen_range(0..nasty.len())].clone();
+                v.to_string()
+            }
+            1 => {
+                v["params"]["arguments"] = nasty[rng.gen_range(0..nasty.len())].clone();
+                v.to_string()
+            }
+            2 => {
+                v["params"]["name"] = nasty[rng.gen_range(0..nasty.len())].clone();
+                v.to_string()
+            }
+            3 => {
+                let mut bytes = v.to_string().into_bytes();
+                for _ in 0..rng.gen_range(1..6) {
+                    let at = rng.gen_range(0..bytes.len());
+                    bytes[at] = rng.r#gen();
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            4 => {
+                let s = v.to_string();
+                s[..rng.gen_range(0..s.len())].to_string()
+            }
+            _ => format!("{}{}", "[".repeat(rng.gen_range(1..3000)), "]".repeat(rng.gen_range(0..3000))),
+        };
+        let r = ic.send(body, &[]).await;
+        *statuses.entry(r.status).or_insert(0) += 1;
+        assert!(
+            [200, 202, 400, 404, 406, 413, 415, 422].contains(&r.status),
+            "unexpected status {}: {}",
+            r.status,
+            r.text
+        );
+    }
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway died");
+    assert_eq!(get(format!("{}/healthz", gw.base("dev"))).await.status(), 200);
+    assert!(f.calls("dev").is_empty(), "a mutated request executed: {:?}", f.calls("dev"));
+    assert!(statuses.len() > 1, "{statuses:?}");
+}

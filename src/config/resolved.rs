@@ -304,6 +304,11 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         ctx.push(&at, "two contracts define the same tool for this environment");
     }
     if let Some(roles) = &env.roles {
+        for r in &env.approver_roles {
+            if !roles.contains(r) {
+                ctx.push(&at, format!("approver role `{r}` is not among the environment's `roles`"));
+            }
+        }
         for c in mine.values() {
             for r in c.allowed_roles.iter().chain(c.approver_roles.iter().flatten()) {
                 if !roles.contains(r) {
@@ -456,8 +461,16 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
             }
         }
     };
+    let mut names = std::collections::HashSet::new();
     for e in envs {
-        claim("name", e.name.clone(), &format!("{}#{}", e.name, e.listen), ctx);
+        if !names.insert(e.name.as_str()) {
+            ctx.push(
+                &format!("environment `{}`", e.name),
+                "is defined twice; it shares its name with the first: give each environment its own name",
+            );
+        }
+    }
+    for e in envs {
         // Port 0 asks the OS for a fresh port each time: never shared.
         if !e.listen.ends_with(":0") {
             claim("listen address", e.listen.clone(), &e.name, ctx);

@@ -28,7 +28,7 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const LEEWAY_SECS: u64 = 30;
 /// A JWKS URL is fetched again on an unknown `kid` at most this often, so that a flood of
 /// forged `kid`s cannot turn the gateway into a load generator against the IdP.
-const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Who is calling, as proven by a verified token.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -166,7 +166,8 @@ impl Authenticator {
             issuers.push(IssuerKeys {
                 cfg: cfg.clone(),
                 keys: RwLock::new(Arc::new(keys)),
-                last_fetch: Mutex::new(Some(Instant::now())),
+                // The start-up fetch does not count: a key rotated just after start is found.
+                last_fetch: Mutex::new(None),
             });
         }
         Ok(Self {

@@ -8,6 +8,7 @@ pub mod http;
 pub mod jsonguard;
 pub mod mcp;
 pub mod respond;
+mod stdio_guard;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -251,9 +252,9 @@ pub async fn serve_stdio(config: &Config, env: Arc<Environment>, token: crate::s
         .verify(token.expose())
         .await
         .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
-    let gw = mcp::Gateway::stdio(rt, token);
+    let gw = mcp::Gateway::stdio(rt.clone(), token);
     let running = gw
-        .serve(rmcp::transport::stdio())
+        .serve(stdio_guard::spawn(rt))
         .await
         .map_err(|e| anyhow!("stdio transport: {e}"))?;
     let _ = running.waiting().await;

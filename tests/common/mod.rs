@@ -85,6 +85,7 @@ arg_schema = { seconds = "0-10" }
 tool = "typed_lookup"
 description = "Every argument type, served by list_tickets"
 allowed_roles = ["oncall"]
+environments = ["dev"]
 side_effects = "read"
 backend = { upstream = "demo", tool = "list_tickets" }
 [contract.arg_schema]
@@ -117,6 +118,14 @@ pub fn valid_typed_args() -> Value {
     })
 }
 
+#[derive(Default)]
+pub struct Options {
+    /// Replaces the `stage` environment's upstream block.
+    pub stage_upstream: Option<String>,
+    /// A JWKS URL for the `dev` development issuer instead of its file.
+    pub dev_jwks_url: Option<String>,
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
@@ -129,6 +138,10 @@ impl Fixture {
     /// Keys, contracts and a config for `dev` and `stage`, each with the demo upstream as
     /// canary. `extra` is appended to the config.
     pub fn new(extra: &str) -> Self {
+        Self::build(extra, &Options::default())
+    }
+
+    pub fn build(extra: &str, opts: &Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::create_dir_all(p.join("contracts")).unwrap();
@@ -145,6 +158,17 @@ impl Fixture {
                     .unwrap();
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             }
+            let jwks = match (&opts.dev_jwks_url, env) {
+                (Some(url), "dev") => url.clone(),
+                _ => format!("keys/{env}-issuer.jwks.json"),
+            };
+            let upstream = match (&opts.stage_upstream, env) {
+                (Some(block), "stage") => block.clone(),
+                _ => format!(
+                    "[[upstream]]\nname = \"demo\"\nenvironment = \"{env}\"\nbuiltin = \"demo\"\nargs = [\"--state\", {state:?}]\ntimeout = \"2s\"\nenv = {{ DEMO_API_TOKEN = \"upstream-secret-{env}-do-not-leak\" }}\n",
+                    state = p.join("state").join(env)
+                ),
+            };
             let extra_issuer = if env == "dev" {
                 format!(
                     "[[environment.identity]]\nissuer = \"{RSA_EC_ISSUER}\"\njwks = {:?}\n",
@@ -165,24 +189,16 @@ max_body_bytes = 65536
 
 [[environment.identity]]
 issuer = "{iss}"
-jwks = "keys/{env}-issuer.jwks.json"
+jwks = "{jwks}"
 mint_key = "keys/{env}-issuer.pem"
 {extra_issuer}
 [environment.audit]
 store = "sqlite://data/{env}-audit.db"
 signing_key = "keys/{env}-audit.pem"
 
-[[upstream]]
-name = "demo"
-environment = "{env}"
-builtin = "demo"
-args = ["--state", {state:?}]
-timeout = "2s"
-env = {{ DEMO_API_TOKEN = "upstream-secret-{env}-do-not-leak" }}
-"#,
+{upstream}"#,
                 aud = audience(env),
                 iss = issuer(env),
-                state = p.join("state").join(env),
             ));
         }
         config.push_str(extra);
@@ -289,6 +305,16 @@ pub fn hs256_with(secret: &[u8], kid: &str, claims: &Value) -> String {
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(kid.to_string());
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+/// Any child process of a test; killed on drop, so a failing test leaves nothing behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A running gateway; killed on drop.

@@ -1,0 +1,330 @@
+//! The command line: `check` refusing each unsafe configuration with a minimal bad config
+//! each, `token mint`, `keys generate`, and `demo` driven end to end.
+#![allow(clippy::indexing_slicing, reason = "tests index JSON answers; a missing key fails the test")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+fn check(f: &Fixture) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(f.config())
+        .env("CAPGATE_LOG", "error")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+fn rewrite(f: &Fixture, from: &str, to: &str) {
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    assert!(text.contains(from), "fixture has no `{from}`");
+    std::fs::write(f.config(), text.replacen(from, to, 1)).unwrap();
+}
+
+/// Replaces the `n`th (0-based) occurrence.
+fn rewrite_nth(f: &Fixture, from: &str, to: &str, n: usize) {
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    let idx = text
+        .match_indices(from)
+        .nth(n)
+        .unwrap_or_else(|| panic!("no occurrence {n} of `{from}`"))
+        .0;
+    let mut out = text.clone();
+    out.replace_range(idx..idx + from.len(), to);
+    std::fs::write(f.config(), out).unwrap();
+}
+
+#[test]
+fn check_accepts_the_test_configuration() {
+    let f = Fixture::new("");
+    let (code, out) = check(&f);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: 2 environment(s)"), "{out}");
+}
+
+#[test]
+fn check_refuses_each_unsafe_configuration() {
+    type Edit = Box<dyn Fn(&Fixture)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "shared JWKS",
+            Box::new(|f| rewrite(f, "keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json")),
+            "shares its JWKS source with environment `dev`",
+        ),
+        (
+            "shared issuer",
+            Box::new(|f| rewrite(f, "issuer = \"https://idp.test/stage\"", "issuer = \"https://idp.test/dev\"")),
+            "shares its issuer",
+        ),
+        (
+            "shared audience",
+            Box::new(|f| {
+                rewrite(
+                    f,
+                    "public_url = \"https://capgate.test/stage/mcp\"",
+                    "public_url = \"https://capgate.test/dev/mcp\"",
+                )
+            }),
+            "shares its public_url (token audience)",
+        ),
+        (
+            "shared store",
+            Box::new(|f| rewrite(f, "sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db")),
+            "shares its audit store",
+        ),
+        (
+            "shared signing key",
+            Box::new(|f| rewrite(f, "keys/stage-audit.pem", "keys/dev-audit.pem")),
+            "shares its audit signing key",
+        ),
+        (
+            "shared credential",
+            Box::new(|f| rewrite(f, "upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak")),
+            "shares its upstream credential",
+        ),
+        (
+            "duplicate name",
+            Box::new(|f| rewrite(f, "name = \"stage\"", "name = \"dev\"")),
+            "shares its name",
+        ),
+        (
+            "typo in a key",
+            Box::new(|f| rewrite(f, "approver_roles", "aprover_roles")),
+            "unknown field `aprover_roles`",
+        ),
+        (
+            "no identity",
+            Box::new(|f| rewrite(f, "public_url = \"https://capgate.test/stage/mcp\"", "public_url = \"ftp://x\"")),
+            "must be an http(s) URL",
+        ),
+        (
+            "production minting",
+            Box::new(|f| {
+                rewrite(f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
+            }),
+            "`mint_key` is set in a production environment",
+        ),
+        (
+            "unknown role",
+            Box::new(|f| {
+                rewrite(
+                    f,
+                    "name = \"dev\"",
+                    "name = \"dev\"\nroles = [\"oncall\", \"viewer\", \"incident_commander\"]",
+                )
+            }),
+            "approver role `security_lead` is not among",
+        ),
+        (
+            "contract names no environment",
+            Box::new(|f| {
+                let p = f.path().join("contracts/extra.json");
+                std::fs::write(p, r#"{"tool": "list_tickets_qa", "allowed_roles": ["oncall"], "arg_schema": {}, "environments": ["qa"], "backend": {"upstream": "demo", "tool": "list_tickets"}}"#).unwrap();
+            }),
+            "`environments` names `qa`, which is not defined",
+        ),
+        (
+            "contract without roles",
+            Box::new(|f| {
+                std::fs::write(
+                    f.path().join("contracts/extra.json"),
+                    r#"{"tool": "x", "allowed_roles": [], "arg_schema": {}}"#,
+                )
+                .unwrap();
+            }),
+            "must name at least one role",
+        ),
+        (
+            "wildcard schema",
+            Box::new(|f| {
+                std::fs::write(
+                    f.path().join("contracts/extra.json"),
+                    r#"{"tool": "list_tickets2", "allowed_roles": ["oncall"], "arg_schema": {"q": "regex(.*)"}}"#,
+                )
+                .unwrap();
+            }),
+            "accepts anything",
+        ),
+        (
+            "contract with no upstream tool",
+            Box::new(|f| {
+                std::fs::write(
+                    f.path().join("contracts/extra.json"),
+                    r#"{"tool": "delete_everything", "allowed_roles": ["oncall"], "arg_schema": {}}"#,
+                )
+                .unwrap();
+            }),
+            "no upstream of this environment has this tool",
+        ),
+        (
+            "approval with no approvers",
+            Box::new(|f| {
+                rewrite_nth(f, "approver_roles = [\"security_lead\"]\n", "", 0);
+            }),
+            "requires approval but neither it nor environment `dev` names `approver_roles`",
+        ),
+        (
+            "group-readable signing key",
+            Box::new(|f| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(f.path().join("keys/dev-audit.pem"), std::fs::Permissions::from_mode(0o640)).unwrap();
+            }),
+            "readable by group or others",
+        ),
+        (
+            "missing JWKS",
+            Box::new(|f| rewrite(f, "keys/dev-issuer.jwks.json", "keys/nope.jwks.json")),
+            "no such file",
+        ),
+        (
+            "not TOML",
+            Box::new(|f| std::fs::write(f.config(), "[[environment]\nname=").unwrap()),
+            "capgate.toml",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let f = Fixture::new("");
+        edit(&f);
+        let (code, out) = check(&f);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.contains(expected), "{name}: expected `{expected}` in:\n{out}");
+    }
+    // Several problems are listed together, not one at a time.
+    let f = Fixture::new("");
+    rewrite(&f, "keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json");
+    rewrite(&f, "sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db");
+    let (code, out) = check(&f);
+    assert_eq!(code, 1);
+    assert!(out.contains("JWKS source") && out.contains("audit store"), "{out}");
+}
+
+#[test]
+fn token_mint_works_for_development_and_is_refused_for_production() {
+    let f = Fixture::new("");
+    let out = Command::new(bin())
+        .args([
+            "token",
+            "mint",
+            "--env",
+            "dev",
+            "--sub",
+            "ci-bot",
+            "--roles",
+            "oncall,viewer",
+            "--ttl",
+            "5m",
+            "--config",
+        ])
+        .arg(f.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let claims: serde_json::Value = {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    assert_eq!(claims["aud"], audience("dev"));
+    assert_eq!(claims["roles"], json!(["oncall", "viewer"]));
+    assert!(claims["exp"].as_u64().unwrap() <= now() + 300);
+
+    rewrite(&f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
+    rewrite(&f, "mint_key = \"keys/stage-issuer.pem\"\n", "");
+    let out = Command::new(bin())
+        .args(["token", "mint", "--env", "stage", "--sub", "x", "--config"])
+        .arg(f.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("marked production"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn keys_generate_writes_private_keys_0600_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(bin())
+            .args(["keys", "generate", "--name", "k", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let mode = std::fs::metadata(dir.path().join("k.pem")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("k.jwks.json")).unwrap()).unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert!(jwks["keys"][0].get("d").is_none(), "the private part must never be in a JWKS");
+    let before = std::fs::read(dir.path().join("k.pem")).unwrap();
+    let second = run();
+    assert_eq!(second.status.code(), Some(2));
+    assert_eq!(std::fs::read(dir.path().join("k.pem")).unwrap(), before);
+}
+
+#[tokio::test]
+async fn demo_starts_from_nothing_and_serves_the_seed_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = ChildGuard(
+        Command::new(bin())
+            .current_dir(dir.path())
+            .args(["demo", "--port", &port.to_string()])
+            .env("CAPGATE_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = String::new();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    assert!(out.contains("curl -s http://127.0.0.1:"), "{out}");
+    let demo = dir.path().join("capgate-demo");
+    let tokens: std::collections::HashMap<String, String> = std::fs::read_to_string(demo.join("tokens.env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut oncall = Mcp::open(&url, &tokens["TOKEN_ONCALL"]).await;
+    let r = oncall
+        .call("create_ticket", json!({"title": "demo ticket", "severity": "low"}))
+        .await;
+    assert_eq!(r.body["result"]["content"][0]["text"], "created ticket SEC-1", "{}", r.text);
+    assert_eq!(oncall.call("purge_all_tickets", json!({})).await.error_code(), Some(-32602));
+    let mut ic = Mcp::open(&url, &tokens["TOKEN_INCIDENT_COMMANDER"]).await;
+    let r = ic
+        .call("create_firewall_block", json!({"ip": "198.51.100.0/24", "ttl_minutes": 30}))
+        .await;
+    assert_eq!(r.body["result"]["structuredContent"]["status"], "pending");
+    let mut viewer = Mcp::open(&url, &tokens["TOKEN_VIEWER"]).await;
+    assert_eq!(viewer.tool_names().await, ["list_tickets"]);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(demo.join("state/state.json")).unwrap()).unwrap();
+    assert_eq!(state["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(state["blocks"], json!([]), "the firewall block needs approval and must not exist");
+    // The demo's `check` is clean.
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(demo.join("capgate.toml"))
+        .env("CAPGATE_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

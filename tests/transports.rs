@@ -1,0 +1,233 @@
+//! Transports and backends end to end: stdio serving with rmcp's own client, a streamable
+//! HTTP upstream with an injected credential header, and JWKS served over HTTP and rotated.
+#![allow(clippy::indexing_slicing, reason = "tests index JSON answers; a missing key fails the test")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Value, json};
+
+fn args(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test]
+async fn stdio_transport_serves_an_authenticated_client_through_the_pipeline() {
+    let f = Fixture::new("");
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["serve", "--stdio", "--env", "dev", "--config"])
+        .arg(f.config())
+        .env("CAPGATE_TOKEN", f.token("dev", "alice", &["oncall"]))
+        .env("CAPGATE_LOG", "warn,rmcp=error");
+    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["create_ticket", "list_tickets", "run_report", "typed_lookup"]);
+    let mut p = CallToolRequestParams::new("create_ticket");
+    p.arguments = Some(args(json!({"title": "from stdio", "severity": "low"})));
+    let r = client.call_tool(p).await.unwrap();
+    assert_eq!(r.is_error, Some(false));
+    let mut bad = CallToolRequestParams::new("create_ticket");
+    bad.arguments = Some(args(json!({"title": "x", "severity": "urgent"})));
+    let err = client.call_tool(bad).await.unwrap_err().to_string();
+    assert!(err.contains("severity"), "{err}");
+    let mut forbidden = CallToolRequestParams::new("create_firewall_block");
+    forbidden.arguments = Some(args(json!({"ip": "10.0.0.0/8", "ttl_minutes": 5})));
+    assert!(client.call_tool(forbidden).await.is_err());
+    client.cancel().await.unwrap();
+    let calls = f.calls("dev");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["arguments"]["title"], "from stdio");
+    let recs = f.audit("dev");
+    assert!(recs.iter().all(|r| r["client"]["addr"] == "stdio"));
+    assert!(
+        recs.iter()
+            .any(|r| r["reason_code"] == "executed" && r["principal"]["sub"] == "alice")
+    );
+}
+
+#[test]
+fn stdio_refuses_to_start_without_a_valid_token_and_refuses_duplicate_keys() {
+    let f = Fixture::new("");
+    let out = Command::new(bin())
+        .args(["serve", "--stdio", "--env", "dev", "--config"])
+        .arg(f.config())
+        .env("CAPGATE_TOKEN", f.token("stage", "alice", &["oncall"]))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAPGATE_TOKEN is refused"), "{err}");
+    assert!(
+        !err.contains(&f.token("stage", "alice", &["oncall"])[..40]),
+        "the token leaked into the error"
+    );
+
+    let mut child = ChildGuard(
+        Command::new(bin())
+            .args(["serve", "--stdio", "--env", "dev", "--config"])
+            .arg(f.config())
+            .env("CAPGATE_TOKEN", f.token("dev", "alice", &["oncall"]))
+            .env("CAPGATE_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut send = |v: &str| writeln!(stdin, "{v}").unwrap();
+    send(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
+    let init: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(init["id"], 1);
+    send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    send(
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_ticket","arguments":{"title":"x","severity":"low","severity":"critical"}}}"#,
+    );
+    let dup: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (dup["id"].as_i64(), dup["error"]["code"].as_i64()),
+        (Some(2), Some(-32602)),
+        "{dup}"
+    );
+    send("{not json");
+    let parse: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(parse["error"]["code"], -32700);
+    send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_tickets","arguments":{}}}"#);
+    let ok: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(ok["result"]["isError"], false, "{ok}");
+    drop(send);
+    drop(stdin);
+    let _ = child.0.wait();
+    assert_eq!(f.calls("dev").len(), 1, "only list_tickets ran");
+}
+
+#[tokio::test]
+async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never_does() {
+    let state = tempfile::tempdir().unwrap();
+    let mut upstream = ChildGuard(
+        Command::new(bin())
+            .args(["upstream-demo", "--http", "127.0.0.1:0", "--state"])
+            .arg(state.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = BufReader::new(upstream.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    let secret_file = state.path().join("web-credential");
+    std::fs::write(&secret_file, "http-upstream-secret-value\n").unwrap();
+    let block = format!(
+        "[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\nheaders = {{ x-demo-credential = {{ file = {secret_file:?} }} }}\n"
+    );
+    let f = Fixture::build(
+        "",
+        &Options {
+            stage_upstream: Some(block),
+            ..Default::default()
+        },
+    );
+    let gw = Gateway::start(&f.config(), &ENVS);
+
+    // A real MCP client (rmcp) with a bearer token, through the gateway.
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(gw.url("stage")).auth_header(f.token("stage", "sid", &["oncall"])),
+    );
+    let client = ().serve(transport).await.unwrap();
+    let mut p = CallToolRequestParams::new("create_ticket");
+    p.arguments = Some(args(json!({"title": "over http", "severity": "medium"})));
+    let r = client.call_tool(p).await.unwrap();
+    assert_eq!(r.is_error, Some(false));
+    let text = serde_json::to_string(&r).unwrap();
+    assert!(!text.contains("http-upstream-secret-value"));
+    client.cancel().await.unwrap();
+
+    let calls: Vec<Value> = std::fs::read_to_string(state.path().join("calls.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0]["arguments"],
+        json!({"title": "over http", "severity": "medium", "queue": "SEC"})
+    );
+    assert_eq!(calls[0]["meta"]["http_headers"], json!(["x-demo-credential"]));
+    assert!(calls[0]["meta"]["traceparent"].as_str().unwrap().starts_with("00-"));
+    // Without a token the HTTP-backed environment is as closed as any other.
+    let r = Mcp::new(gw.url("stage"), None)
+        .send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(), &[])
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+// Multi-threaded: the harness blocks one thread while the JWKS server must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_over_http_is_refetched_when_a_rotated_kid_appears() {
+    use ed25519_dalek::SigningKey;
+    let key_a = SigningKey::from_bytes(&[1u8; 32]);
+    let key_b = SigningKey::from_bytes(&[2u8; 32]);
+    let jwk = |k: &SigningKey, kid: &str| {
+        use base64::Engine;
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())})
+    };
+    let served = Arc::new(Mutex::new(json!({"keys": [jwk(&key_a, "a")]}).to_string()));
+    let fetches = Arc::new(Mutex::new(0u32));
+    let (s2, f2) = (served.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let (s, f) = (s2.clone(), f2.clone());
+            async move {
+                *f.lock().unwrap() += 1;
+                s.lock().unwrap().clone()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let f = Fixture::build(
+        "",
+        &Options {
+            dev_jwks_url: Some(format!("http://{addr}/jwks.json")),
+            ..Default::default()
+        },
+    );
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let claims = f.claims("dev", "alice", &["viewer"]);
+    let mut m = Mcp::open(gw.url("dev"), &sign_ed(&key_a, "a", &claims)).await;
+    assert_eq!(m.rpc("tools/list", json!({})).await.status, 200);
+    let before = *fetches.lock().unwrap();
+
+    *served.lock().unwrap() = json!({"keys": [jwk(&key_b, "b")]}).to_string();
+    m.token = Some(sign_ed(&key_b, "b", &claims));
+    assert_eq!(m.rpc("tools/list", json!({})).await.status, 200, "the rotated key was not fetched");
+    assert_eq!(*fetches.lock().unwrap(), before + 1);
+    // The old key is gone from the set, and a flood of unknown kids causes no more fetches.
+    m.token = Some(sign_ed(&key_a, "a", &claims));
+    assert_eq!(m.rpc("tools/list", json!({})).await.status, 401);
+    for i in 0..20 {
+        m.token = Some(sign_ed(&key_a, &format!("forged-{i}"), &claims));
+        assert_eq!(m.rpc("tools/list", json!({})).await.status, 401);
+    }
+    assert_eq!(*fetches.lock().unwrap(), before + 1, "unknown kids must not hammer the IdP");
+}
