@@ -1,6 +1,12 @@
 //! The command line: `check` refusing each unsafe configuration with a minimal bad config
 //! each, `token mint`, `keys generate`, and `demo` driven end to end.
-#![allow(clippy::indexing_slicing, reason = "tests index JSON answers; a missing key fails the test")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup or unwrap is a test failure"
+)]
 
 mod common;
 

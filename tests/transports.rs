@@ -1,6 +1,12 @@
 //! Transports and backends end to end: stdio serving with rmcp's own client, a streamable
 //! HTTP upstream with an injected credential header, and JWKS served over HTTP and rotated.
-#![allow(clippy::indexing_slicing, reason = "tests index JSON answers; a missing key fails the test")]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed lookup or unwrap is a test failure"
+)]
 
 mod common;
 
@@ -113,7 +119,6 @@ fn stdio_refuses_to_start_without_a_valid_token_and_refuses_duplicate_keys() {
     send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"list_tickets","arguments":{}}}"#);
     let ok: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(ok["result"]["isError"], false, "{ok}");
-    drop(send);
     drop(stdin);
     let _ = child.0.wait();
     assert_eq!(f.calls("dev").len(), 1, "only list_tickets ran");

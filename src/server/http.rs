@@ -287,6 +287,10 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
             _ => {}
         }
     }
+    // rmcp answers a session DELETE with 202; the official SDKs expect 200 or 204.
+    if is_delete && resp.status() == StatusCode::ACCEPTED {
+        *resp.status_mut() = StatusCode::OK;
+    }
     if let Ok(v) = HeaderValue::from_str(trace.as_str()) {
         resp.headers_mut().insert(respond::TRACE_HEADER, v);
     }

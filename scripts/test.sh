@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
+# Python SDK from tests/interop/requirements.txt, the MCP Inspector from its package-lock),
+# then runs `cargo test`. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 - <<'PY' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+import importlib.metadata as m
+want = dict(l.split("==") for l in open("tests/interop/requirements.txt") if "==" in l)
+assert all(m.version(k.strip()) == v.strip() for k, v in want.items())
+PY
+
+if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ]; then
+  command -v npm >/dev/null || { echo "npm is needed for the MCP Inspector interop test (apt-get install nodejs npm)" >&2; exit 2; }
+  npm ci --prefix tests/interop --no-audit --no-fund --ignore-scripts --silent
+fi
+
+cargo test --locked "$@"
