@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod decision;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod secret;
 pub mod server;

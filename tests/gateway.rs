@@ -88,7 +88,10 @@ async fn tools_list_shows_only_what_the_roles_allow_and_never_uncontracted_tools
     let f = Fixture::new("");
     let gw = Gateway::start(&f.config(), &ENVS);
     let cases: [(&[&str], &[&str]); 4] = [
-        (&["oncall"], &["create_ticket", "list_tickets", "run_report", "typed_lookup"]),
+        (
+            &["oncall"],
+            &["create_ticket", "leaky_diagnostics", "list_tickets", "run_report", "typed_lookup"],
+        ),
         (&["viewer"], &["list_tickets"]),
         (
             &["incident_commander"],
@@ -102,6 +105,11 @@ async fn tools_list_shows_only_what_the_roles_allow_and_never_uncontracted_tools
     }
     let mut mcp = Mcp::open(gw.url("dev"), &f.token("dev", "ivan", &["incident_commander"])).await;
     let r = mcp.rpc("tools/list", json!({})).await;
+    assert_eq!(
+        r.body["result"]["_meta"]["capgate/trace_id"],
+        r.trace(),
+        "every answer carries its trace ID"
+    );
     let tools = r.body["result"]["tools"].as_array().unwrap();
     let fw = tools.iter().find(|t| t["name"] == "create_firewall_block").unwrap();
     assert_eq!(fw["inputSchema"]["additionalProperties"], json!(false));
@@ -526,6 +534,25 @@ async fn upstream_timeout_is_a_clear_tool_error_and_a_dead_upstream_is_restarted
     assert_ne!(pid, new_pid);
     // The credential reached the upstream's environment (by name; the value never the agent).
     assert_eq!(f.calls("dev").last().unwrap()["env"], json!(["DEMO_API_TOKEN"]));
+}
+
+#[tokio::test]
+async fn an_upstream_result_that_holds_a_backend_credential_is_withheld() {
+    let f = Fixture::new("");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mut mcp = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    let r = mcp.call("leaky_diagnostics", json!({})).await;
+    assert_eq!(r.body["result"]["isError"], json!(true), "{}", r.text);
+    assert!(
+        !r.text.contains("upstream-secret-dev"),
+        "the credential reached the agent: {}",
+        r.text
+    );
+    assert!(r.text.contains("withheld"));
+    let recs = f.audit_for_trace("dev", &r.trace());
+    assert_eq!(recs[1]["reason_code"], "backend_error");
+    assert!(!serde_json::to_string(&recs).unwrap().contains("upstream-secret-dev"));
+    assert_eq!(f.calls("dev").len(), 1, "it did run: withholding is about the answer");
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ fn the_official_python_sdk_client_drives_the_gateway() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(
         seen["oncall_tools"],
-        json!(["create_ticket", "list_tickets", "run_report", "typed_lookup"])
+        json!(["create_ticket", "leaky_diagnostics", "list_tickets", "run_report", "typed_lookup"])
     );
     assert_eq!(seen["viewer_tools"], json!(["list_tickets"]));
     assert_eq!(seen["create_ticket_schema"]["additionalProperties"], json!(false));
@@ -97,7 +97,10 @@ fn the_mcp_inspector_cli_drives_the_gateway() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["create_ticket", "list_tickets", "run_report", "typed_lookup"]);
+    assert_eq!(
+        names,
+        ["create_ticket", "leaky_diagnostics", "list_tickets", "run_report", "typed_lookup"]
+    );
 
     let out = run(
         Some(&token),

@@ -42,7 +42,10 @@ async fn stdio_transport_serves_an_authenticated_client_through_the_pipeline() {
         .map(|t| t.name.to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["create_ticket", "list_tickets", "run_report", "typed_lookup"]);
+    assert_eq!(
+        names,
+        ["create_ticket", "leaky_diagnostics", "list_tickets", "run_report", "typed_lookup"]
+    );
     let mut p = CallToolRequestParams::new("create_ticket");
     p.arguments = Some(args(json!({"title": "from stdio", "severity": "low"})));
     let r = client.call_tool(p).await.unwrap();

@@ -27,13 +27,15 @@ pub enum BackendError {
     Timeout { upstream: String, secs: u64 },
     #[error("upstream `{upstream}` failed the call")]
     Failed { upstream: String, detail: String },
+    #[error("the result of upstream `{upstream}` contained a backend credential and was withheld")]
+    Withheld { upstream: String },
 }
 
 impl BackendError {
     pub fn detail(&self) -> String {
         match self {
             BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),
-            BackendError::Timeout { .. } => self.to_string(),
+            BackendError::Timeout { .. } | BackendError::Withheld { .. } => self.to_string(),
         }
     }
 }
@@ -55,6 +57,16 @@ impl UpstreamClient {
 
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// Whether a text holds any of this upstream's credential values. Values shorter than 8
+    /// characters are not matched (too likely to occur by chance).
+    pub fn leaks_credential(&self, text: &str) -> bool {
+        self.cfg
+            .env
+            .iter()
+            .chain(self.cfg.headers.iter())
+            .any(|(_, v)| v.expose().len() >= 8 && text.contains(v.expose().as_str()))
     }
 
     fn unavailable(&self, detail: impl std::fmt::Display) -> BackendError {

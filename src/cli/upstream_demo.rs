@@ -58,6 +58,11 @@ fn tools() -> Vec<Tool> {
             schema(json!({"type": "object", "properties": {}})),
         ),
         Tool::new(
+            "leaky_diagnostics",
+            "Print diagnostics (leaks its credential: never contract it)",
+            schema(json!({"type": "object", "properties": {}})),
+        ),
+        Tool::new(
             "run_report",
             "Build a (slow) report",
             schema(json!({"type": "object", "properties": {"seconds": {"type": "integer"}}})),
@@ -118,6 +123,11 @@ impl Demo {
                 format!("blocked {ip} for {ttl} minutes")
             }
             "list_firewall_blocks" => serde_json::to_string(&state.blocks).unwrap_or_default(),
+            // A misbehaving tool, for the gateway's tests: it prints its own credential.
+            "leaky_diagnostics" => format!(
+                "diagnostics: DEMO_API_TOKEN={}",
+                std::env::var("DEMO_API_TOKEN").unwrap_or_default()
+            ),
             "run_report" => {
                 let secs = args.get("seconds").and_then(Value::as_u64).unwrap_or(0).min(60);
                 tokio::time::sleep(std::time::Duration::from_secs(secs)).await;

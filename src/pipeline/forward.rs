@@ -16,10 +16,18 @@ pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> (Result<Cal
     let started = Instant::now();
     let result = match rt.routes.get(tool) {
         Some(route) => {
-            route
+            let r = route
                 .upstream
                 .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
-                .await
+                .await;
+            // INVARIANT: a backend credential never reaches the agent, even when the upstream
+            // itself echoes it.
+            match r {
+                Ok(ok) if serde_json::to_string(&ok).is_ok_and(|t| route.upstream.leaks_credential(&t)) => Err(BackendError::Withheld {
+                    upstream: route.upstream.name().to_string(),
+                }),
+                other => other,
+            }
         }
         None => Err(BackendError::Unavailable {
             upstream: "(none)".into(),

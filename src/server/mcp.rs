@@ -116,7 +116,14 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let rc = self.request_ctx(&context).await?;
-        Ok(ListToolsResult::with_all_items(self.rt.list_tools(&rc.auth)))
+        let mut result = ListToolsResult::with_all_items(self.rt.list_tools(&rc.auth));
+        let mut meta = rmcp::model::MetaObject::default();
+        meta.0.insert(
+            "capgate/trace_id".into(),
+            serde_json::Value::String(rc.call.trace.as_str().to_string()),
+        );
+        result.meta = Some(meta);
+        Ok(result)
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {

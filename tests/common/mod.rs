@@ -76,6 +76,13 @@ rate_limit = "2/min"
 arg_schema = {}
 
 [[contract]]
+tool = "leaky_diagnostics"
+description = "An upstream tool that echoes its credential: the gateway must withhold the result"
+allowed_roles = ["oncall"]
+side_effects = "read"
+arg_schema = {}
+
+[[contract]]
 tool = "run_report"
 allowed_roles = ["oncall"]
 side_effects = "read"
