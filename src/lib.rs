@@ -10,6 +10,7 @@ pub mod contract;
 pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod keys;
 pub mod pipeline;
 pub mod secret;
 pub mod server;

@@ -1,21 +1,29 @@
 //! The audit log: one append-only, hash-chained record per decision and per outcome, written
-//! durably before the call it describes goes on.
+//! durably before the call it describes goes on, and signed checkpoints over its head.
 //!
 //! INVARIANT: [`AuditLog::append`] returns only after the record is committed and fsync'd
 //! (SQLite WAL, `synchronous=FULL`); an error means "not recorded", and the caller refuses.
-//! Concurrent appends are committed together by one writer thread (group commit), so
-//! durability costs one fsync per batch, not per call.
+//! Concurrent appends are committed together by one writer thread (group commit): whatever
+//! is queued when a transaction starts, up to [`MAX_BATCH`], goes into it, so durability
+//! costs one fsync per batch, not per call.
 
+pub mod checkpoint;
+pub mod export;
 pub mod record;
 mod sqlite;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+pub use checkpoint::{Checkpoint, Sink};
 pub use record::{ApprovalRef, AuditRecord, ClientRef, Outcome};
+pub use sqlite::{SqliteStore, read_checkpoints, read_records};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -23,9 +31,29 @@ pub enum AuditError {
     Unavailable { detail: String },
 }
 
-struct Job {
-    record: AuditRecord,
-    done: oneshot::Sender<Result<u64, AuditError>>,
+pub fn unavailable(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Unavailable { detail: e.to_string() }
+}
+
+/// Where records and checkpoints are kept. The writer thread owns one; the pipeline never
+/// sees which. A PostgreSQL store implements the same three calls.
+pub trait AuditStore: Send + 'static {
+    /// Chains (seq, prev_hash, hash) and durably writes a batch in one transaction; all or
+    /// nothing.
+    fn append_batch(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError>;
+    /// The last record's sequence number and hash (0 and the genesis hash when empty).
+    fn head(&mut self) -> Result<(u64, String), AuditError>;
+    fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
+}
+
+enum Msg {
+    Append {
+        record: Box<AuditRecord>,
+        done: oneshot::Sender<Result<u64, AuditError>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Counters for the group-commit figures (records per fsync) reported in metrics.
@@ -33,98 +61,194 @@ struct Job {
 pub struct AuditStats {
     pub records: AtomicU64,
     pub commits: AtomicU64,
+    pub checkpoints: AtomicU64,
 }
 
 /// Handle to one environment's audit log. Cloning shares the one writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: std::sync::mpsc::SyncSender<Job>,
+    tx: SyncSender<Msg>,
     healthy: Arc<AtomicBool>,
     pub stats: Arc<AuditStats>,
 }
 
 /// Most records one transaction takes; bounds the latency of the first in a batch.
-const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 512;
 /// Queue depth before `append` waits: back-pressure instead of unbounded memory.
 const QUEUE: usize = 4096;
 
-impl AuditLog {
-    /// Opens (creating if needed) the store and starts its writer thread.
-    pub fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
-        let mut store = sqlite::Store::open(path, env)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let stats = Arc::new(AuditStats::default());
-        let (h, st) = (healthy.clone(), stats.clone());
-        std::thread::Builder::new()
-            .name(format!("audit-{env}"))
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
+/// How checkpoints are made: who signs, how often, and where copies go.
+pub struct CheckpointPolicy {
+    pub signer: checkpoint::Signer,
+    pub interval: Duration,
+    pub sinks: Vec<Sink>,
+}
+
+struct Writer {
+    store: Box<dyn AuditStore>,
+    policy: CheckpointPolicy,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<AuditStats>,
+    last_checkpoint_seq: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut next_checkpoint = Instant::now() + self.policy.interval;
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Append { record, done }) => {
+                    let mut batch = vec![(*record, done)];
+                    let mut shutdown = None;
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(j) => batch.push(j),
+                            Ok(Msg::Append { record, done }) => batch.push((*record, done)),
+                            Ok(Msg::Shutdown { done }) => {
+                                shutdown = Some(done);
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
-                    let mut records: Vec<AuditRecord> = batch.iter().map(|j| j.record.clone()).collect();
-                    match store.append_batch(&mut records) {
-                        Ok(()) => {
-                            h.store(true, Ordering::Relaxed);
-                            st.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-                            st.commits.fetch_add(1, Ordering::Relaxed);
-                            for (job, rec) in batch.into_iter().zip(records) {
-                                let _ = job.done.send(Ok(rec.seq));
-                            }
-                        }
-                        Err(e) => {
-                            h.store(false, Ordering::Relaxed);
-                            tracing::error!("audit write failed: {e:?}");
-                            for job in batch {
-                                let _ = job.done.send(Err(AuditError::Unavailable { detail: format!("{e:?}") }));
-                            }
-                        }
+                    self.commit(batch);
+                    if let Some(done) = shutdown {
+                        self.checkpoint();
+                        let _ = done.send(());
+                        return;
                     }
                 }
-            })
-            .map_err(|e| AuditError::Unavailable { detail: e.to_string() })?;
+                Ok(Msg::Shutdown { done }) => {
+                    self.checkpoint();
+                    let _ = done.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint();
+                    next_checkpoint = Instant::now() + self.policy.interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.checkpoint();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<(AuditRecord, oneshot::Sender<Result<u64, AuditError>>)>) {
+        let (mut records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.store.append_batch(&mut records) {
+            Ok(()) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                for (done, rec) in waiters.into_iter().zip(records) {
+                    let _ = done.send(Ok(rec.seq));
+                }
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!("audit write failed; refusing the calls it carried: {e:?}");
+                for done in waiters {
+                    let _ = done.send(Err(unavailable(format!("{e:?}"))));
+                }
+            }
+        }
+    }
+
+    /// Signs the head if it moved since the last checkpoint, stores it, and copies it to the
+    /// external sinks. A failure here is logged and leaves the log unhealthy (readiness).
+    fn checkpoint(&mut self) {
+        let head = match self.store.head() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("audit checkpoint: cannot read the head: {e:?}");
+                return;
+            }
+        };
+        if head.0 == 0 || head.0 == self.last_checkpoint_seq {
+            return;
+        }
+        let cp = self.policy.signer.sign(head.0, &head.1);
+        if let Err(e) = self.store.write_checkpoint(&cp) {
+            self.healthy.store(false, Ordering::Relaxed);
+            tracing::error!("audit checkpoint not stored: {e:?}");
+            return;
+        }
+        for sink in &self.policy.sinks {
+            if let Err(e) = sink.write(&cp) {
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!("audit checkpoint not copied to {sink}: {e}");
+            }
+        }
+        self.last_checkpoint_seq = head.0;
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AuditLog {
+    /// Opens the environment's SQLite store and starts its writer thread.
+    pub fn open(path: &Path, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
+        let store = SqliteStore::open(path, env)?;
+        Self::start(Box::new(store), env, policy)
+    }
+
+    pub fn start(mut store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stats = Arc::new(AuditStats::default());
+        // After a restart the first checkpoint may sign a head already covered: harmless.
+        let _ = store.head();
+        let writer = Writer {
+            store,
+            policy,
+            healthy: healthy.clone(),
+            stats: stats.clone(),
+            last_checkpoint_seq: 0,
+        };
+        std::thread::Builder::new()
+            .name(format!("audit-{env}"))
+            .spawn(move || writer.run(rx))
+            .map_err(unavailable)?;
         Ok(Self { tx, healthy, stats })
     }
 
     /// Appends one record and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
         let (done, wait) = oneshot::channel();
-        let tx = self.tx.clone();
-        // `send` blocks only when the queue is full; keep that off the async workers.
-        let job = Job { record, done };
-        match tx.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| ()))
+        self.send(Msg::Append {
+            record: Box::new(record),
+            done,
+        })
+        .await?;
+        wait.await.map_err(|_| unavailable("the audit writer stopped"))?
+    }
+
+    async fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            // The queue is full: wait for room off the async workers.
+            Err(TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(msg).map_err(|_| ()))
                     .await
-                    .map_err(|e| AuditError::Unavailable { detail: e.to_string() })?
-                    .map_err(|_| AuditError::Unavailable {
-                        detail: "writer stopped".into(),
-                    })?;
+                    .map_err(unavailable)?
+                    .map_err(|()| unavailable("the audit writer stopped"))
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(AuditError::Unavailable {
-                    detail: "writer stopped".into(),
-                });
-            }
+            Err(TrySendError::Disconnected(_)) => Err(unavailable("the audit writer stopped")),
         }
-        wait.await.map_err(|_| AuditError::Unavailable {
-            detail: "writer stopped".into(),
-        })?
+    }
+
+    /// Writes a final checkpoint and stops the writer; later appends fail.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.send(Msg::Shutdown { done }).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Whether the last write succeeded (for readiness).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
-}
-
-/// Reads every record of a store in order, for export and verification tools.
-pub fn read_all(path: &Path) -> Result<Vec<(AuditRecord, String)>, String> {
-    sqlite::read_all(path)
 }

@@ -24,6 +24,8 @@ pub struct ApprovalRef {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
     pub status: String,
+    /// Rounded to microseconds. Hashed records must round-trip exactly through JSON, which
+    /// is why serde_json's `float_roundtrip` is on.
     pub latency_ms: f64,
     pub result_digest: Option<String>,
 }

@@ -1,25 +1,23 @@
-//! The embedded SQLite store: one file per environment, WAL with `synchronous=FULL`.
+//! The embedded store: one SQLite file per environment, WAL with `synchronous=FULL`, so a
+//! committed record survives a crash of the process or the machine.
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 
-use super::AuditError;
+use super::checkpoint::Checkpoint;
 use super::record::AuditRecord;
+use super::{AuditError, AuditStore, unavailable};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
     env: String,
     head: Option<(u64, String)>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> AuditError {
-    AuditError::Unavailable { detail: e.to_string() }
-}
-
-impl Store {
+impl SqliteStore {
     pub fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -30,7 +28,7 @@ impl Store {
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
-             PRAGMA busy_timeout=5000;
+             PRAGMA busy_timeout=2000;
              CREATE TABLE IF NOT EXISTS audit (
                 seq INTEGER PRIMARY KEY,
                 ts TEXT NOT NULL,
@@ -43,6 +41,12 @@ impl Store {
                 record TEXT NOT NULL,
                 prev_hash TEXT NOT NULL,
                 hash TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS audit_trace ON audit(trace_id);
+             CREATE TABLE IF NOT EXISTS checkpoints (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                seq INTEGER NOT NULL,
+                checkpoint TEXT NOT NULL
              );
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
@@ -69,40 +73,15 @@ impl Store {
         })
     }
 
-    fn load_head(&mut self) -> Result<(u64, String), AuditError> {
-        if let Some(h) = &self.head {
-            return Ok(h.clone());
-        }
-        let head = self
-            .conn
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-            })
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_string())),
-                other => Err(other),
-            })
-            .map_err(unavailable)?;
-        self.head = Some(head.clone());
-        Ok(head)
-    }
-
-    /// Chains and writes a batch in one transaction. On error nothing of the batch is kept
-    /// and the cached head is dropped so the next batch re-reads it.
-    pub fn append_batch(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError> {
-        let result = self.try_append(records);
-        if result.is_err() {
-            self.head = None;
-        }
-        result
-    }
-
     fn try_append(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError> {
-        let (mut seq, mut prev) = self.load_head()?;
+        let (mut seq, mut prev) = self.head()?;
         let tx = self.conn.transaction().map_err(unavailable)?;
         {
             let mut stmt = tx
-                .prepare_cached("INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+                .prepare_cached(
+                    "INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
                 .map_err(unavailable)?;
             for r in records.iter_mut() {
                 seq += 1;
@@ -112,7 +91,7 @@ impl Store {
                 r.hash = r.compute_hash();
                 let json = serde_json::to_string(&*r).map_err(unavailable)?;
                 stmt.execute(params![
-                    seq as i64,
+                    i64::try_from(seq).map_err(unavailable)?,
                     r.ts,
                     r.env,
                     r.trace_id,
@@ -134,19 +113,98 @@ impl Store {
     }
 }
 
-pub fn read_all(path: &Path) -> Result<Vec<(AuditRecord, String)>, String> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+impl AuditStore for SqliteStore {
+    fn append_batch(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError> {
+        let result = self.try_append(records);
+        if result.is_err() {
+            // Re-read the head next time: the failed transaction left nothing behind.
+            self.head = None;
+        }
+        result
+    }
+
+    fn head(&mut self) -> Result<(u64, String), AuditError> {
+        if let Some(h) = &self.head {
+            return Ok(h.clone());
+        }
+        let head = self
+            .conn
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map(|(s, h)| (u64::try_from(s).unwrap_or(0), h))
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_string())),
+                other => Err(other),
+            })
+            .map_err(unavailable)?;
+        self.head = Some(head.clone());
+        Ok(head)
+    }
+
+    fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError> {
+        let json = serde_json::to_string(cp).map_err(unavailable)?;
+        self.conn
+            .execute(
+                "INSERT INTO checkpoints (seq, checkpoint) VALUES (?1, ?2)",
+                params![i64::try_from(cp.seq).map_err(unavailable)?, json],
+            )
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// One row as stored: the indexed columns and the record text, for the verifier to compare.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub seq: i64,
+    pub columns: [Option<String>; 7],
+    pub record: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+pub const COLUMN_NAMES: [&str; 7] = ["ts", "env", "trace_id", "decision", "reason_code", "tool", "subject"];
+
+fn open_read(path: &Path) -> Result<Connection, String> {
+    if !path.is_file() {
+        return Err(format!("no audit store at `{}`", path.display()));
+    }
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| format!("cannot open `{}`: {e}", path.display()))
+}
+
+/// Every record row in sequence order, from `after` on (exclusive).
+pub fn read_records(path: &Path, after: i64) -> Result<Vec<Row>, String> {
+    let conn = open_read(path)?;
     let mut stmt = conn
-        .prepare("SELECT record, hash FROM audit ORDER BY seq")
+        .prepare("SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq")
         .map_err(|e| e.to_string())?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([after], |r| {
+            Ok(Row {
+                seq: r.get(0)?,
+                columns: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+                record: r.get(8)?,
+                prev_hash: r.get(9)?,
+                hash: r.get(10)?,
+            })
+        })
         .map_err(|e| e.to_string())?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+/// Every checkpoint stored beside the records, oldest first. Unreadable ones are returned
+/// as errors so the verifier can name them.
+pub fn read_checkpoints(path: &Path) -> Result<Vec<Result<Checkpoint, String>>, String> {
+    let conn = open_read(path)?;
+    let mut stmt = conn
+        .prepare("SELECT checkpoint FROM checkpoints ORDER BY id")
+        .map_err(|e| e.to_string())?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for row in rows {
-        let (json, hash) = row.map_err(|e| e.to_string())?;
-        let rec: AuditRecord = serde_json::from_str(&json).map_err(|e| format!("unreadable record: {e}"))?;
-        out.push((rec, hash));
+        let text = row.map_err(|e| e.to_string())?;
+        out.push(serde_json::from_str(&text).map_err(|e| format!("unreadable checkpoint: {e}")));
     }
     Ok(out)
 }

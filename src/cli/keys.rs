@@ -1,65 +1,10 @@
-//! `capgate keys generate`, and reading Ed25519 keys for signing.
-//!
-//! INVARIANT: private keys are written with mode 0600 and refused when group- or
-//! world-readable.
+//! `capgate keys generate`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use base64::Engine;
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
-use serde_json::json;
+pub use crate::keys::*;
 
 use super::Failure;
-
-/// The key id of a public key: the first 16 hex digits of SHA-256 over its raw bytes.
-pub fn kid_of(key: &SigningKey) -> String {
-    let digest = crate::canonical::sha256_hex(key.verifying_key().as_bytes());
-    digest.get(..16).unwrap_or(&digest).to_string()
-}
-
-pub fn jwks_of(key: &SigningKey) -> serde_json::Value {
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
-    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid_of(key), "alg": "EdDSA", "use": "sig"}]})
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-        f.write_all(contents.as_bytes())
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, contents)
-    }
-}
-
-pub struct Generated {
-    pub private: PathBuf,
-    pub jwks: PathBuf,
-    pub key: SigningKey,
-}
-
-pub fn generate_files(out: &Path, name: &str) -> anyhow::Result<Generated> {
-    std::fs::create_dir_all(out)?;
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-    let pubpem = key
-        .verifying_key()
-        .to_public_key_pem(Default::default())
-        .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-    let private = out.join(format!("{name}.pem"));
-    write_private(&private, &pem).map_err(|e| anyhow::anyhow!("{}: {e} (an existing key is never overwritten)", private.display()))?;
-    std::fs::write(out.join(format!("{name}.pub.pem")), pubpem)?;
-    let jwks = out.join(format!("{name}.jwks.json"));
-    std::fs::write(&jwks, serde_json::to_string_pretty(&jwks_of(&key))?)?;
-    Ok(Generated { private, jwks, key })
-}
 
 pub fn generate(out: &Path, name: &str) -> Result<Generated, Failure> {
     let g = generate_files(out, name)?;
@@ -71,22 +16,4 @@ pub fn generate(out: &Path, name: &str) -> Result<Generated, Failure> {
         kid_of(&g.key)
     );
     Ok(g)
-}
-
-/// Reads an Ed25519 private key (PKCS#8 PEM), refusing a file others can read.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "`{}` is readable by group or others; run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ));
-        }
-    }
-    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|_| format!("`{}` is not an Ed25519 private key in PKCS#8 PEM", path.display()))
 }

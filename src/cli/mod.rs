@@ -1,6 +1,7 @@
 //! Command-line interface: one subcommand per module. Owns exit codes: 0 success, 1 a check
 //! or verification failed, 2 usage or configuration error.
 
+mod audit;
 mod check;
 mod demo;
 mod keys;
@@ -54,6 +55,11 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Read an environment's audit log: verify it, export it, follow it
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Development tokens
     Token {
         #[command(subcommand)]
@@ -72,6 +78,51 @@ enum Command {
         /// Serve streamable HTTP on this address instead of stdio
         #[arg(long)]
         http: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the whole hash chain and every signed checkpoint; name the first bad record (exit 1)
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        /// The audit public key (PEM); by default derived from the config's signing key
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// An external copy of the checkpoints (JSON lines); default: the config's checkpoint_file
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Write every record to stdout, as JSON lines or OCSF API Activity events
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "ocsf"])]
+        format: String,
+    },
+    /// Print the newest records, one escaped line each; --follow keeps printing new ones
+    Tail {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        trace: Option<String>,
     },
 }
 
@@ -145,6 +196,45 @@ pub fn main() -> ExitCode {
             Command::Serve { config, env, stdio } => serve::run(&config, env.as_deref(), stdio).await,
             Command::Demo { dir, port, no_serve } => demo::run(&dir, port, no_serve).await,
             Command::Check { config, offline } => check::run(&config, offline).await,
+            Command::Audit {
+                command:
+                    AuditCommand::Verify {
+                        config,
+                        env,
+                        public_key,
+                        checkpoints,
+                    },
+            } => audit::verify(&config, &env, public_key.as_deref(), checkpoints.as_deref()),
+            Command::Audit {
+                command: AuditCommand::Export { config, env, format },
+            } => audit::export(&config, &env, &format),
+            Command::Audit {
+                command:
+                    AuditCommand::Tail {
+                        config,
+                        env,
+                        lines,
+                        follow,
+                        decision,
+                        tool,
+                        subject,
+                        trace,
+                    },
+            } => {
+                audit::tail(
+                    &config,
+                    &env,
+                    lines,
+                    follow,
+                    audit::Filter {
+                        decision,
+                        tool,
+                        subject,
+                        trace,
+                    },
+                )
+                .await
+            }
             Command::Token {
                 command:
                     TokenCommand::Mint {

@@ -99,7 +99,8 @@ impl Demo {
             .append(true)
             .open(self.dir.join("calls.jsonl"))?;
         let line = json!({"tool": name, "arguments": args, "meta": meta, "env": std::env::vars().filter(|(k, _)| k.starts_with("DEMO_")).map(|(k, _)| k).collect::<Vec<_>>()});
-        writeln!(f, "{line}")?;
+        // One write per line: concurrent calls must not interleave their records.
+        f.write_all(format!("{line}\n").as_bytes())?;
         f.sync_data()
     }
 
@@ -168,8 +169,11 @@ impl ServerHandler for Demo {
             meta.insert("http_headers".into(), json!(names));
         }
         let meta = Value::Object(meta);
-        if let Err(e) = self.record(&request.name, &Value::Object(args.clone()), &meta) {
-            return Err(ErrorData::internal_error(format!("cannot record the call: {e}"), None));
+        {
+            let _serialised = self.lock.lock().await;
+            if let Err(e) = self.record(&request.name, &Value::Object(args.clone()), &meta) {
+                return Err(ErrorData::internal_error(format!("cannot record the call: {e}"), None));
+            }
         }
         match self.call(&request.name, args).await {
             Ok(r) => Ok(r.into()),

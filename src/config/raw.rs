@@ -69,6 +69,12 @@ pub struct RawIdentity {
 pub struct RawAudit {
     pub store: String,
     pub signing_key: String,
+    /// How often the head is signed (default 60s); also on shutdown.
+    pub checkpoint_interval: Option<String>,
+    /// An append-only file that receives a copy of every checkpoint.
+    pub checkpoint_file: Option<String>,
+    /// A command that receives every checkpoint as a JSON line on stdin.
+    pub checkpoint_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

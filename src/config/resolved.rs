@@ -39,6 +39,9 @@ pub struct Environment {
     pub issuers: Vec<Issuer>,
     pub audit_store: PathBuf,
     pub audit_signing_key: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_command: Option<Vec<String>>,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: usize,
@@ -294,6 +297,20 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         }
     };
     let audit_signing_key = ctx.path(&env.audit.signing_key);
+    let checkpoint_interval = match &env.audit.checkpoint_interval {
+        None => Duration::from_secs(60),
+        Some(t) => contract::parse_duration(t).unwrap_or_else(|| {
+            ctx.push(
+                &at,
+                format!("`audit.checkpoint_interval = \"{t}\"`: write a duration such as `60s`"),
+            );
+            Duration::from_secs(60)
+        }),
+    };
+    let checkpoint_file = env.audit.checkpoint_file.as_deref().map(|f| ctx.path(f));
+    if env.audit.checkpoint_command.as_ref().is_some_and(Vec::is_empty) {
+        ctx.push(&at, "`audit.checkpoint_command` is empty");
+    }
     let mine: BTreeMap<String, Arc<Contract>> = contracts
         .iter()
         .filter(|c| c.applies_to(&env.name))
@@ -344,6 +361,9 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         issuers,
         audit_store,
         audit_signing_key,
+        checkpoint_interval,
+        checkpoint_file,
+        checkpoint_command: env.audit.checkpoint_command,
         allowed_origins: env.allowed_origins,
         allowed_hosts: env.allowed_hosts,
         max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
@@ -478,6 +498,9 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
         claim("public_url (token audience)", e.public_url.clone(), &e.name, ctx);
         claim("audit store", e.audit_store.display().to_string(), &e.name, ctx);
         claim("audit signing key", e.audit_signing_key.display().to_string(), &e.name, ctx);
+        if let Some(f) = &e.checkpoint_file {
+            claim("checkpoint file", f.display().to_string(), &e.name, ctx);
+        }
         for i in &e.issuers {
             claim("issuer", i.issuer.clone(), &e.name, ctx);
             let src = match &i.jwks {

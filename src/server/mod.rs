@@ -101,10 +101,30 @@ pub async fn resolve_routes(config: &Config, env: &Environment) -> Result<(HashM
     }
 }
 
+/// Opens an environment's audit log with its checkpoint signer and sinks. An unreadable
+/// signing key stops the start: a log whose checkpoints cannot be signed is not run.
+pub fn open_audit(env: &Environment) -> anyhow::Result<AuditLog> {
+    let key =
+        crate::keys::load_signing_key(&env.audit_signing_key).map_err(|e| anyhow!("environment `{}`: audit.signing_key: {e}", env.name))?;
+    let mut sinks = Vec::new();
+    if let Some(f) = &env.checkpoint_file {
+        sinks.push(crate::audit::Sink::File(f.clone()));
+    }
+    if let Some(c) = &env.checkpoint_command {
+        sinks.push(crate::audit::Sink::Command(c.clone()));
+    }
+    let policy = crate::audit::CheckpointPolicy {
+        signer: crate::audit::checkpoint::Signer::new(&env.name, key),
+        interval: env.checkpoint_interval,
+        sinks,
+    };
+    AuditLog::open(&env.audit_store, &env.name, policy)
+        .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store.display()))
+}
+
 pub async fn build_runtime(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
-    let audit = AuditLog::open(&env.audit_store, &env.name)
-        .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store.display()))?;
+    let audit = open_audit(&env)?;
     let (routes, upstreams) = resolve_routes(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
     Ok(Runtime {
         env,
@@ -160,7 +180,8 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &rt.audit.stats;
     let body = format!(
-        "# HELP capgate_audit_records_total Audit records durably written.\n# TYPE capgate_audit_records_total counter\ncapgate_audit_records_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_commits_total Audit transactions (fsyncs).\n# TYPE capgate_audit_commits_total counter\ncapgate_audit_commits_total{{env=\"{e}\"}} {}\n",
+        "# HELP capgate_audit_checkpoints_total Signed checkpoints written.\n# TYPE capgate_audit_checkpoints_total counter\ncapgate_audit_checkpoints_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_records_total Audit records durably written.\n# TYPE capgate_audit_records_total counter\ncapgate_audit_records_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_commits_total Audit transactions (fsyncs).\n# TYPE capgate_audit_commits_total counter\ncapgate_audit_commits_total{{env=\"{e}\"}} {}\n",
+        s.checkpoints.load(Relaxed),
         s.records.load(Relaxed),
         s.commits.load(Relaxed),
         e = rt.env.name
@@ -195,12 +216,14 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
 pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: impl Fn(&Environment, SocketAddr)) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
+    let mut logs = Vec::new();
     for env in envs {
         let rt = Arc::new(build_runtime(config, env.clone()).await?);
         let listener = tokio::net::TcpListener::bind(&env.listen)
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
+        logs.push(rt.audit.clone());
         let app = router(rt, bound, shutdown.clone());
         on_ready(&env, bound);
         let token = shutdown.clone();
@@ -217,6 +240,10 @@ pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: 
     shutdown.cancel();
     for t in tasks {
         let _ = t.await;
+    }
+    // Sign the final head of every log, so a clean stop leaves nothing uncovered.
+    for log in logs {
+        log.shutdown().await;
     }
     Ok(())
 }
@@ -254,9 +281,10 @@ pub async fn serve_stdio(config: &Config, env: Arc<Environment>, token: crate::s
         .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
     let gw = mcp::Gateway::stdio(rt.clone(), token);
     let running = gw
-        .serve(stdio_guard::spawn(rt))
+        .serve(stdio_guard::spawn(rt.clone()))
         .await
         .map_err(|e| anyhow!("stdio transport: {e}"))?;
     let _ = running.waiting().await;
+    rt.audit.shutdown().await;
     Ok(())
 }

@@ -264,6 +264,22 @@ signing_key = "keys/{env}-audit.pem"
             .collect()
     }
 
+    /// Runs `capgate audit …` with this fixture's config.
+    pub fn audit_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin())
+            .arg("audit")
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn audit_for_trace(&self, env: &str, trace: &str) -> Vec<Value> {
         self.audit(env).into_iter().filter(|r| r["trace_id"] == trace).collect()
     }
@@ -367,6 +383,14 @@ impl Gateway {
             }
         }
         Gateway { child, urls }
+    }
+
+    /// Stops the gateway as an operator would (SIGTERM) and waits for it to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
     }
 
     pub fn url(&self, env: &str) -> &str {

@@ -1,0 +1,122 @@
+//! `capgate audit verify | export | tail`: reading an environment's log, never writing it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Failure, load_config};
+use crate::audit::{AuditRecord, export, read_records, verify};
+
+pub struct Filter {
+    pub decision: Option<String>,
+    pub tool: Option<String>,
+    pub subject: Option<String>,
+    pub trace: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        self.decision.as_ref().is_none_or(|d| *d == r.decision)
+            && self.tool.as_ref().is_none_or(|t| Some(t) == r.tool.as_ref())
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|s| Some(s) == r.principal.as_ref().map(|p| &p.sub))
+            && self.trace.as_ref().is_none_or(|t| *t == r.trace_id)
+    }
+}
+
+fn store_of(config: &Path, env: &str) -> Result<(PathBuf, crate::config::Config), Failure> {
+    let cfg = load_config(config)?;
+    let e = cfg
+        .environment(env)
+        .ok_or_else(|| Failure::Usage(format!("no environment `{env}` in {}", config.display())))?;
+    Ok((e.audit_store.clone(), cfg))
+}
+
+pub fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: Option<&Path>) -> Result<(), Failure> {
+    let (store, cfg) = store_of(config, env)?;
+    let e = cfg
+        .environment(env)
+        .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
+    let key = match public_key {
+        Some(p) => crate::keys::load_public_key(p).map_err(Failure::Usage)?,
+        None => crate::keys::load_signing_key(&e.audit_signing_key)
+            .map_err(Failure::Usage)?
+            .verifying_key(),
+    };
+    let external = checkpoints
+        .map(Path::to_path_buf)
+        .or_else(|| e.checkpoint_file.clone().filter(|p| p.exists()));
+    let report = verify::verify(&store, env, &[key], external.as_deref()).map_err(Failure::Usage)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    match report.first_problem {
+        None => {
+            let head = report.head.map_or_else(|| "empty".to_string(), |(s, h)| format!("head #{s} {h}"));
+            println!(
+                "ok: environment `{env}`: {} records, {} stored and {} external checkpoints verified; {head}",
+                report.records, report.checkpoints, report.external_checkpoints
+            );
+            Ok(())
+        }
+        Some(p) => {
+            println!("FAILED: environment `{env}`: {p}");
+            println!("(records before it verified: {})", report.records);
+            Err(Failure::CheckFailed)
+        }
+    }
+}
+
+fn records(store: &Path, after: i64) -> Result<Vec<AuditRecord>, Failure> {
+    read_records(store, after)
+        .map_err(Failure::Usage)?
+        .into_iter()
+        .map(|row| {
+            serde_json::from_str(&row.record)
+                .map_err(|e| Failure::Usage(format!("record #{} is unreadable: {e}; run `audit verify`", row.seq)))
+        })
+        .collect()
+}
+
+pub fn export(config: &Path, env: &str, format: &str) -> Result<(), Failure> {
+    let (store, _) = store_of(config, env)?;
+    let mut out = std::io::stdout().lock();
+    for r in records(&store, 0)? {
+        let line = match format {
+            "jsonl" => export::jsonl(&r),
+            "ocsf" => export::ocsf(&r).to_string(),
+            other => return Err(Failure::Usage(format!("--format `{other}`: write `jsonl` or `ocsf`"))),
+        };
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub async fn tail(config: &Path, env: &str, lines: usize, follow: bool, filter: Filter) -> Result<(), Failure> {
+    let (store, _) = store_of(config, env)?;
+    let all: Vec<AuditRecord> = records(&store, 0)?.into_iter().filter(|r| filter.matches(r)).collect();
+    let mut last = 0i64;
+    for r in all.iter().skip(all.len().saturating_sub(lines)) {
+        println!("{}", export::tail_line(r));
+    }
+    if let Ok(rows) = read_records(&store, 0) {
+        last = rows.last().map_or(0, |r| r.seq);
+    }
+    if !follow {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for r in records(&store, last)? {
+            last = last.max(i64::try_from(r.seq).unwrap_or(last));
+            if filter.matches(&r) {
+                println!("{}", export::tail_line(&r));
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
