@@ -78,6 +78,9 @@ enum Command {
         /// Serve streamable HTTP on this address instead of stdio
         #[arg(long)]
         http: Option<String>,
+        /// Keep no calls log (for benchmarks)
+        #[arg(long)]
+        no_record: bool,
     },
 }
 
@@ -248,7 +251,7 @@ pub fn main() -> ExitCode {
             Command::Keys {
                 command: KeysCommand::Generate { out, name },
             } => keys::generate(&out, &name).map(|_| ()),
-            Command::UpstreamDemo { state, http } => upstream_demo::run(&state, http.as_deref()).await,
+            Command::UpstreamDemo { state, http, no_record } => upstream_demo::run(&state, http.as_deref(), no_record).await,
         }
     });
     // Upstream child processes and listeners end with the runtime.
