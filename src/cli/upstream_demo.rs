@@ -217,5 +217,8 @@ async fn serve_http(demo: Demo, addr: &str) -> Result<(), Failure> {
     let app = axum::Router::new().nest_service("/mcp", service);
     println!("demo upstream listening on http://{bound}/mcp");
     let _ = std::io::stdout().flush();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await.map_err(|e| Failure::Usage(e.to_string()))
 }

@@ -19,6 +19,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -223,6 +224,13 @@ pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: 
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
+        // MCP answers are small writes after the headers; without TCP_NODELAY each reply can
+        // stall on the peer's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         logs.push(rt.audit.clone());
         let app = router(rt, bound, shutdown.clone());
         on_ready(&env, bound);
