@@ -1,6 +1,7 @@
 //! capgate: a zero-trust gateway for agent tools. See docs/pipeline.md for the stage order.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod audit;
 pub mod backend;
 pub mod canonical;

@@ -6,6 +6,9 @@
 //! Concurrent appends are committed together by one writer thread (group commit): whatever
 //! is queued when a transaction starts, up to [`MAX_BATCH`], goes into it, so durability
 //! costs one fsync per batch, not per call.
+//!
+//! Approval state lives in the same store and changes only through the writer, in the same
+//! transaction as the records of each step (see [`crate::approval`]).
 
 pub mod checkpoint;
 pub mod export;
@@ -22,8 +25,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub use checkpoint::{Checkpoint, Sink};
-pub use record::{ApprovalRef, AuditRecord, ClientRef, Outcome};
-pub use sqlite::{SqliteStore, read_checkpoints, read_records};
+pub use record::{ApprovalRef, AuditRecord, ClientRef, Outcome, PrincipalRef};
+pub use sqlite::{ApprovalReader, SqliteStore, read_checkpoints, read_records};
+
+use crate::approval;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -35,12 +40,34 @@ pub fn unavailable(e: impl std::fmt::Display) -> AuditError {
     AuditError::Unavailable { detail: e.to_string() }
 }
 
-/// Where records and checkpoints are kept. The writer thread owns one; the pipeline never
-/// sees which. A PostgreSQL store implements the same three calls.
+/// One unit of work for the writer: a record to append, or an approval step (which appends
+/// the records describing it in the same transaction).
+#[derive(Debug)]
+pub enum Entry {
+    Record(Box<AuditRecord>),
+    Approval(approval::Op),
+}
+
+/// What one entry came to.
+#[derive(Debug)]
+pub enum Done {
+    /// The appended record's sequence number.
+    Seq(u64),
+    Approval(approval::Answer),
+}
+
+/// A committed batch: one result per entry, in order, and how many records it appended.
+pub struct Committed {
+    pub results: Vec<Done>,
+    pub records: usize,
+}
+
+/// Where records, checkpoints and approval state are kept. The writer thread owns one; the
+/// pipeline never sees which.
 pub trait AuditStore: Send + 'static {
-    /// Chains (seq, prev_hash, hash) and durably writes a batch in one transaction; all or
-    /// nothing.
-    fn append_batch(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError>;
+    /// Applies a batch in one durable transaction, chaining (seq, prev_hash, hash) every
+    /// record it appends; all or nothing.
+    fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError>;
     /// The last record's sequence number and hash (0 and the genesis hash when empty).
     fn head(&mut self) -> Result<(u64, String), AuditError>;
     fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
@@ -48,8 +75,8 @@ pub trait AuditStore: Send + 'static {
 
 enum Msg {
     Append {
-        record: Box<AuditRecord>,
-        done: oneshot::Sender<Result<u64, AuditError>>,
+        entry: Entry,
+        done: oneshot::Sender<Result<Done, AuditError>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -98,12 +125,12 @@ impl Writer {
         loop {
             let wait = next_checkpoint.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(Msg::Append { record, done }) => {
-                    let mut batch = vec![(*record, done)];
+                Ok(Msg::Append { entry, done }) => {
+                    let mut batch = vec![(entry, done)];
                     let mut shutdown = None;
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(Msg::Append { record, done }) => batch.push((*record, done)),
+                            Ok(Msg::Append { entry, done }) => batch.push((entry, done)),
                             Ok(Msg::Shutdown { done }) => {
                                 shutdown = Some(done);
                                 break;
@@ -135,15 +162,17 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<(AuditRecord, oneshot::Sender<Result<u64, AuditError>>)>) {
-        let (mut records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        match self.store.append_batch(&mut records) {
-            Ok(()) => {
+    fn commit(&mut self, batch: Vec<(Entry, oneshot::Sender<Result<Done, AuditError>>)>) {
+        let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.store.commit(entries) {
+            Ok(c) => {
                 self.healthy.store(true, Ordering::Relaxed);
-                self.stats.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                for (done, rec) in waiters.into_iter().zip(records) {
-                    let _ = done.send(Ok(rec.seq));
+                if c.records > 0 {
+                    self.stats.records.fetch_add(c.records as u64, Ordering::Relaxed);
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                for (done, result) in waiters.into_iter().zip(c.results) {
+                    let _ = done.send(Ok(result));
                 }
             }
             Err(e) => {
@@ -215,12 +244,23 @@ impl AuditLog {
 
     /// Appends one record and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        match self.submit(Entry::Record(Box::new(record))).await? {
+            Done::Seq(seq) => Ok(seq),
+            Done::Approval(_) => Err(unavailable("the store answered a record with an approval")),
+        }
+    }
+
+    /// Applies one approval step, with its audit records, durably.
+    pub async fn approval(&self, op: approval::Op) -> Result<approval::Answer, AuditError> {
+        match self.submit(Entry::Approval(op)).await? {
+            Done::Approval(a) => Ok(a),
+            Done::Seq(_) => Err(unavailable("the store answered an approval with a record")),
+        }
+    }
+
+    async fn submit(&self, entry: Entry) -> Result<Done, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(Msg::Append {
-            record: Box::new(record),
-            done,
-        })
-        .await?;
+        self.send(Msg::Append { entry, done }).await?;
         wait.await.map_err(|_| unavailable("the audit writer stopped"))?
     }
 

@@ -1,20 +1,24 @@
 //! The embedded store: one SQLite file per environment, WAL with `synchronous=FULL`, so a
-//! committed record survives a crash of the process or the machine.
+//! committed record survives a crash of the process or the machine. Also holds the
+//! environment's approval queue, changed only inside the writer's transactions.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, params};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
+use serde_json::Value;
 
 use super::checkpoint::Checkpoint;
 use super::record::AuditRecord;
-use super::{AuditError, AuditStore, unavailable};
+use super::{AuditError, AuditStore, Committed, Done, Entry, unavailable};
+use crate::approval::{self, Binding, Request, Status, Verdict, Vote};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 pub struct SqliteStore {
     conn: Connection,
     env: String,
-    head: Option<(u64, String)>,
 }
 
 impl SqliteStore {
@@ -48,7 +52,36 @@ impl SqliteStore {
                 seq INTEGER NOT NULL,
                 checkpoint TEXT NOT NULL
              );
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS approvals (
+                id TEXT PRIMARY KEY,
+                env TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                requester_iss TEXT NOT NULL,
+                requester_sub TEXT NOT NULL,
+                args_digest TEXT NOT NULL,
+                contract_digest TEXT NOT NULL,
+                args TEXT NOT NULL,
+                side_effects TEXT NOT NULL,
+                approver_roles TEXT NOT NULL,
+                required INTEGER NOT NULL,
+                trace_id TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                expires_ms INTEGER NOT NULL,
+                status TEXT NOT NULL,
+                updated_ms INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS approvals_binding ON approvals(requester_sub, tool, args_digest);
+             CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status, expires_ms);
+             CREATE TABLE IF NOT EXISTS approval_votes (
+                approval_id TEXT NOT NULL,
+                approver_iss TEXT NOT NULL,
+                approver_sub TEXT NOT NULL,
+                verdict TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                at_ms INTEGER NOT NULL,
+                PRIMARY KEY (approval_id, approver_iss, approver_sub)
+             );",
         )
         .map_err(unavailable)?;
         // INVARIANT: a store belongs to one environment for its whole life.
@@ -69,29 +102,223 @@ impl SqliteStore {
         Ok(Self {
             conn,
             env: env.to_string(),
-            head: None,
         })
     }
 
-    fn try_append(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError> {
-        let (mut seq, mut prev) = self.head()?;
-        let tx = self.conn.transaction().map_err(unavailable)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .map_err(unavailable)?;
-            for r in records.iter_mut() {
-                seq += 1;
-                r.seq = seq;
-                r.env.clone_from(&self.env);
-                r.prev_hash = prev.clone();
-                r.hash = r.compute_hash();
-                let json = serde_json::to_string(&*r).map_err(unavailable)?;
+    /// One transaction for the whole batch. `BEGIN IMMEDIATE` takes the write lock up
+    /// front and the head is read inside it, so several gateway processes sharing this file
+    /// extend one linear chain and see each other's approval state.
+    fn try_commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let (seq, prev) = head_of(&tx)?;
+        let mut chain = Chain {
+            tx: &tx,
+            env: &self.env,
+            seq,
+            prev,
+            records: 0,
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            results.push(match entry {
+                Entry::Record(r) => Done::Seq(approval::Table::append(&mut chain, *r)?),
+                Entry::Approval(op) => Done::Approval(approval::apply(&mut chain, op)?),
+            });
+        }
+        let records = chain.records;
+        drop(chain);
+        tx.commit().map_err(unavailable)?;
+        Ok(Committed { results, records })
+    }
+}
+
+/// The chain's end inside one transaction, and the approval table of the same transaction.
+struct Chain<'a> {
+    tx: &'a Transaction<'a>,
+    env: &'a str,
+    seq: u64,
+    prev: String,
+    records: usize,
+}
+
+const REQUEST_COLUMNS: &str = "id, env, tool, requester_iss, requester_sub, args_digest, contract_digest, args, side_effects, approver_roles, required, trace_id, created_ms, expires_ms, status";
+
+fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let args: String = text(7)?;
+    let roles: String = text(9)?;
+    let status: String = text(14)?;
+    Ok(Request {
+        id: text(0)?,
+        binding: Binding {
+            env: text(1)?,
+            tool: text(2)?,
+            requester_iss: text(3)?,
+            requester_sub: text(4)?,
+            args_digest: text(5)?,
+            contract_digest: text(6)?,
+        },
+        args: serde_json::from_str(&args).unwrap_or(Value::Null),
+        side_effects: text(8)?,
+        approver_roles: serde_json::from_str(&roles).unwrap_or_default(),
+        required: r.get::<_, u32>(10)?,
+        trace_id: text(11)?,
+        created_ms: r.get(12)?,
+        expires_ms: r.get(13)?,
+        // An unknown status can only come from outside the gateway: treat it as used up.
+        status: Status::parse(&status).unwrap_or(Status::Expired),
+        votes: Vec::new(),
+    })
+}
+
+fn with_votes(conn: &Connection, mut reqs: Vec<Request>) -> rusqlite::Result<Vec<Request>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT approver_iss, approver_sub, verdict, reason, at_ms FROM approval_votes WHERE approval_id = ?1 ORDER BY at_ms, rowid",
+    )?;
+    for req in &mut reqs {
+        req.votes = stmt
+            .query_map([&req.id], |r| {
+                Ok(Vote {
+                    approver_iss: r.get(0)?,
+                    approver_sub: r.get(1)?,
+                    verdict: if r.get::<_, String>(2)? == "approve" {
+                        Verdict::Approve
+                    } else {
+                        Verdict::Deny
+                    },
+                    reason: r.get(3)?,
+                    at_ms: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(reqs)
+}
+
+fn query_requests(conn: &Connection, condition: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Request>> {
+    let sql = format!("SELECT {REQUEST_COLUMNS} FROM approvals WHERE {condition}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let reqs = stmt.query_map(params, request_from_row)?.collect::<Result<Vec<_>, _>>()?;
+    with_votes(conn, reqs)
+}
+
+fn head_of(conn: &Connection) -> Result<(u64, String), AuditError> {
+    conn.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })
+    .map(|(s, h)| (u64::try_from(s).unwrap_or(0), h))
+    .or_else(|e| match e {
+        rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_string())),
+        other => Err(other),
+    })
+    .map_err(unavailable)
+}
+
+impl approval::Table for Chain<'_> {
+    fn find_open(&mut self, b: &Binding, now_ms: i64) -> Result<Option<Request>, AuditError> {
+        let found = query_requests(
+            self.tx,
+            "env = ?1 AND tool = ?2 AND requester_iss = ?3 AND requester_sub = ?4 AND args_digest = ?5 AND contract_digest = ?6
+             AND status IN ('pending', 'approved', 'denied') AND expires_ms > ?7 ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+            &[
+                &b.env,
+                &b.tool,
+                &b.requester_iss,
+                &b.requester_sub,
+                &b.args_digest,
+                &b.contract_digest,
+                &now_ms,
+            ],
+        )
+        .map_err(unavailable)?;
+        Ok(found.into_iter().next())
+    }
+
+    fn get(&mut self, env: &str, id: &str) -> Result<Option<Request>, AuditError> {
+        let found = query_requests(self.tx, "env = ?1 AND id = ?2", &[&env, &id]).map_err(unavailable)?;
+        Ok(found.into_iter().next())
+    }
+
+    fn insert(&mut self, q: &Request) -> Result<(), AuditError> {
+        let b = &q.binding;
+        self.tx
+            .prepare_cached(&format!(
+                "INSERT INTO approvals ({REQUEST_COLUMNS}, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?13)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    q.id,
+                    b.env,
+                    b.tool,
+                    b.requester_iss,
+                    b.requester_sub,
+                    b.args_digest,
+                    b.contract_digest,
+                    q.args.to_string(),
+                    q.side_effects,
+                    serde_json::to_string(&q.approver_roles).unwrap_or_else(|_| "[]".into()),
+                    q.required,
+                    q.trace_id,
+                    q.created_ms,
+                    q.expires_ms,
+                    q.status.as_str()
+                ])
+            })
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn set_status(&mut self, id: &str, status: Status, now_ms: i64) -> Result<(), AuditError> {
+        self.tx
+            .execute(
+                "UPDATE approvals SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id, status.as_str(), now_ms],
+            )
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn add_vote(&mut self, id: &str, v: &Vote) -> Result<(), AuditError> {
+        let verdict = match v.verdict {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        };
+        self.tx
+            .execute(
+                "INSERT INTO approval_votes (approval_id, approver_iss, approver_sub, verdict, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, v.approver_iss, v.approver_sub, verdict, v.reason, v.at_ms],
+            )
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn due(&mut self, now_ms: i64) -> Result<Vec<Request>, AuditError> {
+        query_requests(
+            self.tx,
+            "status IN ('pending', 'approved') AND expires_ms <= ?1 ORDER BY expires_ms",
+            &[&now_ms],
+        )
+        .map_err(unavailable)
+    }
+
+    fn append(&mut self, mut r: AuditRecord) -> Result<u64, AuditError> {
+        self.seq += 1;
+        r.seq = self.seq;
+        r.env = self.env.to_string();
+        r.prev_hash.clone_from(&self.prev);
+        r.hash = r.compute_hash();
+        let json = serde_json::to_string(&r).map_err(unavailable)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .and_then(|mut stmt| {
                 stmt.execute(params![
-                    i64::try_from(seq).map_err(unavailable)?,
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
                     r.ts,
                     r.env,
                     r.trace_id,
@@ -103,43 +330,21 @@ impl SqliteStore {
                     r.prev_hash,
                     r.hash
                 ])
-                .map_err(unavailable)?;
-                prev = r.hash.clone();
-            }
-        }
-        tx.commit().map_err(unavailable)?;
-        self.head = Some((seq, prev));
-        Ok(())
+            })
+            .map_err(unavailable)?;
+        self.prev = r.hash;
+        self.records += 1;
+        Ok(self.seq)
     }
 }
 
 impl AuditStore for SqliteStore {
-    fn append_batch(&mut self, records: &mut [AuditRecord]) -> Result<(), AuditError> {
-        let result = self.try_append(records);
-        if result.is_err() {
-            // Re-read the head next time: the failed transaction left nothing behind.
-            self.head = None;
-        }
-        result
+    fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+        self.try_commit(entries)
     }
 
     fn head(&mut self) -> Result<(u64, String), AuditError> {
-        if let Some(h) = &self.head {
-            return Ok(h.clone());
-        }
-        let head = self
-            .conn
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })
-            .map(|(s, h)| (u64::try_from(s).unwrap_or(0), h))
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_string())),
-                other => Err(other),
-            })
-            .map_err(unavailable)?;
-        self.head = Some(head.clone());
-        Ok(head)
+        head_of(&self.conn)
     }
 
     fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError> {
@@ -151,6 +356,75 @@ impl AuditStore for SqliteStore {
             )
             .map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// Read access to one environment's approval queue and audit trail, for the API, the
+/// console and waiting calls. Changes go through the writer only.
+#[derive(Clone)]
+pub struct ApprovalReader {
+    conn: Arc<Mutex<Connection>>,
+    env: String,
+}
+
+impl ApprovalReader {
+    pub fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            env: env.to_string(),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, AuditError> {
+        let conn = self.conn.clone();
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().map_err(|_| unavailable("approval reader poisoned"))?;
+            f(&c, &env).map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Requests of this environment, newest first; only `status` ones when given.
+    pub async fn list(&self, status: Option<Status>, limit: u32) -> Result<Vec<Request>, AuditError> {
+        self.with(move |c, env| match status {
+            Some(s) => query_requests(
+                c,
+                "env = ?1 AND status = ?2 ORDER BY created_ms DESC LIMIT ?3",
+                &[&env, &s.as_str(), &limit],
+            ),
+            None => query_requests(c, "env = ?1 ORDER BY created_ms DESC LIMIT ?2", &[&env, &limit]),
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Request>, AuditError> {
+        let id = id.to_string();
+        self.with(move |c, env| Ok(query_requests(c, "env = ?1 AND id = ?2", &[&env, &id])?.into_iter().next()))
+            .await
+    }
+
+    /// Every audit record of one trace, in order: a request's whole history.
+    pub async fn trail(&self, trace_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
+        let trace = trace_id.to_string();
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached("SELECT record FROM audit WHERE trace_id = ?1 ORDER BY seq LIMIT 500")?;
+            let rows = stmt.query_map([trace], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Ok(rec) = serde_json::from_str::<AuditRecord>(&row?) {
+                    out.push(rec);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface: one subcommand per module. Owns exit codes: 0 success, 1 a check
 //! or verification failed, 2 usage or configuration error.
 
+mod approvals;
 mod audit;
 mod check;
 mod demo;
@@ -59,6 +60,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The approval queue: list requests, approve or deny one (token in CAPGATE_TOKEN)
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
     },
     /// Development tokens
     Token {
@@ -126,6 +132,36 @@ enum AuditCommand {
         subject: Option<String>,
         #[arg(long)]
         trace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Requests you may decide (default: pending ones)
+    List {
+        /// The gateway's URL (default: CAPGATE_URL)
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "pending", value_parser = ["pending", "approved", "denied", "expired", "executed", "all"])]
+        status: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request; the reason goes into the audit log
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Deny a request; the reason goes into the audit log
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -238,6 +274,15 @@ pub fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Approvals {
+                command: ApprovalsCommand::List { url, status, json },
+            } => approvals::list(url.as_deref(), &status, json).await,
+            Command::Approvals {
+                command: ApprovalsCommand::Approve { id, reason, url },
+            } => approvals::decide(url.as_deref(), &id, "approve", &reason).await,
+            Command::Approvals {
+                command: ApprovalsCommand::Deny { id, reason, url },
+            } => approvals::decide(url.as_deref(), &id, "deny", &reason).await,
             Command::Token {
                 command:
                     TokenCommand::Mint {

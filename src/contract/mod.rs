@@ -60,6 +60,8 @@ pub struct RawContract {
     pub side_effects: Option<SideEffects>,
     pub approver_roles: Option<Vec<String>>,
     pub approval_ttl: Option<String>,
+    pub approvals_required: Option<u32>,
+    pub approval_wait: Option<String>,
     pub rate_limit: Option<String>,
     #[serde(default)]
     pub sensitive: Vec<String>,
@@ -86,6 +88,11 @@ pub struct Contract {
     pub side_effects: SideEffects,
     pub approver_roles: Option<Vec<String>>,
     pub approval_ttl: Duration,
+    /// Distinct approvers a request needs (1 unless the contract says more).
+    pub approvals_required: u32,
+    /// How long a call waits for the decision unless the caller asks otherwise (0: answer
+    /// pending at once).
+    pub approval_wait: Duration,
     pub rate_limit: Option<RateLimit>,
     pub backend: Option<BackendRef>,
     pub fixed_args: Map<String, Value>,
@@ -227,6 +234,28 @@ impl Contract {
                 parse_duration(s).ok_or_else(|| cerr(&ctx, format!("`approval_ttl = \"{s}\"`: write a duration such as `15m`, `1h`")))?
             }
         };
+        let approvals_required = raw.approvals_required.unwrap_or(1);
+        if !(1..=10).contains(&approvals_required) {
+            return Err(cerr(
+                &ctx,
+                format!("`approvals_required = {approvals_required}`: write a number from 1 to 10"),
+            ));
+        }
+        let approval_wait = match &raw.approval_wait {
+            None => Duration::ZERO,
+            Some(s) => {
+                parse_duration(s).ok_or_else(|| cerr(&ctx, format!("`approval_wait = \"{s}\"`: write a duration such as `30s`, `2m`")))?
+            }
+        };
+        if approval_wait > approval_ttl || approval_wait > Duration::from_secs(600) {
+            return Err(cerr(&ctx, "`approval_wait` must be at most `approval_ttl` and at most 10m"));
+        }
+        if !raw.requires_approval && (raw.approvals_required.is_some() || raw.approval_wait.is_some() || raw.approver_roles.is_some()) {
+            return Err(cerr(
+                &ctx,
+                "`approver_roles`, `approvals_required` and `approval_wait` need `requires_approval = true`",
+            ));
+        }
         let rate_limit = match &raw.rate_limit {
             None => None,
             Some(s) => Some(parse_rate(s).ok_or_else(|| cerr(&ctx, format!("`rate_limit = \"{s}\"`: write a rate such as `10/min`")))?),
@@ -247,6 +276,8 @@ impl Contract {
             side_effects: raw.side_effects.unwrap_or(SideEffects::Write),
             approver_roles: raw.approver_roles,
             approval_ttl,
+            approvals_required,
+            approval_wait,
             rate_limit,
             backend: raw.backend,
             fixed_args,

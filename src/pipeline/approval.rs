@@ -1,16 +1,36 @@
 //! Stage 4, approval: a contract with `requires_approval` never runs on the caller's word.
 //!
 //! Runs after validation (a request for approval is only ever made for valid arguments).
-//! Outcomes: [`Approved`] for contracts that need no approval; otherwise [`Pending`], naming
-//! the approval request (bound to requester, environment, tool, argument digest and
-//! contract digest) and its expiry. Releasing a granted approval is the approval workflow's.
+//! Outcomes: [`Approved`] straight away for contracts that need no approval; otherwise the
+//! store decides ([`crate::approval`]): a request granted for exactly this call is released
+//! once, in the same transaction as its allow record; anything else answers pending or
+//! denied and nothing runs. A caller (or the contract) may ask to wait, bounded, for the
+//! decision, with progress notifications while it waits.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::audit::Audited;
+use super::authn::Authenticated;
 use super::validate::ValidatedArgs;
+use super::{CallCtx, Refusal, Runtime, base_record, unavailable};
+use crate::approval::{self as rules, Answer, Binding, Op, Request, Status};
 use crate::audit::ApprovalRef;
+use crate::decision::{Decision, ReasonCode};
+use crate::trace::TraceId;
 
-/// Proof that a call may execute as far as approval is concerned. Only [`check`] builds it.
+/// The longest any call waits for a decision, whatever it asks.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+/// How often a waiting call looks at the store (a decision taken by another gateway
+/// process sharing the store is seen this late at most).
+const POLL: Duration = Duration::from_secs(1);
+
+/// Proof that a call may execute as far as approval is concerned. Only [`check`] and
+/// [`decide`] build it.
 pub struct Approved {
     validated: ValidatedArgs,
     approval: Option<ApprovalRef>,
@@ -25,29 +45,203 @@ impl Approved {
     }
 }
 
-pub struct Pending {
-    pub validated: ValidatedArgs,
-    pub id: String,
-    pub expires_at: SystemTime,
-}
-
-pub fn check(validated: ValidatedArgs) -> Result<Approved, Box<Pending>> {
-    let contract = validated.authorized().contract();
-    if !contract.requires_approval {
-        return Ok(Approved { validated, approval: None });
+/// Contracts without `requires_approval` pass; the rest go to [`decide`].
+pub fn check(validated: ValidatedArgs) -> Result<Approved, Box<ValidatedArgs>> {
+    if validated.authorized().contract().requires_approval {
+        Err(Box::new(validated))
+    } else {
+        Ok(Approved { validated, approval: None })
     }
-    let ttl = contract.approval_ttl;
-    Err(Box::new(Pending {
-        validated,
-        id: uuid::Uuid::new_v4().to_string(),
-        expires_at: SystemTime::now() + ttl,
-    }))
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| secs.to_string())
+/// How long a call may wait for the decision, and where its progress goes.
+#[derive(Default)]
+pub struct Wait {
+    pub requested: Option<Duration>,
+    pub progress: Option<UnboundedSender<String>>,
+}
+
+/// What became of a call that needs approval.
+pub enum Flow {
+    /// Released: the allow record is durable; run it under the original call's trace.
+    Run(Box<Audited>, CallCtx),
+    /// Nothing runs; this is the answer.
+    Answer(CallToolResult),
+}
+
+fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Request {
+    let contract = v.authorized().contract();
+    let p = auth.principal();
+    let now = rules::now_ms();
+    let ttl = i64::try_from(contract.approval_ttl.as_millis()).unwrap_or(i64::MAX);
+    Request {
+        id: uuid::Uuid::new_v4().to_string(),
+        binding: Binding {
+            env: rt.env.name.clone(),
+            tool: contract.tool.clone(),
+            requester_iss: p.iss.clone(),
+            requester_sub: p.sub.clone(),
+            args_digest: v.digest().to_string(),
+            contract_digest: contract.digest.clone(),
+        },
+        args: v.redacted().clone(),
+        side_effects: contract.side_effects.as_str().to_string(),
+        approver_roles: contract.approver_roles.clone().unwrap_or_else(|| rt.env.approver_roles.clone()),
+        required: contract.approvals_required,
+        trace_id: ctx.trace.as_str().to_string(),
+        created_ms: now,
+        expires_ms: now.saturating_add(ttl),
+        status: Status::Pending,
+        votes: Vec::new(),
+    }
+}
+
+async fn submit(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Result<Answer, Refusal> {
+    let template = base_record(
+        rt,
+        ctx,
+        Some(auth),
+        Some(&v.authorized().contract().tool),
+        Decision::Pending,
+        ReasonCode::ApprovalRequired,
+        "",
+    );
+    let op = Op::Call {
+        new: Box::new(new_request(rt, auth, ctx, v)),
+        template: Box::new(template),
+    };
+    rt.audit.approval(op).await.map_err(|e| {
+        tracing::error!(env = %rt.env.name, trace_id = %ctx.trace.as_str(), "refusing call: approval store: {e:?}");
+        unavailable(
+            ReasonCode::AuditUnavailable,
+            "the approval store or audit log is unavailable; the call was refused and nothing ran",
+        )
+    })
+}
+
+pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated: ValidatedArgs, wait: Wait) -> Result<Flow, Refusal> {
+    let contract = validated.authorized().contract().clone();
+    let mut answer = submit(rt, auth, ctx, &validated).await?;
+    let budget = wait.requested.unwrap_or(contract.approval_wait).min(MAX_WAIT);
+    if let Answer::Opened(req) | Answer::StillPending(req) = &answer
+        && !budget.is_zero()
+    {
+        let req = req.clone();
+        let deadline = Instant::now() + budget.min(Duration::from_millis(u64::try_from(req.expires_ms - rules::now_ms()).unwrap_or(0)));
+        if let Some(decided) = wait_for_decision(rt, &req, deadline, wait.progress.as_ref()).await {
+            // Decided while waiting: ask again, which releases it if granted.
+            answer = submit(rt, auth, ctx, &validated).await?;
+            if decided == Status::Approved && !matches!(answer, Answer::Released { .. }) {
+                tracing::info!(env = %rt.env.name, "approval {} was used by a concurrent call", req.id);
+            }
+        }
+    }
+    Ok(match answer {
+        Answer::Released { request, seq } => {
+            let approved = Approved {
+                validated,
+                approval: Some(ApprovalRef {
+                    id: request.id.clone(),
+                    approver: Some(
+                        request
+                            .votes
+                            .iter()
+                            .filter(|v| v.verdict == rules::Verdict::Approve)
+                            .map(|v| v.approver_sub.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                }),
+            };
+            let mut run_ctx = ctx.clone();
+            run_ctx.trace = TraceId::from_record(&request.trace_id);
+            Flow::Run(Box::new(Audited::released(approved, seq)), run_ctx)
+        }
+        Answer::Opened(req) | Answer::StillPending(req) => Flow::Answer(pending_result(&req)),
+        Answer::Denied(req) => Flow::Answer(denied_result(&req)),
+        Answer::Decided(_) | Answer::Refused { .. } | Answer::Expired(_) => {
+            return Err(unavailable(
+                ReasonCode::AuditUnavailable,
+                "the approval store answered out of turn; refused",
+            ));
+        }
+    })
+}
+
+/// Waits until the request leaves `pending`, the deadline passes, or the call is dropped.
+/// Returns the new status if it changed.
+async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, progress: Option<&UnboundedSender<String>>) -> Option<Status> {
+    let events: Arc<tokio::sync::Notify> = rt.approval_events.clone();
+    loop {
+        let current = match rt.approvals.get(&req.id).await {
+            Ok(Some(r)) => r,
+            // A store we cannot read decides nothing: stop waiting, answer pending.
+            _ => return None,
+        };
+        if current.status != Status::Pending {
+            return Some(current.status);
+        }
+        if let Some(tx) = progress {
+            let _ = tx.send(format!(
+                "waiting for approval of request {} ({} of {} approvals); expires {}",
+                req.id,
+                current.approvals(),
+                current.required,
+                rules::rfc3339_ms(req.expires_ms)
+            ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let _ = tokio::time::timeout(left.min(POLL), events.notified()).await;
+    }
+}
+
+fn pending_result(req: &Request) -> CallToolResult {
+    let expires = rules::rfc3339_ms(req.expires_ms);
+    let text = format!(
+        "Approval required: `{}` did not run. Request {} is pending ({} of {} approvals from {}) until {expires}. An approver must approve it in the capgate console or with `capgate approvals approve {}`; then repeat the identical call to run it once. Trace id {}.",
+        req.binding.tool,
+        req.id,
+        req.approvals(),
+        req.required,
+        req.approver_roles.join(", "),
+        req.id,
+        req.trace_id
+    );
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(json!({
+        "status": "pending",
+        "approval_id": req.id,
+        "expires_at": expires,
+        "approvals": req.approvals(),
+        "approvals_required": req.required,
+        "trace_id": req.trace_id,
+        "next": "ask an approver to approve the request, then repeat the identical call before it expires",
+    }));
+    r
+}
+
+fn denied_result(req: &Request) -> CallToolResult {
+    let by = req
+        .votes
+        .iter()
+        .find(|v| v.verdict == rules::Verdict::Deny)
+        .map(|v| format!("`{}`: {}", v.approver_sub, v.reason))
+        .unwrap_or_default();
+    let text = format!(
+        "`{}` did not run: approval request {} was denied by {by}. A new request for the same call can be made after {}. Trace id {}.",
+        req.binding.tool,
+        req.id,
+        rules::rfc3339_ms(req.expires_ms),
+        req.trace_id
+    );
+    let mut r = CallToolResult::error(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(json!({
+        "status": "denied",
+        "approval_id": req.id,
+        "trace_id": req.trace_id,
+    }));
+    r
 }

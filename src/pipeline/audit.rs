@@ -23,6 +23,14 @@ impl Audited {
     }
 }
 
+impl Audited {
+    /// A call released by the approval store, whose allow record (`seq`) was written in the
+    /// same transaction that used the approval up.
+    pub(super) fn released(approved: Approved, seq: u64) -> Self {
+        Self { approved, seq }
+    }
+}
+
 pub async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved) -> Result<Audited, (Approved, AuditError)> {
     let v = approved.validated();
     let a = v.authorized();

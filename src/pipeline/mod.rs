@@ -41,6 +41,11 @@ pub struct Runtime {
     pub routes: HashMap<String, Route>,
     pub rate: authz::RateLimiter,
     pub upstreams: Vec<Arc<UpstreamClient>>,
+    /// The approval queue as read by the API, the console and waiting calls.
+    pub approvals: crate::audit::ApprovalReader,
+    /// Woken when a decision is taken in this process; waiting calls also poll the store
+    /// for decisions taken by other processes.
+    pub approval_events: Arc<tokio::sync::Notify>,
 }
 
 /// What is known about one request besides its caller.
@@ -134,6 +139,7 @@ impl Runtime {
         ctx: &CallCtx,
         tool: &str,
         args: Option<Map<String, Value>>,
+        wait: approval::Wait,
     ) -> Result<CallToolResult, Refusal> {
         let args_digest = args.as_ref().map(|a| crate::canonical::digest(&Value::Object(a.clone())));
 
@@ -213,23 +219,28 @@ impl Runtime {
             return Err(self.refuse(rec, r).await);
         }
 
-        // approval
-        let approved = match approval::check(validated) {
-            Ok(a) => a,
-            Err(p) => return self.pending(auth, ctx, tool, *p).await,
+        // approval, then the write-ahead record: for a released approval both happen in the
+        // store's one transaction.
+        let (audited, ctx) = match approval::check(validated) {
+            Ok(approved) => match audit::record_allow(self, ctx, approved).await {
+                Ok(a) => (a, ctx.clone()),
+                Err((_, e)) => {
+                    tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
+                    return Err(unavailable(
+                        ReasonCode::AuditUnavailable,
+                        "the audit log is unavailable; the call was refused and nothing ran",
+                    ));
+                }
+            },
+            Err(v) => match approval::decide(self, auth, ctx, *v, wait).await? {
+                approval::Flow::Run(a, run_ctx) => (*a, run_ctx),
+                approval::Flow::Answer(mut r) => {
+                    add_trace_meta(&mut r, ctx);
+                    return Ok(r);
+                }
+            },
         };
-
-        // audit, write-ahead
-        let audited = match audit::record_allow(self, ctx, approved).await {
-            Ok(a) => a,
-            Err((_, e)) => {
-                tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
-                return Err(unavailable(
-                    ReasonCode::AuditUnavailable,
-                    "the audit log is unavailable; the call was refused and nothing ran",
-                ));
-            }
-        };
+        let ctx = &ctx;
 
         // forward
         let (result, latency_ms) = forward::forward(self, ctx, &audited).await;
@@ -273,47 +284,6 @@ impl Runtime {
             tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "outcome record not written: {e:?}");
         }
         answer
-    }
-
-    async fn pending(&self, auth: &Authenticated, ctx: &CallCtx, tool: &str, p: approval::Pending) -> Result<CallToolResult, Refusal> {
-        let expires = approval::rfc3339(p.expires_at);
-        let v = &p.validated;
-        let mut rec = base_record(
-            self,
-            ctx,
-            Some(auth),
-            Some(tool),
-            Decision::Pending,
-            ReasonCode::ApprovalRequired,
-            &format!("approval required; request {} expires {expires}", p.id),
-        );
-        rec.args_digest = Some(v.digest().to_string());
-        rec.args = Some(v.redacted().clone());
-        rec.contract_digest = Some(v.authorized().contract().digest.clone());
-        rec.approval = Some(crate::audit::ApprovalRef {
-            id: p.id.clone(),
-            approver: None,
-        });
-        if self.audit.append(rec).await.is_err() {
-            return Err(unavailable(
-                ReasonCode::AuditUnavailable,
-                "the audit log is unavailable; the call was refused",
-            ));
-        }
-        let text = format!(
-            "Approval required: `{tool}` did not run. Request {} is pending until {expires}. An approver must approve it; then repeat the identical call to run it once. Trace id {}.",
-            p.id,
-            ctx.trace.as_str()
-        );
-        let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-        r.structured_content = Some(json!({
-            "status": "pending",
-            "approval_id": p.id,
-            "expires_at": expires,
-            "trace_id": ctx.trace.as_str(),
-        }));
-        add_trace_meta(&mut r, ctx);
-        Ok(r)
     }
 }
 

@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::audit::ClientRef;
+use crate::audit::{AuditRecord, ClientRef};
 use crate::decision::{Decision, ReasonCode};
 use crate::pipeline::authn::{Authenticator, AuthnError};
 use crate::pipeline::{CallCtx, Runtime, base_record};
@@ -34,14 +34,61 @@ pub struct HttpState {
     pub rt: Arc<Runtime>,
     /// session id → (owner key, opened at). Owner key is issuer + subject.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// `Host` values this listener answers to (DNS-rebinding defence).
+    pub hosts: Vec<String>,
+    /// Origins allowed to send requests: the configured ones and this listener's own (the
+    /// console calls the API from its own origin).
+    origins: Vec<String>,
 }
 
 impl HttpState {
-    pub fn new(rt: Arc<Runtime>) -> Self {
+    pub fn new(rt: Arc<Runtime>, hosts: Vec<String>) -> Self {
+        let mut origins = rt.env.allowed_origins.clone();
+        for h in &hosts {
+            origins.push(format!("http://{h}"));
+            origins.push(format!("https://{h}"));
+        }
         Self {
             rt,
             sessions: Mutex::new(HashMap::new()),
+            hosts,
+            origins,
         }
+    }
+
+    /// Refusals that come before authentication and apply to every route that acts: a
+    /// foreign `Origin` (403) and a token in the query string (401). The record is written
+    /// by the caller before answering.
+    pub fn pre_auth(&self, headers: &http::HeaderMap, query: Option<&str>, call: &CallCtx) -> Option<(AuditRecord, Response)> {
+        let rt = &self.rt;
+        if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok())
+            && !self.origins.iter().any(|o| o == origin)
+        {
+            let rec = base_record(
+                rt,
+                call,
+                None,
+                None,
+                Decision::Deny,
+                ReasonCode::OriginRefused,
+                &format!("Origin `{}` is not allowed", clean(origin, 128)),
+            );
+            return Some((rec, respond::forbidden_origin(&call.trace)));
+        }
+        if token_in_query(query) {
+            let rec = base_record(
+                rt,
+                call,
+                None,
+                None,
+                Decision::Deny,
+                ReasonCode::TokenOutsideHeader,
+                "a token was sent in the query string",
+            );
+            let resp = respond::unauthorized(&AuthnError::OutsideHeader, &rt.env.resource_metadata_url(), true, &call.trace);
+            return Some((rec, resp));
+        }
+        None
     }
 }
 
@@ -53,7 +100,7 @@ fn header_str_parts<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn clean(s: &str, max: usize) -> String {
+pub fn clean(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
@@ -105,33 +152,9 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
         rec
     };
 
-    // Origin: a browser page on another site must never drive the gateway.
-    if let Some(origin) = header_str(&req, "origin")
-        && !rt.env.allowed_origins.iter().any(|o| o == origin)
-    {
-        let rec = deny(
-            &call,
-            ReasonCode::OriginRefused,
-            format!("Origin `{}` is not allowed", clean(origin, 128)),
-            None,
-            None,
-        );
-        return record_then(rt, rec, respond::forbidden_origin(&trace)).await;
-    }
-    if token_in_query(req.uri().query()) {
-        let rec = deny(
-            &call,
-            ReasonCode::TokenOutsideHeader,
-            "a token was sent in the query string".into(),
-            None,
-            None,
-        );
-        return record_then(
-            rt,
-            rec,
-            respond::unauthorized(&AuthnError::OutsideHeader, &rt.env.resource_metadata_url(), true, &trace),
-        )
-        .await;
+    // A browser page on another site must never drive the gateway; tokens only in headers.
+    if let Some((rec, resp)) = st.pre_auth(req.headers(), req.uri().query(), &call) {
+        return record_then(rt, rec, resp).await;
     }
 
     let limit = rt.env.max_body_bytes;
@@ -298,7 +321,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
 }
 
 /// Writes a denial record, then answers; if the record cannot be written, the answer is 503.
-async fn record_then(rt: &Runtime, rec: crate::audit::AuditRecord, resp: Response) -> Response {
+pub async fn record_then(rt: &Runtime, rec: AuditRecord, resp: Response) -> Response {
     let trace = TraceId::from_record(&rec.trace_id);
     match rt.audit.append(rec).await {
         Ok(_) => resp,

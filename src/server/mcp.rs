@@ -8,11 +8,15 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams,
     ServerCapabilities, ServerConfig,
 };
+use std::time::Duration;
+
+use rmcp::model::ProgressNotificationParam;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
 use crate::audit::ClientRef;
 use crate::decision::ReasonCode;
+use crate::pipeline::approval::{MAX_WAIT, Wait};
 use crate::pipeline::authn::Authenticated;
 use crate::pipeline::{CallCtx, Runtime};
 use crate::secret::Secret;
@@ -128,9 +132,39 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let rc = self.request_ctx(&context).await?;
-        match self.rt.call_tool(&rc.auth, &rc.call, &request.name, request.arguments).await {
+        let wait = approval_wait(&context);
+        match self.rt.call_tool(&rc.auth, &rc.call, &request.name, request.arguments, wait).await {
             Ok(r) => Ok(r.into()),
             Err(refusal) => Err(respond::refusal_to_error(refusal, &rc.call.trace)),
         }
     }
+}
+
+/// A caller may ask a call that needs approval to wait for the decision:
+/// `_meta: {"capgate/approval_wait": SECONDS}` (bounded by the gateway). With a progress
+/// token, each look at the queue becomes a `notifications/progress` to the caller.
+fn approval_wait(context: &RequestContext<RoleServer>) -> Wait {
+    let requested = context
+        .meta
+        .0
+        .get("capgate/approval_wait")
+        .and_then(serde_json::Value::as_u64)
+        .map(|s| Duration::from_secs(s.min(MAX_WAIT.as_secs())));
+    let progress = context.meta.get_progress_token().map(|token| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let peer = context.peer.clone();
+        tokio::spawn(async move {
+            let mut n = 0.0;
+            while let Some(message) = rx.recv().await {
+                n += 1.0;
+                let mut p = ProgressNotificationParam::new(token.clone(), n);
+                p.message = Some(message);
+                if peer.notify_progress(p).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    });
+    Wait { requested, progress }
 }

@@ -4,6 +4,8 @@
 //! INVARIANT: a runtime is built whole or not at all. Unreadable keys, an unopenable audit
 //! store or a contract without exactly one upstream tool stop the start (fail closed).
 
+pub mod api;
+mod console;
 pub mod http;
 pub mod jsonguard;
 pub mod mcp;
@@ -123,9 +125,53 @@ pub fn open_audit(env: &Environment) -> anyhow::Result<AuditLog> {
         .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store.display()))
 }
 
+/// Moves requests past their expiry to `expired`, with a record each, every few seconds.
+/// Correctness does not depend on it (a release checks the expiry itself); it keeps the
+/// queue and the log telling the truth about requests nobody came back for.
+pub fn spawn_expiry(rt: Arc<Runtime>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let ctx = crate::pipeline::CallCtx {
+                trace: crate::trace::TraceId::generate(),
+                request_id: None,
+                session_id: None,
+                client: crate::audit::ClientRef {
+                    addr: Some("capgate".into()),
+                    user_agent: Some("approval-expiry".into()),
+                },
+            };
+            let template = crate::pipeline::base_record(
+                &rt,
+                &ctx,
+                None,
+                None,
+                crate::decision::Decision::Deny,
+                crate::decision::ReasonCode::ApprovalExpired,
+                "",
+            );
+            let op = crate::approval::Op::Expire {
+                now_ms: crate::approval::now_ms(),
+                template: Box::new(template),
+            };
+            match rt.audit.approval(op).await {
+                Ok(crate::approval::Answer::Expired(n)) if n > 0 => rt.approval_events.notify_waiters(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(env = %rt.env.name, "approval expiry sweep failed: {e:?}"),
+            }
+        }
+    });
+}
+
 pub async fn build_runtime(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
     let audit = open_audit(&env)?;
+    let approvals = crate::audit::ApprovalReader::open(&env.audit_store, &env.name)
+        .map_err(|e| anyhow!("environment `{}`: approval store `{}`: {e:?}", env.name, env.audit_store.display()))?;
     let (routes, upstreams) = resolve_routes(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
     Ok(Runtime {
         env,
@@ -134,6 +180,8 @@ pub async fn build_runtime(config: &Config, env: Arc<Environment>) -> anyhow::Re
         routes,
         rate: Default::default(),
         upstreams,
+        approvals,
+        approval_events: Default::default(),
     })
 }
 
@@ -199,10 +247,18 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .with_cancellation_token(shutdown.child_token());
     let mcp_service: StreamableHttpService<mcp::Gateway, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(gw.clone()), Default::default(), cfg);
-    let state = Arc::new(http::HttpState::new(rt.clone()));
+    let state = Arc::new(http::HttpState::new(rt.clone(), allowed_hosts(&rt.env, bound)));
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp_service)
-        .layer(axum::middleware::from_fn_with_state(state, http::guard));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http::guard));
+    let api_routes = Router::new()
+        .route("/api/session", get(api::session))
+        .route("/api/approvals", get(api::list))
+        .route("/api/approvals/{id}", get(api::get_one))
+        .route("/api/approvals/{id}/approve", axum::routing::post(api::approve))
+        .route("/api/approvals/{id}/deny", axum::routing::post(api::deny))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), api::guard))
+        .with_state(state);
     Router::new()
         .route("/.well-known/oauth-protected-resource", get(metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(metadata))
@@ -210,6 +266,8 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(rt)
+        .merge(console::routes())
+        .merge(api_routes)
         .merge(mcp_routes)
 }
 
@@ -220,6 +278,7 @@ pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: 
     let mut logs = Vec::new();
     for env in envs {
         let rt = Arc::new(build_runtime(config, env.clone()).await?);
+        spawn_expiry(rt.clone(), shutdown.clone());
         let listener = tokio::net::TcpListener::bind(&env.listen)
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
@@ -287,12 +346,15 @@ pub async fn serve_stdio(config: &Config, env: Arc<Environment>, token: crate::s
         .verify(token.expose())
         .await
         .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
+    let stop = CancellationToken::new();
+    spawn_expiry(rt.clone(), stop.clone());
     let gw = mcp::Gateway::stdio(rt.clone(), token);
     let running = gw
         .serve(stdio_guard::spawn(rt.clone()))
         .await
         .map_err(|e| anyhow!("stdio transport: {e}"))?;
     let _ = running.waiting().await;
+    stop.cancel();
     rt.audit.shutdown().await;
     Ok(())
 }

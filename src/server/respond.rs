@@ -13,7 +13,7 @@ use crate::trace::TraceId;
 
 pub const TRACE_HEADER: &str = "x-capgate-trace-id";
 
-fn json_response(status: StatusCode, body: Value, trace: &TraceId) -> Response {
+pub fn json_response(status: StatusCode, body: Value, trace: &TraceId) -> Response {
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -104,4 +104,13 @@ pub fn refusal_to_error(r: Refusal, trace: &TraceId) -> ErrorData {
         data.insert("http_status".into(), json!(503));
     }
     ErrorData::new(code, r.message, Some(Value::Object(data)))
+}
+
+/// An error from the approvals API: a stable `error` word, a sentence, the reason code.
+pub fn api_error(status: StatusCode, error: &str, description: &str, reason_code: &str, trace: &TraceId) -> Response {
+    json_response(
+        status,
+        json!({"error": error, "error_description": description, "reason_code": reason_code, "trace_id": trace.as_str()}),
+        trace,
+    )
 }
