@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
-# Python SDK from tests/interop/requirements.txt, the MCP Inspector from its package-lock),
-# then runs `cargo test`. Extra arguments go to cargo test.
+# Python SDK from tests/interop/requirements.txt, the MCP Inspector and playwright-core from
+# their package-lock) and, as root on Debian, Chromium for the console's browser test; then
+# runs `cargo test`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,16 @@ want = dict(l.split("==") for l in open("tests/interop/requirements.txt") if "==
 assert all(m.version(k.strip()) == v.strip() for k, v in want.items())
 PY
 
-if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ]; then
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "Chromium is needed for the console test: apt-get install chromium (or set CHROMIUM=/path/to/chrome)" >&2
+    exit 2
+  fi
+fi
+
+if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ] || [ ! -d tests/interop/node_modules/playwright-core ]; then
   command -v npm >/dev/null || { echo "npm is needed for the MCP Inspector interop test (apt-get install nodejs npm)" >&2; exit 2; }
   npm ci --prefix tests/interop --no-audit --no-fund --ignore-scripts --silent
 fi

@@ -136,6 +136,10 @@ pub async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Failure> {
     println!(
         "  npx @modelcontextprotocol/inspector --cli {url} --transport http --header \"Authorization: Bearer $TOKEN_ONCALL\" --method tools/list"
     );
+    println!(
+        "  approve pending calls at {}/console/ (sign in with $TOKEN_SECURITY_LEAD) or: CAPGATE_TOKEN=$TOKEN_SECURITY_LEAD capgate approvals list --url {url}",
+        url.trim_end_matches("/mcp")
+    );
     println!();
     if no_serve {
         return Ok(());
