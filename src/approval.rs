@@ -672,4 +672,100 @@ mod tests {
         assert_eq!(clean_reason(" \u{1b} "), None);
         assert_eq!(clean_reason(&"x".repeat(900)).unwrap().len(), 500);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        const PEOPLE: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Call { who: usize, digest: u8 },
+            Decide { req: usize, who: usize, lead: bool, approve: bool },
+            Expire,
+            Wait(i64),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            // Weighted towards approvals by approvers, so that most runs release something.
+            prop_oneof![
+                3 => (0..3usize, 0..2u8).prop_map(|(who, digest)| Step::Call { who, digest }),
+                3 => (0..4usize, 0..4usize, proptest::bool::weighted(0.8), proptest::bool::weighted(0.8)).prop_map(|(req, who, lead, approve)| Step::Decide {
+                    req,
+                    who,
+                    lead,
+                    approve
+                }),
+                1 => Just(Step::Expire),
+                1 => (1..400i64).prop_map(Step::Wait),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            /// Whatever happens in whatever order: a request is released at most once, only
+            /// to its requester with its arguments, before its expiry, and only after enough
+            /// distinct approvers who hold an approver role and are not the requester.
+            #[test]
+            fn releases_only_what_was_granted_and_only_once(steps in proptest::collection::vec(step(), 1..60), required in prop_oneof![3 => Just(1u32), 1 => Just(2u32)]) {
+                let mut t = Mem::default();
+                let mut now = 0i64;
+                let mut ids: Vec<String> = Vec::new();
+                let mut released: HashSet<String> = HashSet::new();
+                let mut n = 0;
+                for s in steps {
+                    match s {
+                        Step::Wait(ms) => now += ms,
+                        Step::Expire => {
+                            apply(&mut t, Op::Expire { now_ms: now, template: Box::new(template(None, &[])) }).unwrap();
+                        }
+                        Step::Call { who, digest } => {
+                            n += 1;
+                            let mut new = request(&format!("r{n}"), PEOPLE[who], &format!("d{digest}"), now, required);
+                            new.expires_ms = now + 1000;
+                            let answer = apply(&mut t, Op::Call { new, template: Box::new(template(Some(PEOPLE[who]), &["ic"])) }).unwrap();
+                            match answer {
+                                Answer::Opened(r) => ids.push(r.id.clone()),
+                                Answer::Released { request, .. } => {
+                                    prop_assert!(released.insert(request.id.clone()), "released twice: {}", request.id);
+                                    prop_assert_eq!(&request.binding.requester_sub, PEOPLE[who]);
+                                    prop_assert_eq!(&request.binding.args_digest, &format!("d{digest}"));
+                                    prop_assert!(now < request.expires_ms);
+                                    let approvers: Vec<&Vote> = request.votes.iter().filter(|v| v.verdict == Verdict::Approve).collect();
+                                    prop_assert!(approvers.len() >= request.required as usize);
+                                    prop_assert!(request.votes.iter().all(|v| v.verdict == Verdict::Approve));
+                                    let distinct: HashSet<&str> = approvers.iter().map(|v| v.approver_sub.as_str()).collect();
+                                    prop_assert_eq!(distinct.len(), approvers.len());
+                                    prop_assert!(!distinct.contains(PEOPLE[who]));
+                                }
+                                Answer::StillPending(r) => prop_assert_eq!(r.status, Status::Pending),
+                                Answer::Denied(r) => prop_assert_eq!(r.status, Status::Denied),
+                                other => prop_assert!(false, "unexpected answer {other:?}"),
+                            }
+                        }
+                        Step::Decide { req, who, lead, approve } => {
+                            let Some(id) = ids.get(req).cloned() else { continue };
+                            let roles: &[&str] = if lead { &["lead"] } else { &["ic"] };
+                            let verdict = if approve { Verdict::Approve } else { Verdict::Deny };
+                            let before = t.reqs[&id].clone();
+                            let answer = decide(&mut t, &id, PEOPLE[who], roles, verdict, now);
+                            if let Answer::Decided(_) = answer {
+                                prop_assert!(lead, "a non-approver decided");
+                                prop_assert!(before.binding.requester_sub != PEOPLE[who], "the requester decided");
+                                prop_assert_eq!(before.status, Status::Pending);
+                                prop_assert!(now < before.expires_ms);
+                            } else {
+                                prop_assert_eq!(&t.reqs[&id], &before, "a refused decision changed the request");
+                            }
+                        }
+                    }
+                }
+                // Every release has its allow record, and nothing else is an allow for a tool.
+                let allows = t.records.iter().filter(|r| r.reason_code == "allowed").count();
+                prop_assert_eq!(allows, released.len());
+            }
+        }
+    }
 }

@@ -632,3 +632,34 @@ async fn the_console_is_served_with_a_strict_policy() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_unwritable_store_refuses_requests_decisions_and_releases_and_uses_nothing_up() {
+    let f = Fixture::new("");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mut ivan = Mcp::open(gw.url("dev"), &f.token("dev", "ivan", &["incident_commander"])).await;
+    let id = approval_id(&ivan.call(BLOCK, block_args()).await);
+    let other = approval_id(&ivan.call(BLOCK, json!({"ip": "198.51.100.0/24", "ttl_minutes": 5})).await);
+    let lead = Api::new(gw.base("dev"), f.token("dev", "sara", &["security_lead"]));
+    assert_eq!(lead.decide(&id, "approve", "ok").await.0, 200);
+
+    // Another process holds the store's write lock: nothing can be recorded.
+    let blocker = rusqlite::Connection::open(f.audit_db("dev")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let release = ivan.call(BLOCK, block_args()).await;
+    assert_eq!(release.error_code(), Some(-32003), "{}", release.text);
+    assert_eq!(release.body["error"]["data"]["reason_code"], "audit_unavailable");
+    let fresh = ivan.call(BLOCK, json!({"ip": "192.0.2.0/24", "ttl_minutes": 5})).await;
+    assert_eq!(fresh.error_code(), Some(-32003), "no request can be opened: {}", fresh.text);
+    let (s, body) = lead.decide(&other, "approve", "while down").await;
+    assert_eq!(s, 503, "{body}");
+    assert!(block_calls(&f, "dev").is_empty());
+
+    // Back: the failed release used nothing up, the failed decision changed nothing.
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    let (_, one, _) = lead.get(&format!("/api/approvals/{other}")).await;
+    assert_eq!(one["status"], "pending");
+    assert_eq!(status_of(&ivan.call(BLOCK, block_args()).await), "executed");
+    assert_eq!(block_calls(&f, "dev").len(), 1);
+}

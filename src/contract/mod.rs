@@ -412,6 +412,12 @@ fixed_args = { queue = "SEC" }
             r#"{"tool":"t t","allowed_roles":["a"],"arg_schema":{}}"#,
             r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"approval_ttl":"soon"}"#,
             r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"rate_limit":"0/min"}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"requires_approval":true,"approvals_required":0}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"requires_approval":true,"approvals_required":11}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"requires_approval":true,"approval_ttl":"1m","approval_wait":"2m"}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"requires_approval":true,"approval_wait":"11m","approval_ttl":"1h"}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"approvals_required":2}"#,
+            r#"{"tool":"t","allowed_roles":["a"],"arg_schema":{},"approver_roles":["lead"]}"#,
         ] {
             assert!(parse_file_text(bad, "x.json", false).is_err(), "{bad}");
         }
