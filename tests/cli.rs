@@ -97,6 +97,43 @@ fn check_refuses_each_unsafe_configuration() {
             "shares its upstream credential",
         ),
         (
+            "a copy of another environment's signing key",
+            Box::new(|f| {
+                let copy = f.path().join("keys/stage-audit-copy.pem");
+                std::fs::copy(f.path().join("keys/dev-audit.pem"), &copy).unwrap();
+                rewrite(f, "keys/stage-audit.pem", "keys/stage-audit-copy.pem");
+            }),
+            "shares its audit signing key (same key material) with environment `dev`",
+        ),
+        (
+            "a copy of another environment's JWKS",
+            Box::new(|f| {
+                std::fs::copy(f.path().join("keys/dev-issuer.jwks.json"), f.path().join("keys/copy.jwks.json")).unwrap();
+                rewrite(f, "keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
+            }),
+            "shares its identity key (same key material) with environment `dev`",
+        ),
+        (
+            "the same upstream with the same credentials",
+            Box::new(|f| {
+                let dev_state = f.path().join("state").join("dev");
+                let stage_state = f.path().join("state").join("stage");
+                rewrite(f, &format!("{stage_state:?}"), &format!("{dev_state:?}"));
+                rewrite(f, "upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak");
+            }),
+            "shares its upstream (same target, same credentials) with environment `dev`",
+        ),
+        (
+            "production trusts a development issuer",
+            Box::new(|f| {
+                rewrite(f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
+                rewrite(f, "mint_key = \"keys/stage-issuer.pem\"", "");
+                std::fs::copy(f.path().join("keys/dev-issuer.jwks.json"), f.path().join("keys/copy.jwks.json")).unwrap();
+                rewrite(f, "keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
+            }),
+            "trusts a development issuer: its JWKS holds the public half of environment `dev`'s `mint_key`",
+        ),
+        (
             "duplicate name",
             Box::new(|f| rewrite(f, "name = \"stage\"", "name = \"dev\"")),
             "shares its name",

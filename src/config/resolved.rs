@@ -76,6 +76,17 @@ pub enum UpstreamTarget {
     Builtin { name: String, args: Vec<String> },
 }
 
+impl UpstreamTarget {
+    /// What the upstream is, for comparing two upstreams.
+    pub fn identity(&self) -> String {
+        match self {
+            UpstreamTarget::Command { program, args } => format!("command:{program} {}", args.join(" ")),
+            UpstreamTarget::Url(u) => format!("url:{u}"),
+            UpstreamTarget::Builtin { name, args } => format!("builtin:{name} {}", args.join(" ")),
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     pub environment: String,
@@ -514,5 +525,81 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
         for d in &u.credential_digests {
             claim("upstream credential", d.clone(), &u.environment, ctx);
         }
+        // The same upstream reached with the same (or no) credentials is the same authority
+        // in two environments.
+        let mut creds = u.credential_digests.clone();
+        creds.sort();
+        claim(
+            "upstream (same target, same credentials)",
+            format!("{}|{}", u.target.identity(), creds.join(",")),
+            &u.environment,
+            ctx,
+        );
     }
+    // Copies of one key under two paths are still one key: compare the key material.
+    let mut mint_keys: Vec<(String, String)> = Vec::new();
+    for e in envs {
+        if let Ok(k) = crate::keys::load_signing_key(&e.audit_signing_key) {
+            claim(
+                "audit signing key (same key material)",
+                hex::encode(k.verifying_key().as_bytes()),
+                &e.name,
+                ctx,
+            );
+        }
+        for i in &e.issuers {
+            for thumb in jwks_key_material(&i.jwks) {
+                claim("identity key (same key material)", thumb, &e.name, ctx);
+            }
+            if let Some(k) = i.mint_key.as_ref().and_then(|p| crate::keys::load_signing_key(p).ok()) {
+                mint_keys.push((format!("OKP:{}", b64url(k.verifying_key().as_bytes())), e.name.clone()));
+            }
+        }
+    }
+    // A production environment must not trust a key this machine can mint tokens with.
+    for e in envs.iter().filter(|e| e.production) {
+        for i in &e.issuers {
+            for thumb in jwks_key_material(&i.jwks) {
+                if let Some((_, dev)) = mint_keys.iter().find(|(t, _)| *t == thumb) {
+                    ctx.push(
+                        &format!("environment `{}`: issuer `{}`", e.name, i.issuer),
+                        format!("trusts a development issuer: its JWKS holds the public half of environment `{dev}`'s `mint_key`"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The public key material of every key in a JWKS file (`kty:` and its public members);
+/// URL sources are not fetched by `check`.
+fn jwks_key_material(src: &JwksSource) -> Vec<String> {
+    let JwksSource::File(path) = src else {
+        return Vec::new();
+    };
+    let Some(doc) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return Vec::new();
+    };
+    let field = |k: &serde_json::Value, f: &str| k.get(f).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+    doc.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .map(|k| match field(k, "kty").as_str() {
+                    "OKP" => format!("OKP:{}", field(k, "x")),
+                    "EC" => format!("EC:{}:{}", field(k, "x"), field(k, "y")),
+                    "RSA" => format!("RSA:{}:{}", field(k, "n"), field(k, "e")),
+                    other => format!("{other}:{k}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
