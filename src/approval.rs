@@ -484,6 +484,7 @@ mod tests {
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 token_id: None,
                 auth_method: "jwt".into(),
+                cert: None,
             }),
             client: Default::default(),
             tool: None,

@@ -60,12 +60,12 @@ pub fn generate_files(out: &Path, name: &str) -> anyhow::Result<Generated> {
     Ok(Generated { private, jwks, key })
 }
 
-/// Reads an Ed25519 private key (PKCS#8 PEM), refusing a file others can read.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
+/// Refuses a private key file that group or others can read.
+pub fn check_private_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(format!(
                 "`{}` is readable by group or others; run `chmod 600 {}`",
@@ -74,6 +74,14 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
             ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// Reads an Ed25519 private key (PKCS#8 PEM), refusing a file others can read.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
+    check_private_file(path)?;
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| format!("`{}` is not an Ed25519 private key in PKCS#8 PEM", path.display()))
 }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pipeline::authn::Principal;
+use crate::pipeline::authn::{CertIdentity, Principal};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ClientRef {
@@ -61,6 +61,10 @@ pub struct PrincipalRef {
     pub roles: Vec<String>,
     pub token_id: Option<String>,
     pub auth_method: String,
+    /// Only on mTLS listeners; absent (not null) otherwise, so records written before the
+    /// field existed hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<CertIdentity>,
 }
 
 impl From<&Principal> for PrincipalRef {
@@ -71,6 +75,7 @@ impl From<&Principal> for PrincipalRef {
             roles: p.roles.clone(),
             token_id: p.token_id.clone(),
             auth_method: p.auth_method.clone(),
+            cert: p.cert.clone(),
         }
     }
 }

@@ -33,8 +33,15 @@ pub async fn run(config_path: &Path, env: Option<&str>, stdio: bool) -> Result<(
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "capgate: environment `{}` listening on http://{addr}/mcp (audience {})",
-            env.name, env.public_url
+            "capgate: environment `{}` listening on {}://{addr}/mcp (audience {}{})",
+            env.name,
+            if env.tls.is_some() { "https" } else { "http" },
+            env.public_url,
+            match &env.tls {
+                Some(t) if t.client_ca.is_some() => ", mutual TLS",
+                Some(_) => ", TLS",
+                None => "",
+            }
         );
         let _ = out.flush();
     })

@@ -3,4 +3,4 @@
 pub mod raw;
 pub mod resolved;
 
-pub use resolved::{Config, Environment, Issuer, JwksSource, Problem, Upstream, UpstreamTarget, load};
+pub use resolved::{Config, Environment, Issuer, JwksSource, Problem, Tls, Upstream, UpstreamTarget, load};

@@ -52,6 +52,22 @@ pub struct RawEnvironment {
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: Option<usize>,
+    pub tls: Option<RawTls>,
+}
+
+/// A TLS listener; with `client_ca`, mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Server certificate chain (PEM).
+    pub cert: String,
+    /// Its private key (PEM, mode 0600).
+    pub key: String,
+    /// CA (PEM) that client certificates must chain to: this environment's own.
+    pub client_ca: Option<String>,
+    /// Every token must be bound to the client certificate (`cnf.x5t#S256`, RFC 8705).
+    #[serde(default)]
+    pub require_bound_tokens: bool,
 }
 
 #[derive(Debug, Deserialize)]

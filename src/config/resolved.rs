@@ -45,8 +45,17 @@ pub struct Environment {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: usize,
+    pub tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub contracts: BTreeMap<String, Arc<Contract>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub require_bound_tokens: bool,
 }
 
 impl Environment {
@@ -362,6 +371,26 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
     if ctx.problems.len() != before {
         return None;
     }
+    let tls = env.tls.map(|t| {
+        let tat = format!("{at}: tls");
+        let tls = Tls {
+            cert: ctx.path(&t.cert),
+            key: ctx.path(&t.key),
+            client_ca: t.client_ca.as_ref().map(|c| ctx.path(c)),
+            require_bound_tokens: t.require_bound_tokens,
+        };
+        for (name, p) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key)), ("client_ca", tls.client_ca.as_ref())] {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                ctx.push(&tat, format!("`{name} = \"{}\"`: no such file", p.display()));
+            }
+        }
+        if tls.require_bound_tokens && tls.client_ca.is_none() {
+            ctx.push(&tat, "`require_bound_tokens` needs `client_ca`: tokens can only be bound to client certificates");
+        }
+        tls
+    });
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -378,6 +407,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         allowed_origins: env.allowed_origins,
         allowed_hosts: env.allowed_hosts,
         max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+        tls,
         contracts: mine,
     })
 }
@@ -511,6 +541,15 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
         claim("audit signing key", e.audit_signing_key.display().to_string(), &e.name, ctx);
         if let Some(f) = &e.checkpoint_file {
             claim("checkpoint file", f.display().to_string(), &e.name, ctx);
+        }
+        if let Some(tls) = &e.tls {
+            // One CA for two environments lets one environment's certificates into the other.
+            if let Some(ca) = tls.client_ca.as_ref().and_then(|p| std::fs::read(p).ok()) {
+                claim("TLS client CA", crate::canonical::sha256_hex(&ca), &e.name, ctx);
+            }
+            if let Ok(key) = std::fs::read(&tls.key) {
+                claim("TLS server key", crate::canonical::sha256_hex(&key), &e.name, ctx);
+            }
         }
         for i in &e.issuers {
             claim("issuer", i.issuer.clone(), &e.name, ctx);

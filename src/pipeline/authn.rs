@@ -38,6 +38,16 @@ pub struct Principal {
     pub roles: Vec<String>,
     pub token_id: Option<String>,
     pub auth_method: String,
+    /// The TLS client certificate the request came with, on an mTLS listener.
+    pub cert: Option<CertIdentity>,
+}
+
+/// A verified TLS client certificate: its subject, and its SHA-256 thumbprint in the form
+/// RFC 8705 binds tokens with (`cnf.x5t#S256`, base64url).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub subject: String,
+    pub x5t_s256: String,
 }
 
 /// Proof that a request's caller was authenticated for one environment. Only
@@ -47,6 +57,8 @@ pub struct Authenticated {
     principal: Arc<Principal>,
     env: Arc<str>,
     expires_at: u64,
+    /// The token's `cnf.x5t#S256`, when it is bound to a certificate.
+    bound_to: Option<String>,
 }
 
 impl Authenticated {
@@ -58,6 +70,40 @@ impl Authenticated {
     }
     pub fn expires_at(&self) -> u64 {
         self.expires_at
+    }
+
+    /// Joins the client certificate's identity to the token's: both must pass. A token
+    /// bound to a certificate (RFC 8705) is only good with that certificate; with
+    /// `require_bound`, every token must be bound.
+    pub fn with_client_cert(self, cert: &CertIdentity, require_bound: bool) -> Result<Self, AuthnError> {
+        match &self.bound_to {
+            Some(t) if *t != cert.x5t_s256 => {
+                return Err(AuthnError::Invalid {
+                    detail: format!(
+                        "the token is bound to another certificate than the one presented ({})",
+                        cert.subject
+                    ),
+                });
+            }
+            None if require_bound => {
+                return Err(AuthnError::Invalid {
+                    detail: "this environment requires certificate-bound tokens (`cnf.x5t#S256`)".into(),
+                });
+            }
+            _ => {}
+        }
+        let mut p = (*self.principal).clone();
+        p.auth_method = format!("{}+mtls", p.auth_method);
+        p.cert = Some(cert.clone());
+        Ok(Self {
+            principal: Arc::new(p),
+            ..self
+        })
+    }
+
+    /// A bound token presented without any client certificate.
+    pub fn is_bound(&self) -> bool {
+        self.bound_to.is_some()
     }
 }
 
@@ -262,6 +308,18 @@ impl Authenticator {
             }
         };
         let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let bound_to = match claims.get("cnf") {
+            None => None,
+            Some(cnf) => match cnf.get("x5t#S256").and_then(Value::as_str) {
+                Some(t) => Some(t.to_string()),
+                // A confirmation method this gateway cannot check is not ignored.
+                None => {
+                    return Err(AuthnError::Invalid {
+                        detail: "`cnf` names no `x5t#S256` certificate thumbprint".into(),
+                    });
+                }
+            },
+        };
         Ok(Authenticated {
             principal: Arc::new(Principal {
                 sub: sub.to_string(),
@@ -269,9 +327,11 @@ impl Authenticator {
                 roles,
                 token_id: claims.get("jti").and_then(Value::as_str).map(str::to_string),
                 auth_method: format!("jwt-{:?}", key.alg).to_lowercase(),
+                cert: None,
             }),
             env: self.env.clone(),
             expires_at,
+            bound_to,
         })
     }
 

@@ -8,7 +8,6 @@
 //! A caller sees only requests one of its roles may decide; decisions are taken by the
 //! store's writer with their audit records ([`crate::approval`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -20,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{HttpState, clean, record_then};
+use super::http::{HttpState, clean, join_cert, record_then};
+use super::listener::Peer;
 use super::respond;
 use crate::approval::{self, Answer, Approver, Op, Refused, Request as Approval, Status, Verdict};
 use crate::audit::ClientRef;
@@ -38,7 +38,7 @@ pub struct ApiCtx {
     pub call: CallCtx,
 }
 
-pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
     let rt = &st.rt;
     // Owned copies: a borrow of the request must not live across an await (the body is
     // not `Sync`).
@@ -52,7 +52,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
         request_id: None,
         session_id: None,
         client: ClientRef {
-            addr: Some(addr.to_string()),
+            addr: Some(peer.addr.to_string()),
             user_agent: user_agent.map(|u| clean(&u, 256)),
         },
     };
@@ -95,7 +95,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
     let token = Authenticator::bearer(&parts.headers);
     let token_sent = token.is_ok() || parts.headers.contains_key(http::header::AUTHORIZATION);
     let verified = match token {
-        Ok(t) => rt.authn.verify(t).await,
+        Ok(t) => rt.authn.verify(t).await.and_then(|a| join_cert(rt, a, &peer)),
         Err(e) => Err(e),
     };
     let auth = match verified {

@@ -6,7 +6,6 @@
 //! before it is answered.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +18,13 @@ use serde_json::Value;
 
 use crate::audit::{AuditRecord, ClientRef};
 use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::authn::{Authenticator, AuthnError};
+use crate::pipeline::authn::{Authenticated, Authenticator, AuthnError};
 use crate::pipeline::{CallCtx, Runtime, base_record};
 use crate::trace::TraceId;
 
 use super::jsonguard::{BodyError, check_body};
 use super::mcp::RequestCtx;
+use super::listener::Peer;
 use super::respond;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -131,11 +131,11 @@ fn rpc_facts(body: &Value) -> (Option<String>, Option<String>, Value) {
     (tool, args_digest, id)
 }
 
-pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
     let rt = &st.rt;
     let trace = TraceId::from_traceparent_or_new(header_str(&req, "traceparent"));
     let client = ClientRef {
-        addr: Some(addr.to_string()),
+        addr: Some(peer.addr.to_string()),
         user_agent: header_str(&req, "user-agent").map(|u| clean(u, 256)),
     };
     let session_id = header_str(&req, SESSION_HEADER).map(|s| clean(s, 128));
@@ -201,7 +201,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
     let token = Authenticator::bearer(&parts.headers);
     let token_sent = token.is_ok() || parts.headers.contains_key(http::header::AUTHORIZATION);
     let verified = match token {
-        Ok(t) => rt.authn.verify(t).await,
+        Ok(t) => rt.authn.verify(t).await.and_then(|a| join_cert(rt, a, &peer)),
         Err(e) => Err(e),
     };
     let auth = match verified {
@@ -318,6 +318,24 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(addr): ConnectI
         resp.headers_mut().insert(respond::TRACE_HEADER, v);
     }
     resp
+}
+
+/// On an mTLS listener the caller is the token's subject *and* the certificate's: both must
+/// pass, and a certificate-bound token only with its certificate. A bound token is refused
+/// wherever no certificate was presented.
+pub fn join_cert(rt: &Runtime, auth: Authenticated, peer: &Peer) -> Result<Authenticated, AuthnError> {
+    let tls = rt.env.tls.as_ref();
+    let mtls = tls.is_some_and(|t| t.client_ca.is_some());
+    match &peer.cert {
+        Some(cert) if mtls => auth.with_client_cert(cert, tls.is_some_and(|t| t.require_bound_tokens)),
+        None if mtls => Err(AuthnError::Invalid {
+            detail: "no client certificate on an mTLS listener".into(),
+        }),
+        _ if auth.is_bound() => Err(AuthnError::Invalid {
+            detail: "the token is bound to a client certificate and none was verified".into(),
+        }),
+        _ => Ok(auth),
+    }
 }
 
 /// Writes a denial record, then answers; if the record cannot be written, the answer is 503.

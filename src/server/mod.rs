@@ -8,6 +8,7 @@ pub mod api;
 mod console;
 pub mod http;
 pub mod jsonguard;
+pub mod listener;
 pub mod mcp;
 pub mod respond;
 mod stdio_guard;
@@ -21,7 +22,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -283,19 +283,13 @@ pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: 
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
-        // MCP answers are small writes after the headers; without TCP_NODELAY each reply can
-        // stall on the peer's delayed ACK (~40 ms).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
+        let listener = listener::start(rt.clone(), listener, shutdown.clone())?;
         logs.push(rt.audit.clone());
         let app = router(rt, bound, shutdown.clone());
         on_ready(&env, bound);
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            axum::serve(listener, app.into_make_service_with_connect_info::<listener::Peer>())
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
         }));

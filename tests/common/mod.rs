@@ -378,7 +378,7 @@ impl Gateway {
             // capgate: environment `dev` listening on http://127.0.0.1:PORT/mcp (audience …)
             if let Some(rest) = line.strip_prefix("capgate: environment `") {
                 let (name, rest) = rest.split_once('`').unwrap();
-                let url = rest.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+                let url = rest.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://")).unwrap();
                 urls.insert(name.to_string(), url.to_string());
             }
         }

@@ -1,0 +1,201 @@
+//! The listener of one environment: plain TCP, TLS, or mutual TLS (rustls), each accepted
+//! connection labelled with its [`Peer`] (address, and the verified client certificate).
+//!
+//! With `tls.client_ca`, a client certificate that does not chain to this environment's own
+//! CA is refused during the handshake, before any HTTP is read; the refusal is recorded.
+//! Handshakes run in their own tasks (bounded in time) so a slow or hostile client cannot
+//! hold up the others.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::ClientRef;
+use crate::config::Tls;
+use crate::decision::{Decision, ReasonCode};
+use crate::pipeline::authn::CertIdentity;
+use crate::pipeline::{CallCtx, Runtime, base_record};
+use crate::trace::TraceId;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert: Option<Arc<CertIdentity>>,
+}
+
+pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+pub struct GatewayListener {
+    rx: mpsc::Receiver<(Stream, Peer)>,
+    local: SocketAddr,
+}
+
+impl Listener for GatewayListener {
+    type Io = Stream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task stopped (shutdown): no more connections, ever.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer {
+            addr: self.local,
+            cert: None,
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, GatewayListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, GatewayListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("`{}` is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(anyhow!("`{}` holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The rustls server configuration of an environment's listener.
+pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    crate::keys::check_private_file(&tls.key).map_err(|e| anyhow!(e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = read_certs(&tls.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| anyhow!("`{}` is not a PEM private key: {e}", tls.key.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in read_certs(ca)? {
+                roots.add(c).map_err(|e| anyhow!("`{}`: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| anyhow!("client CA `{}`: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow!("`{}` and `{}` do not make a server identity: {e}", tls.cert.display(), tls.key.display()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The identity a verified client certificate stands for.
+pub fn identity_of(der: &CertificateDer<'_>) -> CertIdentity {
+    use base64::Engine;
+    use sha2::Digest;
+    use x509_cert::der::Decode;
+    let subject = x509_cert::Certificate::from_der(der.as_ref())
+        .map(|c| c.tbs_certificate.subject.to_string())
+        .unwrap_or_else(|_| "(unparsed subject)".into());
+    CertIdentity {
+        subject,
+        x5t_s256: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der.as_ref())),
+    }
+}
+
+/// Starts accepting on `tcp` for `rt`'s environment until `stop`.
+pub fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> anyhow::Result<GatewayListener> {
+    let local = tcp.local_addr()?;
+    let acceptor = match &rt.env.tls {
+        Some(tls) => Some(TlsAcceptor::from(
+            server_config(tls).with_context(|| format!("environment `{}`: tls", rt.env.name))?,
+        )),
+        None => None,
+    };
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = tcp.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // MCP answers are small writes after the headers; without TCP_NODELAY each reply
+            // can stall on the peer's delayed ACK (~40 ms).
+            let _ = tcp.set_nodelay(true);
+            let Some(acceptor) = acceptor.clone() else {
+                if tx.send((Either::Left(tcp), Peer { addr, cert: None })).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let tx = tx.clone();
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(identity_of(c)));
+                        let _ = tx.send((Either::Right(tls), Peer { addr, cert })).await;
+                    }
+                    Ok(Err(e)) => record_refused_handshake(&rt, addr, &e.to_string()).await,
+                    Err(_) => tracing::debug!(env = %rt.env.name, "TLS handshake from {addr} timed out"),
+                }
+            });
+        }
+    });
+    Ok(GatewayListener { rx, local })
+}
+
+async fn record_refused_handshake(rt: &Runtime, addr: SocketAddr, why: &str) {
+    tracing::warn!(env = %rt.env.name, "TLS handshake from {addr} refused: {why}");
+    let ctx = CallCtx {
+        trace: TraceId::generate(),
+        request_id: None,
+        session_id: None,
+        client: ClientRef {
+            addr: Some(addr.to_string()),
+            user_agent: None,
+        },
+    };
+    let rec = base_record(
+        rt,
+        &ctx,
+        None,
+        None,
+        Decision::Deny,
+        ReasonCode::CertificateRefused,
+        &format!("TLS handshake refused: {why}"),
+    );
+    if rt.audit.append(rec).await.is_err() {
+        tracing::error!(env = %rt.env.name, "a refused TLS handshake could not be recorded");
+    }
+}
