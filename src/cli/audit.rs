@@ -39,16 +39,26 @@ pub fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: 
     let e = cfg
         .environment(env)
         .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
-    let key = match public_key {
-        Some(p) => crate::keys::load_public_key(p).map_err(Failure::Usage)?,
-        None => crate::keys::load_signing_key(&e.audit_signing_key)
-            .map_err(Failure::Usage)?
-            .verifying_key(),
+    // The current key and every retired one: checkpoints signed before a rotation keep
+    // verifying with the key they were signed with.
+    let keys = match public_key {
+        Some(p) => vec![crate::keys::load_public_key(p).map_err(Failure::Usage)?],
+        None => {
+            let mut keys = vec![
+                crate::keys::load_signing_key(&e.audit_signing_key)
+                    .map_err(Failure::Usage)?
+                    .verifying_key(),
+            ];
+            for p in &e.audit_previous_keys {
+                keys.push(crate::keys::load_public_key(p).map_err(Failure::Usage)?);
+            }
+            keys
+        }
     };
     let external = checkpoints
         .map(Path::to_path_buf)
         .or_else(|| e.checkpoint_file.clone().filter(|p| p.exists()));
-    let report = verify::verify(&store, env, &[key], external.as_deref()).map_err(Failure::Usage)?;
+    let report = verify::verify(&store, env, &keys, external.as_deref()).map_err(Failure::Usage)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

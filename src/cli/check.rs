@@ -24,6 +24,11 @@ pub async fn run(config_path: &Path, offline: bool) -> Result<(), Failure> {
                 problems.push(format!("environment `{}`: identity `{}`: mint_key: {e}", env.name, i.issuer));
             }
         }
+        if let Some(tls) = &env.tls
+            && let Err(e) = crate::server::listener::server_config(tls)
+        {
+            problems.push(format!("environment `{}`: tls: {e:#}", env.name));
+        }
         if let Err(e) = crate::pipeline::authn::Authenticator::new(env).await {
             problems.push(e);
         }

@@ -85,6 +85,10 @@ pub struct RawIdentity {
 pub struct RawAudit {
     pub store: String,
     pub signing_key: String,
+    /// Public keys (PEM) of signing keys this environment used before a rotation: their
+    /// checkpoints keep verifying.
+    #[serde(default)]
+    pub previous_public_keys: Vec<String>,
     /// How often the head is signed (default 60s); also on shutdown.
     pub checkpoint_interval: Option<String>,
     /// An append-only file that receives a copy of every checkpoint.

@@ -39,6 +39,8 @@ pub struct Environment {
     pub issuers: Vec<Issuer>,
     pub audit_store: PathBuf,
     pub audit_signing_key: PathBuf,
+    /// Public halves of retired audit signing keys (rotation).
+    pub audit_previous_keys: Vec<PathBuf>,
     pub checkpoint_interval: Duration,
     pub checkpoint_file: Option<PathBuf>,
     pub checkpoint_command: Option<Vec<String>>,
@@ -317,6 +319,14 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         }
     };
     let audit_signing_key = ctx.path(&env.audit.signing_key);
+    let mut audit_previous_keys = Vec::new();
+    for k in &env.audit.previous_public_keys {
+        let p = ctx.path(k);
+        if let Err(e) = crate::keys::load_public_key(&p) {
+            ctx.push(&format!("{at}: audit.previous_public_keys"), e);
+        }
+        audit_previous_keys.push(p);
+    }
     let checkpoint_interval = match &env.audit.checkpoint_interval {
         None => Duration::from_secs(60),
         Some(t) => contract::parse_duration(t).unwrap_or_else(|| {
@@ -379,7 +389,11 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             client_ca: t.client_ca.as_ref().map(|c| ctx.path(c)),
             require_bound_tokens: t.require_bound_tokens,
         };
-        for (name, p) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key)), ("client_ca", tls.client_ca.as_ref())] {
+        for (name, p) in [
+            ("cert", Some(&tls.cert)),
+            ("key", Some(&tls.key)),
+            ("client_ca", tls.client_ca.as_ref()),
+        ] {
             if let Some(p) = p
                 && !p.is_file()
             {
@@ -387,7 +401,10 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             }
         }
         if tls.require_bound_tokens && tls.client_ca.is_none() {
-            ctx.push(&tat, "`require_bound_tokens` needs `client_ca`: tokens can only be bound to client certificates");
+            ctx.push(
+                &tat,
+                "`require_bound_tokens` needs `client_ca`: tokens can only be bound to client certificates",
+            );
         }
         tls
     });
@@ -401,6 +418,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         issuers,
         audit_store,
         audit_signing_key,
+        audit_previous_keys,
         checkpoint_interval,
         checkpoint_file,
         checkpoint_command: env.audit.checkpoint_command,

@@ -23,8 +23,8 @@ use crate::pipeline::{CallCtx, Runtime, base_record};
 use crate::trace::TraceId;
 
 use super::jsonguard::{BodyError, check_body};
-use super::mcp::RequestCtx;
 use super::listener::Peer;
+use super::mcp::RequestCtx;
 use super::respond;
 
 const SESSION_HEADER: &str = "mcp-session-id";

@@ -105,9 +105,13 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow!("`{}` and `{}` do not make a server identity: {e}", tls.cert.display(), tls.key.display()))?;
+    let mut cfg = builder.with_single_cert(certs, key).map_err(|e| {
+        anyhow!(
+            "`{}` and `{}` do not make a server identity: {e}",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    })?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -163,7 +167,12 @@ pub fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> any
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(identity_of(c)));
+                        let cert = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| Arc::new(identity_of(c)));
                         let _ = tx.send((Either::Right(tls), Peer { addr, cert })).await;
                     }
                     Ok(Err(e)) => record_refused_handshake(&rt, addr, &e.to_string()).await,

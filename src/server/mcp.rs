@@ -65,7 +65,17 @@ impl Gateway {
                     user_agent: None,
                 },
             };
-            return match self.rt.authn.verify(token.expose()).await {
+            // No certificate can be presented over stdio: a certificate-bound token is refused.
+            let verified = self.rt.authn.verify(token.expose()).await.and_then(|a| {
+                if a.is_bound() {
+                    Err(crate::pipeline::authn::AuthnError::Invalid {
+                        detail: "the token is bound to a client certificate; stdio has none".into(),
+                    })
+                } else {
+                    Ok(a)
+                }
+            });
+            return match verified {
                 Ok(auth) => Ok(RequestCtx { auth, call }),
                 Err(e) => {
                     let mut rec = crate::pipeline::base_record(

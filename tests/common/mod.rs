@@ -378,7 +378,10 @@ impl Gateway {
             // capgate: environment `dev` listening on http://127.0.0.1:PORT/mcp (audience …)
             if let Some(rest) = line.strip_prefix("capgate: environment `") {
                 let (name, rest) = rest.split_once('`').unwrap();
-                let url = rest.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://")).unwrap();
+                let url = rest
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    .unwrap();
                 urls.insert(name.to_string(), url.to_string());
             }
         }
@@ -464,7 +467,13 @@ impl Mcp {
 
     /// Opens an MCP session (initialize + initialized).
     pub async fn open(url: &str, token: &str) -> Self {
+        Self::open_with(http(), url, token).await
+    }
+
+    /// Opens a session with a client of the test's making (TLS settings, certificates).
+    pub async fn open_with(client: reqwest::Client, url: &str, token: &str) -> Self {
         let mut m = Self::new(url, Some(token.to_string()));
+        m.http = client;
         let r = m
             .rpc(
                 "initialize",
