@@ -168,6 +168,10 @@ pub fn spawn_expiry(rt: Arc<Runtime>, stop: CancellationToken) {
 }
 
 pub async fn build_runtime(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
+    // Every private key this environment names must be its owner's alone, used or not.
+    for k in env.issuers.iter().filter_map(|i| i.mint_key.as_ref()) {
+        crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
+    }
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
     let audit = open_audit(&env)?;
     let approvals = crate::audit::ApprovalReader::open(&env.audit_store, &env.name)
