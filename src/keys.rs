@@ -97,3 +97,13 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     VerifyingKey::from_public_key_pem(&pem).map_err(|_| format!("`{}` is not an Ed25519 public key in PEM", path.display()))
 }
+
+/// Signs JWT claims with an Ed25519 key (EdDSA), naming `kid` in the header.
+pub fn sign_jwt(key: &SigningKey, kid: &str, claims: &serde_json::Value) -> Result<String, String> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| e.to_string())?;
+    let enc = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, &enc).map_err(|e| format!("signing failed: {e}"))
+}

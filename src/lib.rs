@@ -13,6 +13,7 @@ pub mod decision;
 pub mod fuzzing;
 pub mod keys;
 pub mod pipeline;
+pub mod probe;
 pub mod secret;
 pub mod server;
 pub mod trace;

@@ -6,7 +6,9 @@ mod audit;
 mod check;
 mod demo;
 mod keys;
+mod probe;
 mod serve;
+mod tabletop;
 mod token;
 pub mod upstream_demo;
 
@@ -65,6 +67,44 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// Fire the denied paths at a running gateway and check each was refused and recorded
+    Probe {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        /// The gateway's URL (its /mcp endpoint or its base)
+        #[arg(long)]
+        url: String,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Also write a JUnit XML report
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Lock the audit store to prove calls are refused while it is down (not for production)
+        #[arg(long)]
+        simulate_outage: bool,
+        /// Do not read the audit log (when the store is not reachable from here)
+        #[arg(long)]
+        skip_audit: bool,
+    },
+    /// Run scripted threat scenarios (TOML) against a running gateway
+    Tabletop {
+        /// Scenario files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        junit: Option<PathBuf>,
     },
     /// Development tokens
     Token {
@@ -283,6 +323,34 @@ pub fn main() -> ExitCode {
             Command::Approvals {
                 command: ApprovalsCommand::Deny { id, reason, url },
             } => approvals::decide(url.as_deref(), &id, "deny", &reason).await,
+            Command::Probe {
+                config,
+                env,
+                url,
+                json,
+                junit,
+                simulate_outage,
+                skip_audit,
+            } => {
+                probe::run(probe::Args {
+                    config: &config,
+                    env: &env,
+                    url: &url,
+                    json,
+                    junit: junit.as_deref(),
+                    simulate_outage,
+                    skip_audit,
+                })
+                .await
+            }
+            Command::Tabletop {
+                files,
+                config,
+                env,
+                url,
+                json,
+                junit,
+            } => tabletop::run(&files, &config, &env, &url, json, junit.as_deref()).await,
             Command::Token {
                 command:
                     TokenCommand::Mint {

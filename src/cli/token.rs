@@ -5,8 +5,6 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use super::{Failure, load_config};
@@ -26,11 +24,7 @@ pub fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -
         .ok_or_else(|| Failure::Usage(format!("environment `{}` has no identity with a `mint_key`", env.name)))?;
     let key_path = issuer.mint_key.as_ref().ok_or_else(|| Failure::Usage("no mint key".into()))?;
     let key = super::keys::load_signing_key(key_path).map_err(Failure::Usage)?;
-    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| Failure::Usage(e.to_string()))?;
-    let enc = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(super::keys::kid_of(&key));
     let mut claims = json!({
         "iss": issuer.issuer,
         "sub": sub,
@@ -43,7 +37,7 @@ pub fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -
     if let Some(o) = claims.as_object_mut() {
         o.insert(issuer.roles_claim.clone(), json!(roles));
     }
-    jsonwebtoken::encode(&header, &claims, &enc).map_err(|e| Failure::Usage(format!("signing failed: {e}")))
+    super::keys::sign_jwt(&key, &super::keys::kid_of(&key), &claims).map_err(Failure::Usage)
 }
 
 pub fn mint(config: &Path, env: &str, sub: &str, roles: &str, ttl: &str) -> Result<(), Failure> {

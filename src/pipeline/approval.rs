@@ -157,7 +157,8 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
             run_ctx.trace = TraceId::from_record(&request.trace_id);
             Flow::Run(Box::new(Audited::released(approved, seq)), run_ctx)
         }
-        Answer::Opened(req) | Answer::StillPending(req) => Flow::Answer(pending_result(&req)),
+        Answer::Opened(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired)),
+        Answer::StillPending(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending)),
         Answer::Denied(req) => Flow::Answer(denied_result(&req)),
         Answer::Decided(_) | Answer::Refused { .. } | Answer::Expired(_) => {
             return Err(unavailable(
@@ -198,7 +199,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, progr
     }
 }
 
-fn pending_result(req: &Request) -> CallToolResult {
+fn pending_result(req: &Request, code: ReasonCode) -> CallToolResult {
     let expires = rules::rfc3339_ms(req.expires_ms);
     let text = format!(
         "Approval required: `{}` did not run. Request {} is pending ({} of {} approvals from {}) until {expires}. An approver must approve it in the capgate console or with `capgate approvals approve {}`; then repeat the identical call to run it once. Trace id {}.",
@@ -213,6 +214,7 @@ fn pending_result(req: &Request) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = Some(json!({
         "status": "pending",
+        "reason_code": code.as_str(),
         "approval_id": req.id,
         "expires_at": expires,
         "approvals": req.approvals(),
@@ -240,6 +242,7 @@ fn denied_result(req: &Request) -> CallToolResult {
     let mut r = CallToolResult::error(vec![ContentBlock::text(text)]);
     r.structured_content = Some(json!({
         "status": "denied",
+        "reason_code": ReasonCode::ApprovalDenied.as_str(),
         "approval_id": req.id,
         "trace_id": req.trace_id,
     }));
