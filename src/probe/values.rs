@@ -131,8 +131,10 @@ pub fn valid(spec: &ArgSpec) -> Option<Value> {
         ArgType::Cidr {
             min_prefix, max_prefix, ..
         } => {
-            let p = (*min_prefix).max(32).min(max_prefix.unwrap_or(32));
-            json!(format!("192.0.2.77/{p}"))
+            // As narrow as the contract allows: one host if it may, else the smallest network.
+            let p = max_prefix.unwrap_or(32).max(*min_prefix).min(32);
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(192, 0, 2, 77), p).ok()?.trunc();
+            json!(net.to_string())
         }
     };
     spec.check(&v).is_ok().then_some(v)
