@@ -53,3 +53,97 @@ pub fn request_body(data: &[u8]) {
         _ => {}
     }
 }
+
+struct TokenKit {
+    rt: tokio::runtime::Runtime,
+    authn: crate::pipeline::authn::Authenticator,
+    key: ed25519_dalek::SigningKey,
+    kid: String,
+}
+
+fn token_kit() -> &'static TokenKit {
+    static KIT: std::sync::OnceLock<TokenKit> = std::sync::OnceLock::new();
+    KIT.get_or_init(|| {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let kid = crate::keys::kid_of(&key);
+        let jwks = crate::keys::jwks_of(&key).to_string();
+        let authn = crate::pipeline::authn::Authenticator::offline("fuzz", "https://fuzz.test/mcp", "https://idp.fuzz.test", &jwks)
+            .unwrap_or_else(|e| panic!("fuzz setup: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("fuzz setup: {e}"));
+        TokenKit { rt, authn, key, kid }
+    })
+}
+
+/// Token verification. With a leading 0 byte the rest is a raw token: never panics, and is
+/// never accepted unless it is signed by the trusted key. Otherwise the input is a claims
+/// object the fuzzer controls, signed with the trusted key: accepted only when `iss`, `aud`,
+/// `exp`, `nbf` and `sub` are as the environment requires, and never once its signature is
+/// altered.
+pub fn token(data: &[u8]) {
+    let kit = token_kit();
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    if mode == 0 {
+        if let Ok(a) = kit.rt.block_on(kit.authn.verify(text)) {
+            // Only a token this harness signed can pass, and the fuzzer has no key.
+            panic!("an unsigned input was accepted as `{}`", a.principal().sub);
+        }
+        return;
+    }
+    let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(text) else { return };
+    let Ok(token) = crate::keys::sign_jwt(&kit.key, &kit.kid, &Value::Object(claims.clone())) else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if kit.rt.block_on(kit.authn.verify(&token)).is_ok() {
+        let aud_ok = match claims.get("aud") {
+            Some(Value::String(a)) => a == "https://fuzz.test/mcp",
+            Some(Value::Array(a)) => a.iter().any(|x| x == "https://fuzz.test/mcp"),
+            _ => false,
+        };
+        let exp_ok = claims.get("exp").and_then(Value::as_f64).is_some_and(|e| e + 60.0 >= now as f64);
+        let nbf_ok = claims.get("nbf").and_then(Value::as_f64).is_none_or(|n| n <= now as f64 + 60.0);
+        let iss_ok = claims.get("iss") == Some(&Value::String("https://idp.fuzz.test".into()));
+        let sub_ok = claims.get("sub").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        if !(aud_ok && exp_ok && nbf_ok && iss_ok && sub_ok) {
+            panic!("accepted claims that break a rule: {}", Value::Object(claims));
+        }
+        // A character well inside the signature, so that padding bits are not all it changes.
+        let at = token.len().saturating_sub(10);
+        let mut tampered: Vec<char> = token.chars().collect();
+        if let Some(c) = tampered.get_mut(at) {
+            *c = if *c == 'A' { 'B' } else { 'A' };
+        }
+        let tampered: String = tampered.into_iter().collect();
+        if kit.rt.block_on(kit.authn.verify(&tampered)).is_ok() {
+            panic!("a token with an altered signature was accepted");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_target_holds_on_its_seeds() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let good = format!(r#"{{"iss":"https://idp.fuzz.test","aud":"https://fuzz.test/mcp","sub":"a","exp":{}}}"#, now + 600);
+        for seed in [
+            good.clone(),
+            good.replace("fuzz.test/mcp", "other.test/mcp"),
+            good.replace(&(now + 600).to_string(), "1"),
+            r#"{"iss":"https://idp.fuzz.test"}"#.to_string(),
+        ] {
+            let mut data = vec![1u8];
+            data.extend_from_slice(seed.as_bytes());
+            super::token(&data);
+        }
+        super::token(b"\0eyJhbGciOiJub25lIn0.e30.");
+        super::token(b"\0not a token");
+    }
+}

@@ -224,6 +224,30 @@ impl Authenticator {
         })
     }
 
+    /// A verifier over an in-memory JWKS, never refreshed (for the fuzz target).
+    #[doc(hidden)]
+    pub fn offline(env: &str, audience: &str, issuer: &str, jwks: &str) -> Result<Self, String> {
+        let cfg = Issuer {
+            issuer: issuer.to_string(),
+            jwks: JwksSource::File(std::path::PathBuf::new()),
+            roles_claim: "roles".into(),
+            mint_key: None,
+        };
+        Ok(Self {
+            env: Arc::from(env),
+            audience: audience.to_string(),
+            issuers: vec![IssuerKeys {
+                cfg,
+                keys: RwLock::new(Arc::new(parse_jwks(jwks)?)),
+                last_fetch: Mutex::new(None),
+            }],
+            http: {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder().build().map_err(|e| format!("http client: {e}"))?
+            },
+        })
+    }
+
     /// Finds the bearer token of a request: exactly one `Authorization: Bearer …` header.
     pub fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthnError> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
