@@ -92,8 +92,12 @@ pub fn token(data: &[u8]) {
         }
         return;
     }
-    let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(text) else { return };
-    let Ok(token) = crate::keys::sign_jwt(&kit.key, &kit.kid, &Value::Object(claims.clone())) else { return };
+    let Ok(Value::Object(claims)) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    let Ok(token) = crate::keys::sign_jwt(&kit.key, &kit.kid, &Value::Object(claims.clone())) else {
+        return;
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -132,7 +136,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let good = format!(r#"{{"iss":"https://idp.fuzz.test","aud":"https://fuzz.test/mcp","sub":"a","exp":{}}}"#, now + 600);
+        let good = format!(
+            r#"{{"iss":"https://idp.fuzz.test","aud":"https://fuzz.test/mcp","sub":"a","exp":{}}}"#,
+            now + 600
+        );
         for seed in [
             good.clone(),
             good.replace("fuzz.test/mcp", "other.test/mcp"),
