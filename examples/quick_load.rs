@@ -56,15 +56,16 @@ async fn main() {
         args[4].parse::<u64>().unwrap(),
         args[5].clone(),
     );
+    let call_args: Value = args.get(6).map(|a| serde_json::from_str(a).unwrap()).unwrap_or_else(|| json!({}));
     let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
     let mut tasks = Vec::new();
     let start = Instant::now() + Duration::from_millis(500);
     let end = start + Duration::from_secs(secs);
     for _ in 0..clients {
-        let (http, url, token, tool) = (http.clone(), url.clone(), token.clone(), tool.clone());
+        let (http, url, token, tool, args) = (http.clone(), url.clone(), token.clone(), tool.clone(), call_args.clone());
         tasks.push(tokio::spawn(async move {
             let sid = session(&http, &url, &token).await;
-            let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+            let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": args}});
             tokio::time::sleep_until(start.into()).await;
             let mut lat = Vec::new();
             let mut errors = 0u64;
