@@ -101,7 +101,17 @@ impl UpstreamClient {
                         headers.insert(name, value);
                     }
                     let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
-                    let transport = StreamableHttpClientTransport::from_config(config);
+                    // rmcp's default client keeps no idle connections, so every call would
+                    // open (and TIME_WAIT) a new TCP connection; it also follows redirects.
+                    // This one pools, sets TCP_NODELAY (the delayed-ACK stall rmcp avoids by
+                    // not pooling) and never follows a redirect away from the configured URL.
+                    let http = reqwest::Client::builder()
+                        .pool_max_idle_per_host(256)
+                        .tcp_nodelay(true)
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .map_err(|e| self.unavailable(format!("http client: {e}")))?;
+                    let transport = StreamableHttpClientTransport::with_client(http, config);
                     ().serve(transport).await.map_err(|e| self.unavailable(e))
                 }
             }

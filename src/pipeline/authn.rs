@@ -162,6 +162,22 @@ pub struct Authenticator {
     audience: String,
     issuers: Vec<IssuerKeys>,
     http: reqwest::Client,
+    /// Tokens verified recently, by SHA-256 of the token: an agent sends the same token on
+    /// every call, and a signature check costs more than the rest of authentication.
+    verified: Mutex<HashMap<[u8; 32], (Authenticated, Instant, String)>>,
+}
+
+/// How long a verified token is trusted without checking its signature again; its own
+/// `exp` still applies on every use. Bounds how long a key removed from the JWKS keeps
+/// working for tokens it already signed.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_MAX: usize = 10_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn algorithm_for(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
@@ -221,6 +237,7 @@ impl Authenticator {
             audience: env.public_url.clone(),
             issuers,
             http,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -245,6 +262,7 @@ impl Authenticator {
                 let _ = rustls::crypto::ring::default_provider().install_default();
                 reqwest::Client::builder().build().map_err(|e| format!("http client: {e}"))?
             },
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -273,6 +291,36 @@ impl Authenticator {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthnError::Malformed);
         }
+        use sha2::Digest;
+        let fingerprint: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        // A hit counts only while the signing key is still trusted: a key removed from the
+        // JWKS stops its tokens at once, cached or not.
+        if let Some((a, at, kid)) = self.verified.lock().ok().and_then(|m| m.get(&fingerprint).cloned())
+            && at.elapsed() < VERIFIED_TTL
+            && self.find_key(&kid).is_some()
+        {
+            // The signature and claims were checked; only time has moved on.
+            return if a.expires_at + LEEWAY_SECS < unix_now() {
+                Err(AuthnError::Expired)
+            } else {
+                Ok(a)
+            };
+        }
+        let (verified, kid) = self.verify_uncached(token).await?;
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= VERIFIED_MAX {
+                m.retain(|_, (_, at, _)| at.elapsed() < VERIFIED_TTL);
+                if m.len() >= VERIFIED_MAX {
+                    m.clear();
+                }
+            }
+            m.insert(fingerprint, (verified.clone(), Instant::now(), kid));
+        }
+        Ok(verified)
+    }
+
+    /// Full verification; also returns the `kid` that verified it.
+    async fn verify_uncached(&self, token: &str) -> Result<(Authenticated, String), AuthnError> {
         // `none` and unknown algorithms fail here: they are not in the library's enum.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
         let kid = header.kid.clone().ok_or_else(|| AuthnError::Invalid {
@@ -344,19 +392,22 @@ impl Authenticator {
                 }
             },
         };
-        Ok(Authenticated {
-            principal: Arc::new(Principal {
-                sub: sub.to_string(),
-                iss: issuer.issuer.clone(),
-                roles,
-                token_id: claims.get("jti").and_then(Value::as_str).map(str::to_string),
-                auth_method: format!("jwt-{:?}", key.alg).to_lowercase(),
-                cert: None,
-            }),
-            env: self.env.clone(),
-            expires_at,
-            bound_to,
-        })
+        Ok((
+            Authenticated {
+                principal: Arc::new(Principal {
+                    sub: sub.to_string(),
+                    iss: issuer.issuer.clone(),
+                    roles,
+                    token_id: claims.get("jti").and_then(Value::as_str).map(str::to_string),
+                    auth_method: format!("jwt-{:?}", key.alg).to_lowercase(),
+                    cert: None,
+                }),
+                env: self.env.clone(),
+                expires_at,
+                bound_to,
+            },
+            kid,
+        ))
     }
 
     fn find_key(&self, kid: &str) -> Option<(Issuer, Arc<Key>)> {
