@@ -107,7 +107,7 @@ impl Authenticated {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthnError {
     #[error("no bearer token in the Authorization header")]
     Missing,
@@ -165,6 +165,9 @@ pub struct Authenticator {
     /// Tokens verified recently, by SHA-256 of the token: an agent sends the same token on
     /// every call, and a signature check costs more than the rest of authentication.
     verified: Mutex<HashMap<[u8; 32], (Authenticated, Instant, String)>>,
+    /// Tokens refused recently, by SHA-256: a flood that repeats one well-signed but wrong
+    /// token costs a lookup, not a signature check, per request.
+    refused: Mutex<HashMap<[u8; 32], (AuthnError, Instant)>>,
 }
 
 /// How long a verified token is trusted without checking its signature again; its own
@@ -238,6 +241,7 @@ impl Authenticator {
             issuers,
             http,
             verified: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         })
     }
 
@@ -263,6 +267,7 @@ impl Authenticator {
                 reqwest::Client::builder().build().map_err(|e| format!("http client: {e}"))?
             },
             verified: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
         })
     }
 
@@ -306,7 +311,31 @@ impl Authenticator {
                 Ok(a)
             };
         }
-        let (verified, kid) = self.verify_uncached(token).await?;
+        if let Some((e, at)) = self.refused.lock().ok().and_then(|m| m.get(&fingerprint).cloned())
+            && at.elapsed() < VERIFIED_TTL
+        {
+            return Err(e);
+        }
+        let (verified, kid) = match self.verify_uncached(token).await {
+            Ok(v) => v,
+            // Unavailable keys are not the token's fault: never remembered.
+            Err(e @ AuthnError::KeysUnavailable { .. }) => return Err(e),
+            Err(e) => {
+                // Only refusals of tokens signed under a key we hold are remembered: a token
+                // whose `kid` is not known yet may become valid when the JWKS is refreshed.
+                let known_kid = jsonwebtoken::decode_header(token)
+                    .ok()
+                    .and_then(|h| h.kid)
+                    .is_some_and(|k| self.find_key(&k).is_some());
+                if known_kid && let Ok(mut m) = self.refused.lock() {
+                    if m.len() >= VERIFIED_MAX {
+                        m.clear();
+                    }
+                    m.insert(fingerprint, (e.clone(), Instant::now()));
+                }
+                return Err(e);
+            }
+        };
         if let Ok(mut m) = self.verified.lock() {
             if m.len() >= VERIFIED_MAX {
                 m.retain(|_, (_, at, _)| at.elapsed() < VERIFIED_TTL);

@@ -246,8 +246,8 @@ impl Runtime {
         let (result, latency_ms) = forward::forward(self, ctx, &audited).await;
         let v = audited.approved().validated();
         let mut rec = base_record(self, ctx, Some(auth), Some(tool), Decision::Allow, ReasonCode::Executed, "");
+        // The arguments are in the decision record this one names; the digest ties the two.
         rec.args_digest = Some(v.digest().to_string());
-        rec.args = Some(v.redacted().clone());
         rec.contract_digest = Some(v.authorized().contract().digest.clone());
         rec.approval = audited.approved().approval().cloned();
         let answer = match result {
