@@ -96,6 +96,22 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The gateway at `url` (its `/mcp` endpoint or its base).
+    pub(crate) fn new(url: &str) -> Result<Self, String> {
+        let url = url.trim_end_matches('/');
+        let mcp = if url.ends_with("/mcp") {
+            url.to_string()
+        } else {
+            format!("{url}/mcp")
+        };
+        let base = mcp.trim_end_matches("/mcp").to_string();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http, mcp, base })
+    }
+
     async fn post(&self, token: Option<&str>, session: Option<&str>, body: String, query: Option<&str>) -> Result<Resp, String> {
         let url = match query {
             Some(q) => format!("{}?{q}", self.mcp),
@@ -258,16 +274,7 @@ pub struct Probe<'a> {
 
 impl<'a> Probe<'a> {
     pub fn new(config: &'a Config, env: Arc<Environment>, url: &str, opts: Options) -> Result<Self, String> {
-        let mcp = if url.trim_end_matches('/').ends_with("/mcp") {
-            url.trim_end_matches('/').to_string()
-        } else {
-            format!("{}/mcp", url.trim_end_matches('/'))
-        };
-        let base = mcp.trim_end_matches("/mcp").to_string();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let target = Target::new(url)?;
         if env.production && opts.token.is_none() {
             return Err(format!(
                 "environment `{}` is production: give the probe identity's token in CAPGATE_PROBE_TOKEN (tokens are never minted for production)",
@@ -297,7 +304,7 @@ impl<'a> Probe<'a> {
         Ok(Self {
             config,
             env,
-            target: Target { http, mcp, base },
+            target,
             opts,
             minter,
             report: Report::default(),

@@ -131,19 +131,9 @@ pub struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     pub fn new(env: &'a Environment, url: &str) -> Result<Self, String> {
-        let mcp = if url.trim_end_matches('/').ends_with("/mcp") {
-            url.trim_end_matches('/').to_string()
-        } else {
-            format!("{}/mcp", url.trim_end_matches('/'))
-        };
-        let base = mcp.trim_end_matches("/mcp").to_string();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
         Ok(Self {
             env,
-            target: Target { http, mcp, base },
+            target: Target::new(url)?,
             minter: Minter::of(env),
             run: uuid::Uuid::new_v4().simple().to_string().chars().take(8).collect(),
         })

@@ -19,13 +19,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{HttpState, clean, join_cert, record_then};
+use super::http::{HttpState, authenticate, clean, record_then};
 use super::listener::Peer;
 use super::respond;
 use crate::approval::{self, Answer, Approver, Op, Refused, Request as Approval, Status, Verdict};
 use crate::audit::ClientRef;
 use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::authn::{Authenticated, Authenticator};
+use crate::pipeline::authn::Authenticated;
 use crate::pipeline::{CallCtx, base_record};
 use crate::trace::TraceId;
 
@@ -92,12 +92,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         );
         return record_then(rt, rec, respond::too_large(MAX_API_BODY, &trace)).await;
     };
-    let token = Authenticator::bearer(&parts.headers);
-    let token_sent = token.is_ok() || parts.headers.contains_key(http::header::AUTHORIZATION);
-    let verified = match token {
-        Ok(t) => rt.authn.verify(t).await.and_then(|a| join_cert(rt, a, &peer)),
-        Err(e) => Err(e),
-    };
+    let (verified, token_sent) = authenticate(rt, &parts.headers, &peer).await;
     let auth = match verified {
         Ok(a) => a,
         Err(e) => {

@@ -198,12 +198,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     }
     let trace = call.trace.clone();
 
-    let token = Authenticator::bearer(&parts.headers);
-    let token_sent = token.is_ok() || parts.headers.contains_key(http::header::AUTHORIZATION);
-    let verified = match token {
-        Ok(t) => rt.authn.verify(t).await.and_then(|a| join_cert(rt, a, &peer)),
-        Err(e) => Err(e),
-    };
+    let (verified, token_sent) = authenticate(rt, &parts.headers, &peer).await;
     let auth = match verified {
         Ok(a) => a,
         Err(e) => {
@@ -318,6 +313,18 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         resp.headers_mut().insert(respond::TRACE_HEADER, v);
     }
     resp
+}
+
+/// The request's caller: its bearer token verified for this environment and joined to its
+/// client certificate; and whether a token was sent at all (the challenge differs).
+pub async fn authenticate(rt: &Runtime, headers: &http::HeaderMap, peer: &Peer) -> (Result<Authenticated, AuthnError>, bool) {
+    let token = Authenticator::bearer(headers);
+    let token_sent = token.is_ok() || headers.contains_key(http::header::AUTHORIZATION);
+    let verified = match token {
+        Ok(t) => rt.authn.verify(t).await.and_then(|a| join_cert(rt, a, peer)),
+        Err(e) => Err(e),
+    };
+    (verified, token_sent)
 }
 
 /// On an mTLS listener the caller is the token's subject *and* the certificate's: both must
