@@ -131,7 +131,11 @@ impl Target {
         if let Some(s) = session {
             req = req.header("mcp-session-id", s);
         }
-        let r = req.send().await.map_err(|e| format!("cannot reach {}: {e}", self.mcp))?;
+        // The URL may carry the probe token (the query-string attack): never in a message.
+        let r = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.mcp, e.without_url()))?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
