@@ -114,7 +114,8 @@ impl Request {
         self.binding.requester_iss == iss && self.binding.requester_sub == sub
     }
 
-    fn approval_ref(&self) -> ApprovalRef {
+    /// The request as an audit record names it: its id and who approved it.
+    pub fn approval_ref(&self) -> ApprovalRef {
         let approvers = self.approvers();
         ApprovalRef {
             id: self.id.clone(),

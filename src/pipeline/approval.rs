@@ -140,18 +140,7 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
         Answer::Released { request, seq } => {
             let approved = Approved {
                 validated,
-                approval: Some(ApprovalRef {
-                    id: request.id.clone(),
-                    approver: Some(
-                        request
-                            .votes
-                            .iter()
-                            .filter(|v| v.verdict == rules::Verdict::Approve)
-                            .map(|v| v.approver_sub.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    ),
-                }),
+                approval: Some(request.approval_ref()),
             };
             let mut run_ctx = ctx.clone();
             run_ctx.trace = TraceId::from_record(&request.trace_id);

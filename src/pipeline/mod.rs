@@ -141,7 +141,8 @@ impl Runtime {
         args: Option<Map<String, Value>>,
         wait: approval::Wait,
     ) -> Result<CallToolResult, Refusal> {
-        let args_digest = args.as_ref().map(|a| crate::canonical::digest(&Value::Object(a.clone())));
+        // Refusal records carry the digest of the arguments as given; computed only for them.
+        let digest_of = |a: &Option<Map<String, Value>>| a.as_ref().map(|m| crate::canonical::digest(&Value::Object(m.clone())));
 
         // authz: unknown and forbidden tools answer alike.
         let authorized = match authz::authorize(self, auth, tool) {
@@ -156,7 +157,7 @@ impl Runtime {
                     ReasonCode::ToolNotAvailable,
                     "no contract for this tool in this environment allows the caller's roles",
                 );
-                rec.args_digest = args_digest;
+                rec.args_digest = digest_of(&args);
                 let msg = if printable(tool) == tool {
                     format!("tool `{tool}` is not available")
                 } else {
@@ -169,9 +170,10 @@ impl Runtime {
         };
 
         // validate
-        let validated = match validate::validate(authorized, args.clone()) {
+        let validated = match validate::validate(authorized, args) {
             Ok(v) => v,
-            Err((a, errors)) => {
+            Err(invalid) => {
+                let (a, errors, args) = *invalid;
                 let listed: Vec<String> = errors.iter().map(|e| format!("`{}` {}", e.argument, e.rule)).collect();
                 let mut rec = base_record(
                     self,
@@ -182,7 +184,7 @@ impl Runtime {
                     ReasonCode::ArgumentsInvalid,
                     &format!("invalid arguments: {}", listed.join("; ")),
                 );
-                rec.args_digest = args_digest;
+                rec.args_digest = digest_of(&args);
                 rec.args = args.as_ref().map(|m| validate::redact(a.contract(), m));
                 rec.contract_digest = Some(a.contract().digest.clone());
                 let mut r = refusal(

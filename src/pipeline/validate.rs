@@ -59,7 +59,12 @@ pub fn redact(contract: &crate::contract::Contract, args: &Map<String, Value>) -
     )
 }
 
-pub fn validate(authorized: Authorized, args: Option<Map<String, Value>>) -> Result<ValidatedArgs, (Authorized, Vec<ArgError>)> {
+/// What a refused validation hands back: the proof of authorization, every problem, and the
+/// caller's arguments as given (for the refusal record), so nothing is copied up front.
+pub type Invalid = (Authorized, Vec<ArgError>, Option<Map<String, Value>>);
+
+pub fn validate(authorized: Authorized, args: Option<Map<String, Value>>) -> Result<ValidatedArgs, Box<Invalid>> {
+    let given = args.is_some();
     let args = args.unwrap_or_default();
     let contract = authorized.contract();
     let mut errors = Vec::new();
@@ -92,11 +97,16 @@ pub fn validate(authorized: Authorized, args: Option<Map<String, Value>>) -> Res
         }
     }
     if !errors.is_empty() {
-        return Err((authorized, errors));
+        return Err(Box::new((authorized, errors, given.then_some(args))));
     }
-    let digest = crate::canonical::digest(&Value::Object(args.clone()));
     let redacted = redact(contract, &args);
-    let mut forward = args;
+    // Digest the map in place rather than a copy of it (this runs on every allowed call).
+    let as_value = Value::Object(args);
+    let digest = crate::canonical::digest(&as_value);
+    let mut forward = match as_value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     for (k, v) in &contract.fixed_args {
         forward.insert(k.clone(), v.clone());
     }

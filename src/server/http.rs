@@ -118,8 +118,9 @@ fn token_in_query(query: Option<&str>) -> bool {
     })
 }
 
-/// The facts of a JSON-RPC body that a denial record should carry.
-fn rpc_facts(body: &Value) -> (Option<String>, Option<String>, Value) {
+/// The facts of a JSON-RPC body that a denial record should carry. The arguments' digest is
+/// left to [`args_digest_of`]: only a refusal needs it, and it is the costliest fact.
+fn rpc_facts(body: &Value) -> (Option<String>, Value) {
     let id = body.get("id").cloned().unwrap_or(Value::Null);
     let tool = body
         .get("params")
@@ -127,8 +128,14 @@ fn rpc_facts(body: &Value) -> (Option<String>, Option<String>, Value) {
         .and_then(Value::as_str)
         .filter(|_| body.get("method").and_then(Value::as_str) == Some("tools/call"))
         .map(|s| clean(s, 128));
-    let args_digest = body.get("params").and_then(|p| p.get("arguments")).map(crate::canonical::digest);
-    (tool, args_digest, id)
+    (tool, id)
+}
+
+fn args_digest_of(parsed: &Option<Result<Value, BodyError>>) -> Option<String> {
+    match parsed {
+        Some(Ok(body)) => body.pointer("/params/arguments").map(crate::canonical::digest),
+        _ => None,
+    }
 }
 
 pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
@@ -185,9 +192,9 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     } else {
         None
     };
-    let (tool, args_digest, rpc_id) = match &parsed {
+    let (tool, rpc_id) = match &parsed {
         Some(Ok(v)) => rpc_facts(v),
-        _ => (None, None, Value::Null),
+        _ => (None, Value::Null),
     };
     // SEP-414: a client may carry its trace in `_meta.traceparent` instead of the header.
     if header_str_parts(&parts, "traceparent").is_none()
@@ -202,7 +209,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     let auth = match verified {
         Ok(a) => a,
         Err(e) => {
-            let rec = deny(&call, e.reason_code(), e.audit_reason(), tool, args_digest);
+            let rec = deny(&call, e.reason_code(), e.audit_reason(), tool, args_digest_of(&parsed));
             return record_then(
                 rt,
                 rec,
@@ -275,7 +282,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
                 ReasonCode::SessionNotOwned,
                 "the session belongs to another identity".into(),
                 tool,
-                args_digest,
+                args_digest_of(&parsed),
             );
             rec.principal = Some(auth.principal().into());
             return record_then(rt, rec, respond::session_not_found(&trace)).await;
