@@ -41,8 +41,12 @@ impl Expect {
 pub struct Stats {
     pub ok: u64,
     pub wrong: u64,
+    /// Every answered request, warm-up included (what CPU time is divided by).
+    pub all: u64,
     pub secs: f64,
     pub hist: Histogram<u64>,
+    /// CPU time the measured process spent per answered request, when measured.
+    pub cpu_us: f64,
 }
 
 impl Stats {
@@ -50,6 +54,8 @@ impl Stats {
         Self {
             ok: 0,
             wrong: 0,
+            all: 0,
+            cpu_us: 0.0,
             secs: 0.0,
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
@@ -64,6 +70,7 @@ impl Stats {
     fn merge(&mut self, o: Stats) {
         self.ok += o.ok;
         self.wrong += o.wrong;
+        self.all += o.all;
         let _ = self.hist.add(o.hist);
     }
 }
@@ -145,6 +152,7 @@ pub async fn closed(http: &reqwest::Client, t: &Target, body: Arc<String>, clien
                     break;
                 }
                 let r = post(&http, &t, sid.as_deref(), (*body).clone()).await;
+                s.all += 1;
                 if t0 < start {
                     continue;
                 }
@@ -206,6 +214,28 @@ pub async fn open(http: &reqwest::Client, t: &Target, body: Arc<String>, rate: f
     }
     s.secs = dur.as_secs_f64();
     s
+}
+
+/// User + system CPU time of a process so far, in clock ticks (Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The command name may hold spaces; fields are counted after its closing paren.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Microseconds of CPU per request, from clock ticks (USER_HZ, 100 on Linux).
+pub fn cpu_us_per(ticks: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        ticks as f64 * 10_000.0 / requests as f64
+    }
 }
 
 /// Resident memory of a process, in MiB (Linux).

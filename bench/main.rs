@@ -14,6 +14,7 @@
 )]
 
 mod load;
+mod proxy;
 mod upstream;
 
 use std::io::{BufRead, BufReader, Write};
@@ -49,6 +50,32 @@ enum Cmd {
         tools: usize,
         #[arg(long)]
         capgate: Option<PathBuf>,
+    },
+    /// Serve the null gateway: a pass-through proxy to UPSTREAM that checks nothing
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        upstream: String,
+    },
+    /// Closed-loop (or open-loop with --rate) load against one URL, for profiling by hand
+    Load {
+        #[arg(long)]
+        url: String,
+        /// Bearer token (none: call without one)
+        #[arg(long, env = "CAPGATE_BENCH_TOKEN")]
+        token: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value = "echo")]
+        tool: String,
+        /// The call's arguments as JSON
+        #[arg(long, default_value = r#"{"text":"hello"}"#)]
+        args: String,
+        /// Open loop at this many calls per second instead of closed loop
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Run every scenario and print the tables of docs/BENCHMARKS.md
     Suite {
@@ -127,7 +154,8 @@ fn setup(tools: usize) -> Setup {
     }
 }
 
-fn write_config(s: &Setup, upstream_url: &str) -> PathBuf {
+/// `extra`: lines added to the environment table (e.g. `auth_failure_limit = "none"`).
+fn write_config(s: &Setup, upstream_url: &str, extra: &str) -> PathBuf {
     let cfg = s.dir.path().join("capgate.toml");
     std::fs::write(
         &cfg,
@@ -138,6 +166,7 @@ name = "bench"
 listen = "127.0.0.1:0"
 public_url = "http://bench.test/mcp"
 max_body_bytes = 1048576
+{extra}
 [environment.identity]
 issuer = "https://idp.bench.test"
 jwks = "keys/issuer.jwks.json"
@@ -158,20 +187,23 @@ timeout = "30s"
 
 struct World {
     _upstream: Proc,
+    _proxy: Proc,
     gateway: Proc,
     direct: String,
+    null: String,
     gw: String,
     setup: Setup,
 }
 
-fn start_world(capgate: &Path, tools: usize) -> World {
+fn start_world(capgate: &Path, tools: usize, extra: &str) -> World {
     let me = std::env::current_exe().unwrap();
     let (up, direct) = spawn_with_url(
-        Command::new(me).args(["upstream", "--tools", &tools.to_string()]),
+        Command::new(&me).args(["upstream", "--tools", &tools.to_string()]),
         "benchmark upstream",
     );
+    let (proxy, null) = spawn_with_url(Command::new(&me).args(["proxy", &direct]), "null gateway");
     let setup = setup(tools);
-    let cfg = write_config(&setup, &direct);
+    let cfg = write_config(&setup, &direct, extra);
     let (gateway, gw) = spawn_with_url(
         Command::new(capgate)
             .args(["serve", "--config"])
@@ -181,8 +213,10 @@ fn start_world(capgate: &Path, tools: usize) -> World {
     );
     World {
         _upstream: up,
+        _proxy: proxy,
         gateway,
         direct,
+        null,
         gw,
         setup,
     }
@@ -192,6 +226,13 @@ impl World {
     fn direct(&self) -> Target {
         Target {
             url: self.direct.clone(),
+            token: None,
+            session: true,
+        }
+    }
+    fn null(&self) -> Target {
+        Target {
+            url: self.null.clone(),
             token: None,
             session: true,
         }
@@ -248,8 +289,32 @@ fn fmt(s: &Stats) -> String {
 }
 
 fn stats_json(s: &Stats) -> Value {
-    json!({"rps": s.rps().round(), "p50_ms": s.ms(0.5), "p90_ms": s.ms(0.9), "p99_ms": s.ms(0.99), "p999_ms": s.ms(0.999), "ok": s.ok, "unexpected": s.wrong})
+    json!({"rps": s.rps().round(), "p50_ms": s.ms(0.5), "p90_ms": s.ms(0.9), "p99_ms": s.ms(0.99), "p999_ms": s.ms(0.999), "ok": s.ok, "unexpected": s.wrong, "cpu_us_per_call": s.cpu_us})
 }
+
+fn pct(a: f64, b: f64) -> String {
+    format!("{:.0}%", a / b.max(1.0) * 100.0)
+}
+
+/// A closed-loop measurement, with the CPU time `pid` spent per answered request.
+async fn closed(
+    http: &reqwest::Client,
+    t: &Target,
+    body: &Arc<String>,
+    clients: usize,
+    dur: Duration,
+    expect: Expect,
+    pid: Option<u32>,
+) -> Stats {
+    let before = pid.map(load::cpu_ticks);
+    let mut s = load::closed(http, t, body.clone(), clients, dur, expect).await;
+    if let (Some(pid), Some(before)) = (pid, before) {
+        s.cpu_us = load::cpu_us_per(load::cpu_ticks(pid).saturating_sub(before), s.all);
+    }
+    s
+}
+
+use std::sync::Arc;
 
 async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let dur = Duration::from_secs(seconds);
@@ -257,35 +322,51 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let http = load::client(512);
     let echo = load::call_body("echo", &json!({"text": "hello"}));
 
-    let w = start_world(&capgate, 10);
+    let w = start_world(&capgate, 10, "");
+    let gw_pid = Some(w.pid());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = load::rss_mib(w.pid());
 
     out.line("### Allowed `tools/call` (identity + validation + authorization + durable audit + forward)");
     out.line("");
-    out.line("| clients | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | gateway/direct |");
-    out.line("|---:|---|---:|---:|---:|---:|---:|---:|");
+    out.line("| clients | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | of direct | of null gateway |");
+    out.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut gw64 = 0.0;
+    let mut cpu_allowed64 = 0.0;
     let mut peak_rss = idle_rss;
     for clients in [1usize, 16, 64, 256] {
-        let d = load::closed(&http, &w.direct(), echo.clone(), clients, dur, Expect::Ok).await;
-        let g = load::closed(&http, &w.gateway(), echo.clone(), clients, dur, Expect::Ok).await;
+        let d = closed(&http, &w.direct(), &echo, clients, dur, Expect::Ok, None).await;
+        let n = closed(&http, &w.null(), &echo, clients, dur, Expect::Ok, None).await;
+        let g = closed(&http, &w.gateway(), &echo, clients, dur, Expect::Ok, gw_pid).await;
         if clients == 64 {
             gw64 = g.rps();
+            cpu_allowed64 = g.cpu_us;
         }
-        let ratio = g.rps() / d.rps().max(1.0);
-        out.line(&format!("| {clients} | direct | {} | |", fmt(&d)));
-        out.line(&format!("| {clients} | capgate | {} | {:.0}% |", fmt(&g), ratio * 100.0));
-        out.json
-            .push(json!({"scenario": "allowed", "clients": clients, "direct": stats_json(&d), "gateway": stats_json(&g), "ratio": ratio}));
-        if g.wrong > 0 || d.wrong > 0 {
-            out.line(&format!("| | (unexpected answers: direct {}, capgate {}) | |", d.wrong, g.wrong));
+        out.line(&format!("| {clients} | direct | {} | | | |", fmt(&d)));
+        out.line(&format!(
+            "| {clients} | null gateway | {} | | {} | |",
+            fmt(&n),
+            pct(n.rps(), d.rps())
+        ));
+        out.line(&format!(
+            "| {clients} | capgate | {} | {:.0} | {} | {} |",
+            fmt(&g),
+            g.cpu_us,
+            pct(g.rps(), d.rps()),
+            pct(g.rps(), n.rps())
+        ));
+        out.json.push(json!({"scenario": "allowed", "clients": clients, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g), "ratio_direct": g.rps() / d.rps().max(1.0), "ratio_null": g.rps() / n.rps().max(1.0)}));
+        if g.wrong > 0 || d.wrong > 0 || n.wrong > 0 {
+            out.line(&format!(
+                "| | (unexpected answers: direct {}, null {}, capgate {}) | |",
+                d.wrong, n.wrong, g.wrong
+            ));
         }
     }
     // Peak resident memory while 256 clients run, sampled in a second pass.
     {
         let pid = w.pid();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
         let sampler = tokio::spawn(async move {
             let mut peak: f64 = 0.0;
@@ -311,58 +392,84 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     out.line("");
     out.line("### Denied calls and `tools/list` (64 clients)");
     out.line("");
-    out.line("| scenario | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | vs allowed |");
-    out.line("|---|---|---:|---:|---:|---:|---:|---:|");
-    let bad_token = load::closed(&http, &w.gateway_bad_token(), echo.clone(), 64, dur, Expect::Unauthorized).await;
+    out.line("| scenario | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | vs allowed |");
+    out.line("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut denied = Vec::new();
+    {
+        // The raw cost of a refused token: a gateway whose failure budget is lifted.
+        let open = start_world(&capgate, 10, "auth_failure_limit = \"none\"");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = closed(
+            &http,
+            &open.gateway_bad_token(),
+            &echo,
+            64,
+            dur,
+            Expect::Unauthorized,
+            Some(open.pid()),
+        )
+        .await;
+        denied.push(("bad token (401), failure budget lifted", s));
+    }
+    let s = closed(&http, &w.gateway_bad_token(), &echo, 64, dur, Expect::Unauthorized, gw_pid).await;
+    denied.push(("bad token (401), default budget: answers held", s));
+    let bad_args = load::call_body("echo", &json!({"text": ""}));
+    let s = closed(&http, &w.gateway(), &bad_args, 64, dur, Expect::RpcError, gw_pid).await;
+    denied.push(("bad arguments (-32602)", s));
+    let unknown = load::call_body("purge", &json!({}));
+    let s = closed(&http, &w.gateway(), &unknown, 64, dur, Expect::RpcError, gw_pid).await;
+    denied.push(("unknown tool (-32602)", s));
+    for (name, s) in &denied {
+        out.line(&format!(
+            "| {name} | capgate | {} | {:.0} | {:.2}x the calls/s, {} of the CPU |",
+            fmt(s),
+            s.cpu_us,
+            s.rps() / gw64.max(1.0),
+            pct(s.cpu_us, cpu_allowed64)
+        ));
+        out.json.push(json!({"scenario": "denied", "name": name, "clients": 64, "gateway": stats_json(s), "allowed_rps": gw64, "allowed_cpu_us": cpu_allowed64}));
+    }
+    let list = load::list_body();
+    let dl = closed(&http, &w.direct(), &list, 64, dur, Expect::Ok, None).await;
+    let nl = closed(&http, &w.null(), &list, 64, dur, Expect::Ok, None).await;
+    let gl = closed(&http, &w.gateway(), &list, 64, dur, Expect::Ok, gw_pid).await;
+    out.line(&format!("| `tools/list` (11 tools) | direct | {} | | |", fmt(&dl)));
     out.line(&format!(
-        "| bad token (401) | capgate | {} | {:.2}x |",
-        fmt(&bad_token),
-        bad_token.rps() / gw64.max(1.0)
+        "| `tools/list` (11 tools) | null gateway | {} | | {} of direct |",
+        fmt(&nl),
+        pct(nl.rps(), dl.rps())
     ));
-    let bad_args = load::closed(
-        &http,
-        &w.gateway(),
-        load::call_body("echo", &json!({"text": ""})),
-        64,
-        dur,
-        Expect::RpcError,
-    )
-    .await;
     out.line(&format!(
-        "| bad arguments (-32602) | capgate | {} | {:.2}x |",
-        fmt(&bad_args),
-        bad_args.rps() / gw64.max(1.0)
-    ));
-    let unknown = load::closed(&http, &w.gateway(), load::call_body("purge", &json!({})), 64, dur, Expect::RpcError).await;
-    out.line(&format!(
-        "| unknown tool (-32602) | capgate | {} | {:.2}x |",
-        fmt(&unknown),
-        unknown.rps() / gw64.max(1.0)
-    ));
-    let dl = load::closed(&http, &w.direct(), load::list_body(), 64, dur, Expect::Ok).await;
-    let gl = load::closed(&http, &w.gateway(), load::list_body(), 64, dur, Expect::Ok).await;
-    out.line(&format!("| `tools/list` (11 tools) | direct | {} | |", fmt(&dl)));
-    out.line(&format!(
-        "| `tools/list` (11 tools) | capgate | {} | {:.0}% of direct |",
+        "| `tools/list` (11 tools) | capgate | {} | {:.0} | {} of direct, {} of null |",
         fmt(&gl),
-        gl.rps() / dl.rps().max(1.0) * 100.0
+        gl.cpu_us,
+        pct(gl.rps(), dl.rps()),
+        pct(gl.rps(), nl.rps())
     ));
-    out.json.push(json!({"scenario": "denied", "clients": 64, "bad_token": stats_json(&bad_token), "bad_args": stats_json(&bad_args), "unknown_tool": stats_json(&unknown), "allowed_rps": gw64}));
-    out.json
-        .push(json!({"scenario": "tools_list", "clients": 64, "direct": stats_json(&dl), "gateway": stats_json(&gl)}));
+    out.json.push(
+        json!({"scenario": "tools_list", "clients": 64, "direct": stats_json(&dl), "null": stats_json(&nl), "gateway": stats_json(&gl)}),
+    );
 
     out.line("");
     out.line("### A 64 KiB argument (16 clients)");
     out.line("");
-    out.line("| path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | gateway/direct |");
-    out.line("|---|---:|---:|---:|---:|---:|---:|");
+    out.line("| path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | of direct | of null gateway |");
+    out.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let big = load::call_body("echo", &json!({"text": "x".repeat(64 * 1024)}));
-    let d = load::closed(&http, &w.direct(), big.clone(), 16, dur, Expect::Ok).await;
-    let g = load::closed(&http, &w.gateway(), big, 16, dur, Expect::Ok).await;
-    out.line(&format!("| direct | {} | |", fmt(&d)));
-    out.line(&format!("| capgate | {} | {:.0}% |", fmt(&g), g.rps() / d.rps().max(1.0) * 100.0));
+    let d = closed(&http, &w.direct(), &big, 16, dur, Expect::Ok, None).await;
+    let n = closed(&http, &w.null(), &big, 16, dur, Expect::Ok, None).await;
+    let g = closed(&http, &w.gateway(), &big, 16, dur, Expect::Ok, gw_pid).await;
+    out.line(&format!("| direct | {} | | | |", fmt(&d)));
+    out.line(&format!("| null gateway | {} | | {} | |", fmt(&n), pct(n.rps(), d.rps())));
+    out.line(&format!(
+        "| capgate | {} | {:.0} | {} | {} |",
+        fmt(&g),
+        g.cpu_us,
+        pct(g.rps(), d.rps()),
+        pct(g.rps(), n.rps())
+    ));
     out.json
-        .push(json!({"scenario": "arg_64k", "clients": 16, "direct": stats_json(&d), "gateway": stats_json(&g)}));
+        .push(json!({"scenario": "arg_64k", "clients": 16, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g)}));
 
     out.line("");
     out.line("### Open loop at half of capgate's saturation (64-client throughput / 2)");
@@ -373,63 +480,79 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     out.line("| path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p99 ms |");
     out.line("|---|---:|---:|---:|---:|---:|---:|");
     let d = load::open(&http, &w.direct(), echo.clone(), rate, dur, Expect::Ok).await;
+    let n = load::open(&http, &w.null(), echo.clone(), rate, dur, Expect::Ok).await;
     let g = load::open(&http, &w.gateway(), echo.clone(), rate, dur, Expect::Ok).await;
     out.line(&format!("| direct | {} | |", fmt(&d)));
+    out.line(&format!("| null gateway | {} | {:.2} |", fmt(&n), n.ms(0.99) - d.ms(0.99)));
     out.line(&format!("| capgate | {} | {:.2} |", fmt(&g), g.ms(0.99) - d.ms(0.99)));
-    out.json.push(json!({"scenario": "open_loop_half", "rate": rate, "direct": stats_json(&d), "gateway": stats_json(&g), "added_p99_ms": g.ms(0.99) - d.ms(0.99)}));
+    out.json.push(json!({"scenario": "open_loop_half", "rate": rate, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g), "added_p99_ms": g.ms(0.99) - d.ms(0.99)}));
 
     out.line("");
     out.line("### An unauthenticated flood next to authenticated callers");
     out.line("");
-    let alone = load::closed(&http, &w.gateway(), echo.clone(), 16, dur, Expect::Ok).await;
-    let flood_target = w.gateway_bad_token();
-    let flood_http = load::client(128);
-    let flood = tokio::spawn({
-        let echo = echo.clone();
-        async move { load::closed(&flood_http, &flood_target, echo, 64, dur, Expect::Unauthorized).await }
-    });
-    let with_flood = load::closed(&http, &w.gateway(), echo.clone(), 16, dur, Expect::Ok).await;
-    let flood = flood.await.unwrap();
-    let slowdown = 1.0 - with_flood.rps() / alone.rps().max(1.0);
-    out.line("| authenticated (16 clients) | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms |");
-    out.line("|---|---:|---:|---:|---:|---:|");
-    out.line(&format!("| alone | {} |", fmt(&alone)));
-    out.line(&format!(
-        "| beside 64 flooding clients ({:.0} refusals/s) | {} |",
-        flood.rps(),
-        fmt(&with_flood)
-    ));
+    out.line("Flooders send a well-signed token for another audience from the same address (127.0.0.1) as the authenticated callers.");
     out.line("");
-    out.line(&format!("Authenticated throughput lost to the flood: {:.0}%.", slowdown * 100.0));
-    out.json.push(json!({"scenario": "flood", "alone": stats_json(&alone), "with_flood": stats_json(&with_flood), "flood": stats_json(&flood), "slowdown": slowdown}));
+    out.line("| authenticated (16 clients) | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | lost to the flood |");
+    out.line("|---|---:|---:|---:|---:|---:|---:|");
+    let alone = load::closed(&http, &w.gateway(), echo.clone(), 16, dur, Expect::Ok).await;
+    out.line(&format!("| alone | {} | |", fmt(&alone)));
+    let mut floods = Vec::new();
+    for (label, open_rate) in [
+        ("64 closed-loop flooders", None),
+        ("an open-loop flood of 5000 requests/s", Some(5000.0)),
+    ] {
+        let flood_target = w.gateway_bad_token();
+        let flood_http = load::client(1024);
+        let flood = tokio::spawn({
+            let echo = echo.clone();
+            async move {
+                match open_rate {
+                    None => load::closed(&flood_http, &flood_target, echo, 64, dur, Expect::Unauthorized).await,
+                    Some(r) => load::open(&flood_http, &flood_target, echo, r, dur, Expect::Unauthorized).await,
+                }
+            }
+        });
+        let with = load::closed(&http, &w.gateway(), echo.clone(), 16, dur, Expect::Ok).await;
+        let flood = flood.await.unwrap();
+        let lost = 1.0 - with.rps() / alone.rps().max(1.0);
+        out.line(&format!(
+            "| beside {label} ({:.0} refusals/s answered) | {} | {:.0}% |",
+            flood.rps(),
+            fmt(&with),
+            lost * 100.0
+        ));
+        floods.push(json!({"flood": label, "with_flood": stats_json(&with), "flood_stats": stats_json(&flood), "slowdown": lost}));
+    }
+    out.json
+        .push(json!({"scenario": "flood", "alone": stats_json(&alone), "floods": floods}));
     drop(w);
 
     out.line("");
     out.line("### 1000 contracts");
     out.line("");
-    let w = start_world(&capgate, 1000);
+    let w = start_world(&capgate, 1000, "");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_1000 = load::rss_mib(w.pid());
-    out.line("| scenario | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | gateway/direct |");
-    out.line("|---|---|---:|---:|---:|---:|---:|---:|");
+    out.line("| scenario | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | of direct | of null gateway |");
+    out.line("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let call = load::call_body("tool_999", &json!({"n": 7}));
-    let d = load::closed(&http, &w.direct(), call.clone(), 64, dur, Expect::Ok).await;
-    let g = load::closed(&http, &w.gateway(), call, 64, dur, Expect::Ok).await;
-    out.line(&format!("| `tools/call` (64 clients) | direct | {} | |", fmt(&d)));
-    out.line(&format!(
-        "| `tools/call` (64 clients) | capgate | {} | {:.0}% |",
-        fmt(&g),
-        g.rps() / d.rps().max(1.0) * 100.0
-    ));
-    let dl = load::closed(&http, &w.direct(), load::list_body(), 16, dur, Expect::Ok).await;
-    let gl = load::closed(&http, &w.gateway(), load::list_body(), 16, dur, Expect::Ok).await;
-    out.line(&format!("| `tools/list` (16 clients) | direct | {} | |", fmt(&dl)));
-    out.line(&format!(
-        "| `tools/list` (16 clients) | capgate | {} | {:.0}% |",
-        fmt(&gl),
-        gl.rps() / dl.rps().max(1.0) * 100.0
-    ));
-    out.json.push(json!({"scenario": "contracts_1000", "call_direct": stats_json(&d), "call_gateway": stats_json(&g), "list_direct": stats_json(&dl), "list_gateway": stats_json(&gl)}));
+    let list = load::list_body();
+    let mut rows = Vec::new();
+    for (name, body, clients) in [("`tools/call` (64 clients)", &call, 64), ("`tools/list` (16 clients)", &list, 16)] {
+        let d = closed(&http, &w.direct(), body, clients, dur, Expect::Ok, None).await;
+        let n = closed(&http, &w.null(), body, clients, dur, Expect::Ok, None).await;
+        let g = closed(&http, &w.gateway(), body, clients, dur, Expect::Ok, None).await;
+        out.line(&format!("| {name} | direct | {} | | |", fmt(&d)));
+        out.line(&format!("| {name} | null gateway | {} | {} | |", fmt(&n), pct(n.rps(), d.rps())));
+        out.line(&format!(
+            "| {name} | capgate | {} | {} | {} |",
+            fmt(&g),
+            pct(g.rps(), d.rps()),
+            pct(g.rps(), n.rps())
+        ));
+        rows.push(json!({"name": name, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g)}));
+    }
+    out.json.push(json!({"scenario": "contracts_1000", "rows": rows}));
     drop(w);
 
     out.line("");
@@ -456,10 +579,43 @@ fn main() {
             let _ = std::io::stdout().flush();
             std::future::pending::<()>().await;
         }),
+        Cmd::Proxy { listen, upstream } => rt.block_on(async {
+            let addr = proxy::start(&listen, upstream).await.expect("listen");
+            println!("null gateway listening on http://{addr}/mcp");
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await;
+        }),
+        Cmd::Load {
+            url,
+            token,
+            clients,
+            seconds,
+            tool,
+            args,
+            rate,
+        } => rt.block_on(async {
+            let http = load::client(512);
+            let args: Value = serde_json::from_str(&args).expect("--args is JSON");
+            let t = Target { url, session: true, token };
+            let body = load::call_body(&tool, &args);
+            let dur = Duration::from_secs(seconds);
+            let s = match rate {
+                Some(r) => load::open(&http, &t, body, r, dur, Expect::Ok).await,
+                None => load::closed(&http, &t, body, clients, dur, Expect::Ok).await,
+            };
+            println!("{}", stats_json(&s));
+        }),
         Cmd::World { tools, capgate } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
-            let w = start_world(&capgate, tools);
-            println!("direct {}\ngateway {} (pid {})\ntoken {}", w.direct, w.gw, w.pid(), w.setup.token);
+            let w = start_world(&capgate, tools, "");
+            println!(
+                "direct {}\ngateway {} (pid {})\ntoken {}\nnull {}",
+                w.direct,
+                w.gw,
+                w.pid(),
+                w.setup.token,
+                w.null
+            );
             let _ = std::io::stdout().flush();
             rt.block_on(std::future::pending::<()>());
         }

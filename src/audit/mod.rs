@@ -3,6 +3,9 @@
 //!
 //! INVARIANT: [`AuditLog::append`] returns only after the record is committed and fsync'd
 //! (SQLite WAL, `synchronous=FULL`); an error means "not recorded", and the caller refuses.
+//! [`AuditLog::enqueue`] is for the one record that follows an action rather than permits
+//! it (a call's outcome): it is queued behind the call's durable decision record and
+//! committed with the next batch, and the answer does not wait for its fsync.
 //! Concurrent appends are committed together by one writer thread (group commit): whatever
 //! is queued when a transaction starts, up to [`MAX_BATCH`], goes into it, so durability
 //! costs one fsync per batch, not per call.
@@ -73,10 +76,13 @@ pub trait AuditStore: Send + 'static {
     fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
 }
 
+/// Where the outcome of one entry goes; `None` for a queued record nobody waits on.
+type Waiter = Option<oneshot::Sender<Result<Done, AuditError>>>;
+
 enum Msg {
     Append {
         entry: Entry,
-        done: oneshot::Sender<Result<Done, AuditError>>,
+        done: Waiter,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -162,7 +168,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<(Entry, oneshot::Sender<Result<Done, AuditError>>)>) {
+    fn commit(&mut self, batch: Vec<(Entry, Waiter)>) {
         let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match self.store.commit(entries) {
             Ok(c) => {
@@ -172,13 +178,15 @@ impl Writer {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 }
                 for (done, result) in waiters.into_iter().zip(c.results) {
-                    let _ = done.send(Ok(result));
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(result));
+                    }
                 }
             }
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!("audit write failed; refusing the calls it carried: {e:?}");
-                for done in waiters {
+                for done in waiters.into_iter().flatten() {
                     let _ = done.send(Err(unavailable(format!("{e:?}"))));
                 }
             }
@@ -258,9 +266,20 @@ impl AuditLog {
         }
     }
 
+    /// Queues a record behind everything appended before it, without waiting for it to be
+    /// durable. Only for records that permit nothing: see the module's invariant. A failed
+    /// write is logged by the writer and marks the log unhealthy.
+    pub async fn enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
+        self.send(Msg::Append {
+            entry: Entry::Record(Box::new(record)),
+            done: None,
+        })
+        .await
+    }
+
     async fn submit(&self, entry: Entry) -> Result<Done, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(Msg::Append { entry, done }).await?;
+        self.send(Msg::Append { entry, done: Some(done) }).await?;
         wait.await.map_err(|_| unavailable("the audit writer stopped"))?
     }
 

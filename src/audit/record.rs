@@ -3,6 +3,13 @@
 //! The hash of a record is SHA-256 over the canonical JSON (keys sorted, no white space) of
 //! every field except `hash` itself, `prev_hash` and `seq` included; so the chain binds each
 //! record to its position and predecessor.
+//!
+//! The canonical form is produced by serializing [`CanonicalBody`], a borrowed view whose
+//! fields are declared in code-point order, straight into the hash: no JSON tree is built
+//! and nothing is sorted at run time. Nested structs are declared in that order too (so the
+//! stored text shows them sorted); `args` is a `Value`, whose maps are ordered by key.
+//! INVARIANT: the view's output equals the sorted canonical form of the whole record minus
+//! `hash`; a property test holds it to a model that sorts explicitly.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,19 +22,21 @@ pub struct ClientRef {
     pub user_agent: Option<String>,
 }
 
+// Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApprovalRef {
-    pub id: String,
     pub approver: Option<String>,
+    pub id: String,
 }
 
+// Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Outcome {
-    pub status: String,
     /// Rounded to microseconds. Hashed records must round-trip exactly through JSON, which
     /// is why serde_json's `float_roundtrip` is on.
     pub latency_ms: f64,
     pub result_digest: Option<String>,
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,17 +63,18 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+// Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PrincipalRef {
-    pub sub: String,
-    pub iss: String,
-    pub roles: Vec<String>,
-    pub token_id: Option<String>,
     pub auth_method: String,
     /// Only on mTLS listeners; absent (not null) otherwise, so records written before the
     /// field existed hash the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<CertIdentity>,
+    pub iss: String,
+    pub roles: Vec<String>,
+    pub sub: String,
+    pub token_id: Option<String>,
 }
 
 impl From<&Principal> for PrincipalRef {
@@ -86,17 +96,113 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
+/// Every field of a record but `hash`, declared in code-point order: its compact
+/// serialization is the canonical body the hash is taken over.
+#[derive(Serialize)]
+struct CanonicalBody<'a> {
+    approval: &'a Option<ApprovalRef>,
+    args: &'a Option<Value>,
+    args_digest: &'a Option<String>,
+    client: &'a ClientRef,
+    contract_digest: &'a Option<String>,
+    decision: &'a str,
+    env: &'a str,
+    outcome: &'a Option<Outcome>,
+    prev_hash: &'a str,
+    principal: &'a Option<PrincipalRef>,
+    reason: &'a str,
+    reason_code: &'a str,
+    request_id: &'a Option<String>,
+    seq: u64,
+    session_id: &'a Option<String>,
+    tool: &'a Option<String>,
+    trace_id: &'a str,
+    ts: &'a str,
+}
+
 impl AuditRecord {
+    fn body(&self) -> CanonicalBody<'_> {
+        CanonicalBody {
+            approval: &self.approval,
+            args: &self.args,
+            args_digest: &self.args_digest,
+            client: &self.client,
+            contract_digest: &self.contract_digest,
+            decision: &self.decision,
+            env: &self.env,
+            outcome: &self.outcome,
+            prev_hash: &self.prev_hash,
+            principal: &self.principal,
+            reason: &self.reason,
+            reason_code: &self.reason_code,
+            request_id: &self.request_id,
+            seq: self.seq,
+            session_id: &self.session_id,
+            tool: &self.tool,
+            trace_id: &self.trace_id,
+            ts: &self.ts,
+        }
+    }
+
     /// The text the hash is taken over (everything but `hash`).
     pub fn canonical_body(&self) -> String {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            o.remove("hash");
-        }
-        crate::canonical::canonical_json(&v)
+        serde_json::to_string(&self.body()).unwrap_or_default()
     }
 
     pub fn compute_hash(&self) -> String {
-        crate::canonical::sha256_hex(self.canonical_body().as_bytes())
+        crate::canonical::digest_of(&self.body())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::canonical::strategies::json;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        "\\PC{0,10}|[\\x00-\\x1f\"]{0,3}"
+    }
+
+    prop_compose! {
+        pub fn record()(
+            seq in any::<u64>(), texts in prop::collection::vec(text(), 12),
+            opt in prop::collection::vec(prop::option::of(text()), 8),
+            args in prop::option::of(json()), roles in prop::collection::vec(text(), 0..3),
+            latency in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            has in prop::collection::vec(any::<bool>(), 4),
+        ) -> AuditRecord {
+            let t = |i: usize| texts.get(i).cloned().unwrap_or_default();
+            let o = |i: usize| opt.get(i).cloned().flatten();
+            let b = |i: usize| has.get(i).copied().unwrap_or(false);
+            AuditRecord {
+                seq, ts: t(0), env: t(1), trace_id: t(2), request_id: o(0), session_id: o(1),
+                principal: b(0).then(|| PrincipalRef {
+                    auth_method: t(3), iss: t(4), sub: t(5), roles: roles.clone(), token_id: o(2),
+                    cert: b(3).then(|| CertIdentity { subject: t(6), x5t_s256: t(7) }),
+                }),
+                client: ClientRef { addr: o(3), user_agent: o(4) },
+                tool: o(5), args_digest: o(6), args,
+                decision: t(8), reason_code: t(9), reason: t(10), contract_digest: o(7),
+                approval: b(1).then(|| ApprovalRef { id: t(11), approver: o(0) }),
+                outcome: b(2).then(|| Outcome { status: t(0), latency_ms: latency, result_digest: o(1) }),
+                prev_hash: t(6), hash: t(7),
+            }
+        }
+    }
+
+    proptest! {
+        /// The model: the whole record as a JSON tree, `hash` removed, keys sorted by hand.
+        #[test]
+        fn canonical_body_is_the_sorted_record_without_hash(r in record()) {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v.as_object_mut().unwrap().remove("hash");
+            let model = crate::canonical::model::canonical_json(&v);
+            prop_assert_eq!(&r.canonical_body(), &model);
+            prop_assert_eq!(r.compute_hash(), crate::canonical::sha256_hex(model.as_bytes()));
+            // And a stored record reads back to the same hash.
+            let back: AuditRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            prop_assert_eq!(back.compute_hash(), r.compute_hash());
+        }
     }
 }

@@ -33,7 +33,8 @@ fn column_of(rec: &AuditRecord, i: usize) -> Option<String> {
         3 => Some(rec.decision.clone()),
         4 => Some(rec.reason_code.clone()),
         5 => rec.tool.clone(),
-        _ => rec.principal.as_ref().map(|p| p.sub.clone()),
+        6 => rec.principal.as_ref().map(|p| p.sub.clone()),
+        _ => rec.approval.as_ref().map(|a| a.id.clone()),
     }
 }
 

@@ -1,10 +1,13 @@
 //! Upstream MCP servers: stdio child processes (spawned with a cleared environment plus the
-//! configured credentials, restarted when they die) and streamable HTTP servers, both through
-//! `rmcp`'s client.
+//! configured credentials, restarted when they die) through `rmcp`'s client service, and
+//! streamable HTTP servers through rmcp's transport client driven from the caller's task
+//! (`direct.rs`).
 //!
 //! INVARIANT: credentials in `env`/`headers` go to the upstream only; the agent never sees
 //! them and no error message carries them. A tool call is never retried automatically: it
 //! may have run before the connection broke.
+
+mod direct;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -40,7 +43,24 @@ impl BackendError {
     }
 }
 
-type Client = RunningService<RoleClient, ()>;
+type Service = RunningService<RoleClient, ()>;
+
+/// One live connection to an upstream.
+enum Client {
+    /// A stdio child, or an HTTP server past the protocol versions [`direct::HttpSession`]
+    /// speaks: rmcp's client service.
+    Service(Service),
+    Http(direct::HttpSession),
+}
+
+impl Client {
+    fn is_closed(&self) -> bool {
+        match self {
+            Client::Service(s) => s.is_transport_closed(),
+            Client::Http(h) => h.is_closed(),
+        }
+    }
+}
 
 pub struct UpstreamClient {
     cfg: Arc<Upstream>,
@@ -82,13 +102,13 @@ impl UpstreamClient {
                 UpstreamTarget::Command { program, args } => {
                     let mut cmd = tokio::process::Command::new(program);
                     cmd.args(args);
-                    self.spawn(cmd).await
+                    self.spawn(cmd).await.map(Client::Service)
                 }
                 UpstreamTarget::Builtin { args, .. } => {
                     let exe = std::env::current_exe().map_err(|e| self.unavailable(e))?;
                     let mut cmd = tokio::process::Command::new(exe);
                     cmd.arg("upstream-demo").args(args);
-                    self.spawn(cmd).await
+                    self.spawn(cmd).await.map(Client::Service)
                 }
                 UpstreamTarget::Url(url) => {
                     let mut headers = HashMap::new();
@@ -100,7 +120,7 @@ impl UpstreamClient {
                         value.set_sensitive(true);
                         headers.insert(name, value);
                     }
-                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+                    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers.clone());
                     // rmcp's default client keeps no idle connections, so every call would
                     // open (and TIME_WAIT) a new TCP connection; it also follows redirects.
                     // This one pools, sets TCP_NODELAY (the delayed-ACK stall rmcp avoids by
@@ -111,8 +131,14 @@ impl UpstreamClient {
                         .redirect(reqwest::redirect::Policy::none())
                         .build()
                         .map_err(|e| self.unavailable(format!("http client: {e}")))?;
-                    let transport = StreamableHttpClientTransport::with_client(http, config);
-                    ().serve(transport).await.map_err(|e| self.unavailable(e))
+                    match direct::HttpSession::open(http.clone(), url.as_str(), headers).await {
+                        Ok(Some(session)) => Ok(Client::Http(session)),
+                        Ok(None) => {
+                            let transport = StreamableHttpClientTransport::with_client(http, config);
+                            ().serve(transport).await.map(Client::Service).map_err(|e| self.unavailable(e))
+                        }
+                        Err(e) => Err(self.unavailable(e.detail)),
+                    }
                 }
             }
         };
@@ -121,7 +147,7 @@ impl UpstreamClient {
             .map_err(|_| self.unavailable("the handshake timed out"))?
     }
 
-    async fn spawn(&self, mut cmd: tokio::process::Command) -> Result<Client, BackendError> {
+    async fn spawn(&self, mut cmd: tokio::process::Command) -> Result<Service, BackendError> {
         // The child gets nothing of the gateway's own environment (which may hold a token)
         // but PATH and the credentials configured for it.
         cmd.env_clear();
@@ -143,7 +169,7 @@ impl UpstreamClient {
     async fn client(&self) -> Result<Arc<Client>, BackendError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref()
-            && !c.is_transport_closed()
+            && !c.is_closed()
         {
             return Ok(c.clone());
         }
@@ -157,13 +183,18 @@ impl UpstreamClient {
 
     pub async fn list_tools(&self) -> Result<Vec<Tool>, BackendError> {
         let c = self.client().await?;
-        tokio::time::timeout(self.cfg.timeout, c.peer().list_all_tools())
+        let listed = async {
+            match c.as_ref() {
+                Client::Service(s) => s.peer().list_all_tools().await.map_err(|e| self.unavailable(e)),
+                Client::Http(h) => h.list_tools().await.map_err(|e| self.unavailable(e.detail)),
+            }
+        };
+        tokio::time::timeout(self.cfg.timeout, listed)
             .await
             .map_err(|_| BackendError::Timeout {
                 upstream: self.cfg.name.clone(),
                 secs: self.cfg.timeout.as_secs(),
             })?
-            .map_err(|e| self.unavailable(e))
     }
 
     pub async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
@@ -174,14 +205,20 @@ impl UpstreamClient {
         meta.0
             .insert("traceparent".to_string(), serde_json::Value::String(traceparent.to_string()));
         params.meta = Some(meta);
-        match tokio::time::timeout(self.cfg.timeout, c.peer().call_tool(params)).await {
+        let called = async {
+            match c.as_ref() {
+                Client::Service(s) => s.peer().call_tool(params).await.map_err(|e| e.to_string()),
+                Client::Http(h) => h.call_tool(params).await.map_err(|e| e.detail),
+            }
+        };
+        match tokio::time::timeout(self.cfg.timeout, called).await {
             Err(_) => Err(BackendError::Timeout {
                 upstream: self.cfg.name.clone(),
                 secs: self.cfg.timeout.as_secs(),
             }),
-            Ok(Err(e)) => Err(BackendError::Failed {
+            Ok(Err(detail)) => Err(BackendError::Failed {
                 upstream: self.cfg.name.clone(),
-                detail: e.to_string(),
+                detail,
             }),
             Ok(Ok(r)) => Ok(r),
         }

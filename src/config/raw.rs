@@ -52,6 +52,9 @@ pub struct RawEnvironment {
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: Option<usize>,
+    /// Authentication failures per source address before refusals are answered slowly:
+    /// a rate such as `"50/s"`, or `"none"`.
+    pub auth_failure_limit: Option<String>,
     pub tls: Option<RawTls>,
 }
 

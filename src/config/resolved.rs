@@ -13,6 +13,8 @@ use crate::secret::Secret;
 use super::raw::{RawConfig, RawCredential, RawEnvironment, RawUpstream};
 
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Authentication failures per source address before refusals are held back (`server::budget`).
+pub const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JwksSource {
@@ -47,6 +49,8 @@ pub struct Environment {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: usize,
+    /// `None`: refusals are never held back (see `server::budget`).
+    pub auth_failure_limit: Option<crate::contract::RateLimit>,
     pub tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub contracts: BTreeMap<String, Arc<Contract>>,
@@ -408,6 +412,20 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         }
         tls
     });
+    let auth_failure_limit = match env.auth_failure_limit.as_deref() {
+        None => crate::contract::parse_rate(DEFAULT_AUTH_FAILURE_LIMIT),
+        Some("none") => None,
+        Some(s) => {
+            let rate = crate::contract::parse_rate(s);
+            if rate.is_none() {
+                ctx.push(
+                    &at,
+                    format!("`auth_failure_limit = \"{s}\"`: write a rate such as `\"{DEFAULT_AUTH_FAILURE_LIMIT}\"`, or `\"none\"`"),
+                );
+            }
+            rate
+        }
+    };
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -425,6 +443,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         allowed_origins: env.allowed_origins,
         allowed_hosts: env.allowed_hosts,
         max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+        auth_failure_limit,
         tls,
         contracts: mine,
     })

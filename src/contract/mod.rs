@@ -170,7 +170,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-fn parse_rate(s: &str) -> Option<RateLimit> {
+pub fn parse_rate(s: &str) -> Option<RateLimit> {
     let (count, per) = s.split_once('/')?;
     let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
     let per = match per.trim() {

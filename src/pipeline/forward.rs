@@ -10,7 +10,14 @@ use super::audit::Audited;
 use super::{CallCtx, Runtime};
 use crate::backend::BackendError;
 
-pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> (Result<CallToolResult, BackendError>, f64) {
+/// What came back from the upstream, with the digest of its canonical JSON for the outcome
+/// record.
+pub struct Forwarded {
+    pub result: Result<(CallToolResult, String), BackendError>,
+    pub latency_ms: f64,
+}
+
+pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> Forwarded {
     let v = call.approved().validated();
     let tool = &v.authorized().contract().tool;
     let started = Instant::now();
@@ -20,14 +27,18 @@ pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> (Result<Cal
                 .upstream
                 .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
                 .await;
-            // INVARIANT: a backend credential never reaches the agent, even when the upstream
-            // itself echoes it.
-            match r {
-                Ok(ok) if serde_json::to_string(&ok).is_ok_and(|t| route.upstream.leaks_credential(&t)) => Err(BackendError::Withheld {
-                    upstream: route.upstream.name().to_string(),
-                }),
-                other => other,
-            }
+            r.and_then(|ok| {
+                // One canonical text serves the credential check and the digest.
+                let text = serde_json::to_value(&ok).map(|v| v.to_string()).unwrap_or_default();
+                // INVARIANT: a backend credential never reaches the agent, even when the
+                // upstream itself echoes it.
+                if route.upstream.leaks_credential(&text) {
+                    return Err(BackendError::Withheld {
+                        upstream: route.upstream.name().to_string(),
+                    });
+                }
+                Ok((ok, crate::canonical::sha256_hex(text.as_bytes())))
+            })
         }
         None => Err(BackendError::Unavailable {
             upstream: "(none)".into(),
@@ -35,6 +46,6 @@ pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> (Result<Cal
         }),
     };
     // Microsecond resolution: enough, and short in the record.
-    let ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    (result, ms)
+    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    Forwarded { result, latency_ms }
 }

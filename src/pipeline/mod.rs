@@ -245,7 +245,7 @@ impl Runtime {
         let ctx = &ctx;
 
         // forward
-        let (result, latency_ms) = forward::forward(self, ctx, &audited).await;
+        let forward::Forwarded { result, latency_ms } = forward::forward(self, ctx, &audited).await;
         let v = audited.approved().validated();
         let mut rec = base_record(self, ctx, Some(auth), Some(tool), Decision::Allow, ReasonCode::Executed, "");
         // The arguments are in the decision record this one names; the digest ties the two.
@@ -253,8 +253,8 @@ impl Runtime {
         rec.contract_digest = Some(v.authorized().contract().digest.clone());
         rec.approval = audited.approved().approval().cloned();
         let answer = match result {
-            Ok(mut r) => {
-                let digest = serde_json::to_value(&r).map(|v| crate::canonical::digest(&v)).ok();
+            Ok((mut r, digest)) => {
+                let digest = Some(digest);
                 let status = if r.is_error == Some(true) { "tool_error" } else { "ok" };
                 rec.reason = format!("executed (decision record #{})", audited.seq());
                 rec.outcome = Some(Outcome {
@@ -281,8 +281,11 @@ impl Runtime {
                 Ok(r)
             }
         };
-        if let Err(e) = self.audit.append(rec).await {
-            // The call already ran; its allow record is durable. Say so loudly.
+        // The allow record that let this call run is durable already; the outcome follows it
+        // in the next commit, and the answer does not wait for that fsync. A crash in between
+        // leaves an allow record without an outcome: "ran, result unknown", which is also
+        // what a crash during the call itself leaves.
+        if let Err(e) = self.audit.enqueue(rec).await {
             tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "outcome record not written: {e:?}");
         }
         answer

@@ -77,7 +77,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     }
     let refused = st.pre_auth(req.headers(), req.uri().query(), &call);
     if let Some((rec, resp)) = refused {
-        return record_then(rt, rec, resp).await;
+        return st.refuse_unauthenticated(&peer, rec, resp).await;
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_API_BODY).await else {
@@ -99,7 +99,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             let mut rec = base_record(rt, &call, None, None, Decision::Deny, e.reason_code(), &e.audit_reason());
             rec.reason = format!("approvals API: {}", rec.reason);
             let resp = respond::unauthorized(&e, &rt.env.resource_metadata_url(), token_sent, &trace);
-            return record_then(rt, rec, resp).await;
+            return st.refuse_unauthenticated(&peer, rec, resp).await;
         }
     };
     let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -245,7 +245,7 @@ pub async fn get_one(State(st): State<Arc<HttpState>>, axum::Extension(ctx): axu
     if !may_see(&req, &ctx.auth.principal().roles) {
         return forbidden(Refused::NotApprover, trace);
     }
-    let trail = match st.rt.approvals.trail(&req.trace_id).await {
+    let trail = match st.rt.approvals.trail(&req.id).await {
         Ok(t) => t,
         Err(_) => return store_down(trace),
     };

@@ -22,6 +22,9 @@ use crate::pipeline::authn::{Authenticated, Authenticator, AuthnError};
 use crate::pipeline::{CallCtx, Runtime, base_record};
 use crate::trace::TraceId;
 
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use super::budget::FailureBudget;
 use super::jsonguard::{BodyError, check_body};
 use super::listener::Peer;
 use super::mcp::RequestCtx;
@@ -39,6 +42,10 @@ pub struct HttpState {
     /// Origins allowed to send requests: the configured ones and this listener's own (the
     /// console calls the API from its own origin).
     origins: Vec<String>,
+    /// rmcp's sessions on this listener, for the direct route (`fast.rs`) to ask about.
+    pub mcp_sessions: Option<Arc<LocalSessionManager>>,
+    /// Authentication failures per source (`budget.rs`).
+    failures: FailureBudget,
 }
 
 impl HttpState {
@@ -49,11 +56,31 @@ impl HttpState {
             origins.push(format!("https://{h}"));
         }
         Self {
-            rt,
             sessions: Mutex::new(HashMap::new()),
             hosts,
             origins,
+            mcp_sessions: None,
+            failures: FailureBudget::new(rt.env.auth_failure_limit),
+            rt,
         }
+    }
+
+    /// Records a refusal that comes before or at authentication, then answers it. A 401 to
+    /// a source over its authentication-failure budget is recorded as such and answered
+    /// only after [`super::budget::HOLD`].
+    pub async fn refuse_unauthenticated(&self, peer: &Peer, mut rec: AuditRecord, resp: Response) -> Response {
+        let over = resp.status() == StatusCode::UNAUTHORIZED && self.failures.over(peer.addr.ip());
+        if over {
+            rec.reason.push_str(&format!(
+                "; the source is over its authentication-failure budget: answer held {} ms",
+                super::budget::HOLD.as_millis()
+            ));
+        }
+        let resp = record_then(&self.rt, rec, resp).await;
+        if over && resp.status() == StatusCode::UNAUTHORIZED {
+            self.failures.hold().await;
+        }
+        resp
     }
 
     /// Refusals that come before authentication and apply to every route that acts: a
@@ -161,7 +188,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
 
     // A browser page on another site must never drive the gateway; tokens only in headers.
     if let Some((rec, resp)) = st.pre_auth(req.headers(), req.uri().query(), &call) {
-        return record_then(rt, rec, resp).await;
+        return st.refuse_unauthenticated(&peer, rec, resp).await;
     }
 
     let limit = rt.env.max_body_bytes;
@@ -210,12 +237,8 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         Ok(a) => a,
         Err(e) => {
             let rec = deny(&call, e.reason_code(), e.audit_reason(), tool, args_digest_of(&parsed));
-            return record_then(
-                rt,
-                rec,
-                respond::unauthorized(&e, &rt.env.resource_metadata_url(), token_sent, &trace),
-            )
-            .await;
+            let resp = respond::unauthorized(&e, &rt.env.resource_metadata_url(), token_sent, &trace);
+            return st.refuse_unauthenticated(&peer, rec, resp).await;
         }
     };
 
@@ -294,9 +317,23 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         other => Some(other.to_string()),
     };
     let is_delete = parts.method == Method::DELETE;
-    let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(RequestCtx { auth, call });
-    let mut resp = next.run(req).await;
+    let rc = RequestCtx { auth, call };
+    let fast = match (&st.mcp_sessions, parsed) {
+        (Some(sessions), Some(Ok(body))) if parts.method == Method::POST => {
+            super::fast::try_serve(rt, sessions, &parts.headers, session_id.as_deref(), body, &rc)
+                .await
+                .ok()
+        }
+        _ => None,
+    };
+    let mut resp = match fast {
+        Some(resp) => resp,
+        None => {
+            let mut req = Request::from_parts(parts, Body::from(bytes));
+            req.extensions_mut().insert(rc);
+            next.run(req).await
+        }
+    };
 
     if let Ok(mut m) = st.sessions.lock() {
         match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {

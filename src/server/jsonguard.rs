@@ -2,11 +2,10 @@
 //! last, so `{"ip":"10.0.0.0/8","ip":"0.0.0.0/0"}` could mean different things to the gateway
 //! and the upstream), and the facts the guard needs for its own records (id, method, tool).
 
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Number, Value};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyError {
@@ -14,60 +13,72 @@ pub enum BodyError {
     DuplicateKey(String),
 }
 
-struct Check;
+/// Builds the `Value` and refuses a duplicate key in the same pass (the body is parsed once).
+struct Checked;
 
-impl<'de> DeserializeSeed<'de> for Check {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(Check)
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(Checked)
     }
 }
 
-impl<'de> Visitor<'de> for Check {
-    type Value = ();
+impl<'de> Visitor<'de> for Checked {
+    type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Check)?.is_some() {}
-        Ok(())
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = HashSet::new();
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element_seed(Checked)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            if out.contains_key(&key) {
                 let shown: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
                 return Err(serde::de::Error::custom(format!("\u{0}dup:{shown}")));
             }
-            map.next_value_seed(Check)?;
+            let value = map.next_value_seed(Checked)?;
+            out.insert(key, value);
         }
-        Ok(())
+        Ok(Value::Object(out))
     }
 }
 
-/// Checks a request body; `Ok` means it is one well-formed JSON value without duplicate keys.
+/// Checks a request body; `Ok` is the one well-formed JSON value it holds, without
+/// duplicate keys anywhere.
 pub fn check_body(bytes: &[u8]) -> Result<Value, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    match Check.deserialize(&mut de) {
-        Ok(()) => {}
+    let value = match Checked.deserialize(&mut de) {
+        Ok(v) => v,
         Err(e) => {
             let msg = e.to_string();
             return Err(match msg.split_once("\u{0}dup:") {
@@ -75,9 +86,9 @@ pub fn check_body(bytes: &[u8]) -> Result<Value, BodyError> {
                 None => BodyError::Syntax,
             });
         }
-    }
+    };
     de.end().map_err(|_| BodyError::Syntax)?;
-    serde_json::from_slice(bytes).map_err(|_| BodyError::Syntax)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -105,6 +116,14 @@ mod tests {
             if serde.is_err() {
                 prop_assert!(ours.is_err());
             }
+        }
+
+        /// Any JSON without duplicate keys (which printing a `Value` cannot produce) reads
+        /// back as exactly the value serde_json reads.
+        #[test]
+        fn reads_what_serde_reads(v in crate::canonical::strategies::json(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            prop_assert_eq!(check_body(text.as_bytes()), Ok(serde_json::from_str::<Value>(&text).unwrap()));
         }
     }
 }

@@ -5,7 +5,9 @@
 //! store or a contract without exactly one upstream tool stop the start (fail closed).
 
 pub mod api;
+mod budget;
 mod console;
+mod fast;
 pub mod http;
 pub mod jsonguard;
 pub mod listener;
@@ -249,9 +251,12 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .with_max_request_body_bytes(rt.env.max_body_bytes)
         .with_json_response(true)
         .with_cancellation_token(shutdown.child_token());
+    let sessions = Arc::new(LocalSessionManager::default());
     let mcp_service: StreamableHttpService<mcp::Gateway, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(gw.clone()), Default::default(), cfg);
-    let state = Arc::new(http::HttpState::new(rt.clone(), allowed_hosts(&rt.env, bound)));
+        StreamableHttpService::new(move || Ok(gw.clone()), sessions.clone(), cfg);
+    let mut state = http::HttpState::new(rt.clone(), allowed_hosts(&rt.env, bound));
+    state.mcp_sessions = Some(sessions);
+    let state = Arc::new(state);
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp_service)
         .layer(axum::middleware::from_fn_with_state(state.clone(), http::guard));

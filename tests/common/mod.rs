@@ -255,7 +255,24 @@ signing_key = "keys/{env}-audit.pem"
     }
 
     /// Every audit record of an environment, in order.
+    /// The log once it has settled: a call's outcome record is committed with the batch
+    /// after its (durable) allow record, so it may land just after the answer. Waits until
+    /// every `allowed` decision has its outcome (`executed` / `backend_error`), at most 10 s
+    /// (a store made unwritable mid-call never settles; the log is returned as it is).
     pub fn audit(&self, env: &str) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let recs = self.audit_now(env);
+            let count = |codes: &[&str]| recs.iter().filter(|r| codes.iter().any(|c| r["reason_code"] == *c)).count();
+            if count(&["allowed"]) == count(&["executed", "backend_error"]) || std::time::Instant::now() > deadline {
+                return recs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The log as it is this moment.
+    pub fn audit_now(&self, env: &str) -> Vec<Value> {
         let conn = rusqlite::Connection::open(self.audit_db(env)).unwrap();
         let mut stmt = conn.prepare("SELECT record FROM audit ORDER BY seq").unwrap();
         stmt.query_map([], |r| r.get::<_, String>(0))

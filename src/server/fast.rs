@@ -1,0 +1,159 @@
+//! The direct route for the two requests an agent repeats: `tools/call` and `tools/list` on
+//! a session rmcp has opened. They run through the same pipeline as through rmcp's handler
+//! (`mcp.rs`), but in the request's own task, without rmcp's per-session worker and
+//! per-request task hops, which cost more than the gateway's own checks (docs/BENCHMARKS.md).
+//!
+//! Only requests whose answer is one JSON message take this route; everything else goes to
+//! rmcp unchanged: `initialize`, notifications, other methods, a session rmcp does not know
+//! (404 there), a protocol version rmcp would refuse or that negotiates per request, missing
+//! `Accept`/`Content-Type` (406/415 there), a progress token or approval wait (notifications
+//! need rmcp's stream), and any contract that needs approval.
+//!
+//! INVARIANT: this route adds no decision of its own. Authentication, the body checks and the
+//! session owner were settled by the guard before it; the call goes to
+//! [`crate::pipeline::Runtime::call_tool`] like any other.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, ListToolsResult, MetaObject, ProtocolVersion, ServerJsonRpcMessage, ServerResult};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::mcp::RequestCtx;
+use super::respond;
+use crate::pipeline::Runtime;
+use crate::pipeline::approval::Wait;
+
+/// Protocol versions that keep sessions (before SEP-2567) and that rmcp accepts on a
+/// session request. A request naming another version goes to rmcp, which refuses it.
+fn legacy_session_version(headers: &HeaderMap) -> bool {
+    match headers.get("mcp-protocol-version") {
+        // rmcp reads an absent header as 2025-03-26.
+        None => true,
+        Some(v) => v
+            .to_str()
+            .is_ok_and(|v| v < ProtocolVersion::V_2026_07_28.as_str() && ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v)),
+    }
+}
+
+/// The media types a header lists, without parameters.
+fn media_types(value: Option<&HeaderValue>) -> impl Iterator<Item = &str> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+}
+
+/// What rmcp demands of every POST before it reads the body.
+fn headers_acceptable(headers: &HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for m in media_types(headers.get(header::ACCEPT)) {
+        json |= m.eq_ignore_ascii_case("application/json");
+        sse |= m.eq_ignore_ascii_case("text/event-stream");
+    }
+    let content_json = media_types(headers.get(header::CONTENT_TYPE))
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json"));
+    json && sse && content_json
+}
+
+/// Whether the body is one of the requests this route answers, by its shape alone.
+fn body_eligible(rt: &Runtime, body: &Value) -> bool {
+    let method = body.get("method").and_then(Value::as_str);
+    if body.get("id").is_none() || !matches!(method, Some("tools/call" | "tools/list")) {
+        return false;
+    }
+    if let Some(meta) = body.pointer("/params/_meta").and_then(Value::as_object)
+        && (meta.contains_key("progressToken")
+            || meta.contains_key("capgate/approval_wait")
+            || meta.keys().any(|k| k.starts_with("io.modelcontextprotocol/")))
+    {
+        return false;
+    }
+    // Approval flows may wait and report progress: rmcp's stream carries that.
+    let needs_approval = body
+        .pointer("/params/name")
+        .and_then(Value::as_str)
+        .and_then(|tool| rt.env.contracts.get(tool))
+        .is_some_and(|c| c.requires_approval);
+    method == Some("tools/list") || !needs_approval
+}
+
+/// Answers the request if it is this route's; otherwise hands the body back for rmcp.
+pub async fn try_serve(
+    rt: &Arc<Runtime>,
+    sessions: &LocalSessionManager,
+    headers: &HeaderMap,
+    session_id: Option<&str>,
+    body: Value,
+    rc: &RequestCtx,
+) -> Result<Response, Value> {
+    let Some(sid) = session_id else {
+        return Err(body);
+    };
+    if !headers_acceptable(headers) || !legacy_session_version(headers) || !body_eligible(rt, &body) {
+        return Err(body);
+    }
+    if !sessions.has_session(&Arc::from(sid)).await.unwrap_or(false) {
+        return Err(body);
+    }
+    // rmcp's own reading of the message: the same rules for ids and params as its route.
+    let Ok(ClientJsonRpcMessage::Request(request)) = ClientJsonRpcMessage::deserialize(&body) else {
+        return Err(body);
+    };
+    let id = request.id;
+    let trace = rc.call.trace.clone();
+    let mut call = rc.call.clone();
+    call.request_id = Some(id.to_string());
+    let message = match request.request {
+        ClientRequest::ListToolsRequest(_) => {
+            let mut result = ListToolsResult::with_all_items(rt.list_tools(&rc.auth));
+            let mut meta = MetaObject::default();
+            meta.0.insert("capgate/trace_id".into(), Value::String(trace.as_str().to_string()));
+            result.meta = Some(meta);
+            let mut result = ServerResult::ListToolsResult(result);
+            result.strip_result_type_for_legacy_peer();
+            ServerJsonRpcMessage::response(result, id)
+        }
+        ClientRequest::CallToolRequest(req) => {
+            let (rt, auth) = (rt.clone(), rc.auth.clone());
+            // Its own task: a client that disconnects must not cut a call short between its
+            // allow record and its outcome record.
+            let done = tokio::spawn(async move {
+                let p = req.params;
+                rt.call_tool(&auth, &call, &p.name, p.arguments, Wait::default()).await
+            })
+            .await;
+            match done {
+                Ok(Ok(r)) => {
+                    let mut result = ServerResult::CallToolResult(r);
+                    result.strip_result_type_for_legacy_peer();
+                    result.strip_non_object_output_for_legacy_peer();
+                    ServerJsonRpcMessage::response(result, id)
+                }
+                Ok(Err(refusal)) => ServerJsonRpcMessage::error(respond::refusal_to_error(refusal, &trace), Some(id)),
+                Err(e) => {
+                    tracing::error!(trace_id = %trace.as_str(), "tool call task failed: {e}");
+                    let r = crate::pipeline::unavailable(
+                        crate::decision::ReasonCode::AuditUnavailable,
+                        "the call could not be completed; see the audit record",
+                    );
+                    ServerJsonRpcMessage::error(respond::refusal_to_error(r, &trace), Some(id))
+                }
+            }
+        }
+        _ => return Err(body),
+    };
+    let bytes = serde_json::to_vec(&message).unwrap_or_default();
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
