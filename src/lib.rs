@@ -12,6 +12,7 @@ pub mod decision;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod secret;

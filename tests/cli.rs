@@ -139,6 +139,11 @@ fn check_refuses_each_unsafe_configuration() {
             "shares its name",
         ),
         (
+            "unreadable failure budget",
+            Box::new(|f| rewrite(f, "name = \"stage\"", "name = \"stage\"\nauth_failure_limit = \"lots\"")),
+            "`auth_failure_limit = \"lots\"`: write a rate such as `\"50/s\"`, or `\"none\"`",
+        ),
+        (
             "typo in a key",
             Box::new(|f| rewrite(f, "approver_roles", "aprover_roles")),
             "unknown field `aprover_roles`",

@@ -553,6 +553,18 @@ async fn an_upstream_result_that_holds_a_backend_credential_is_withheld() {
     assert_eq!(recs[1]["reason_code"], "backend_error");
     assert!(!serde_json::to_string(&recs).unwrap().contains("upstream-secret-dev"));
     assert_eq!(f.calls("dev").len(), 1, "it did run: withholding is about the answer");
+
+    // The upstream fails with the credential in its error message: the agent sees a tool
+    // error without it, and the outcome record names the failure without it.
+    let r = mcp.call("leaky_diagnostics", json!({"fail": true})).await;
+    assert_eq!(r.body["result"]["isError"], json!(true), "{}", r.text);
+    assert!(!r.text.contains("upstream-secret-dev"), "{}", r.text);
+    let recs = f.audit_for_trace("dev", &r.trace());
+    assert_eq!(recs[1]["reason_code"], "backend_error", "{recs:#?}");
+    let recorded = serde_json::to_string(&recs).unwrap();
+    assert!(!recorded.contains("upstream-secret-dev"), "{recorded}");
+    assert!(recorded.contains("withheld"), "{recorded}");
+    assert_eq!(f.calls("dev").len(), 2);
 }
 
 #[tokio::test]
@@ -639,4 +651,53 @@ async fn mutated_requests_never_crash_the_server_nor_execute_anything() {
     assert_eq!(get(format!("{}/healthz", gw.base("dev"))).await.status(), 200);
     assert!(f.calls("dev").is_empty(), "a mutated request executed: {:?}", f.calls("dev"));
     assert!(statuses.len() > 1, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_source_over_its_failure_budget_is_still_refused_and_recorded_and_its_valid_calls_run() {
+    let f = Fixture::new("");
+    // A long window: which request is over the budget depends on counting, not on timing.
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(
+        f.config(),
+        text.replacen("name = \"dev\"", "name = \"dev\"\nauth_failure_limit = \"3/min\"", 1),
+    )
+    .unwrap();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let good = f.token("dev", "alice", &["oncall"]);
+    let mut alice = Mcp::open(gw.url("dev"), &good).await;
+    let mut bad = Mcp::new(gw.url("dev"), Some(f.token("stage", "mallory", &["oncall"])));
+    let mut traces = Vec::new();
+    for _ in 0..5 {
+        let r = bad.call("create_ticket", json!({"title": "x", "severity": "low"})).await;
+        assert_eq!(r.status, 401, "{}", r.text);
+        assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
+        traces.push(r.trace());
+    }
+    // Every refusal has its record; the first three are plain, the rest say they were held.
+    let held: Vec<bool> = traces
+        .iter()
+        .map(|t| {
+            let recs = f.audit_for_trace("dev", t);
+            assert_eq!(recs.len(), 1, "{recs:#?}");
+            assert_eq!(recs[0]["decision"], "deny");
+            assert_eq!(recs[0]["reason_code"], "token_invalid");
+            recs[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("over its authentication-failure budget")
+        })
+        .collect();
+    assert_eq!(held, [false, false, false, true, true]);
+    // The same address with a valid token is not refused, not held, and its call runs.
+    let r = alice.call("create_ticket", json!({"title": "x", "severity": "low"})).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    assert_eq!(f.calls("dev").len(), 1, "only the authenticated call ran");
+    // Other environments keep their own budgets.
+    let mut stage = Mcp::new(gw.url("stage"), Some(f.token("dev", "mallory", &["oncall"])));
+    let r = stage.call("create_ticket", json!({"title": "x", "severity": "low"})).await;
+    assert_eq!(r.status, 401);
+    let recs = f.audit_for_trace("stage", &r.trace());
+    assert!(!recs[0]["reason"].as_str().unwrap().contains("budget"), "{recs:#?}");
+    assert!(f.calls("stage").is_empty());
 }

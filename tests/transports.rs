@@ -239,3 +239,57 @@ async fn jwks_over_http_is_refetched_when_a_rotated_kid_appears() {
     }
     assert_eq!(*fetches.lock().unwrap(), before + 1, "unknown kids must not hammer the IdP");
 }
+
+/// Starts the demo upstream over streamable HTTP on `addr`; returns it and its URL.
+fn http_upstream(state: &std::path::Path, addr: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard(
+        Command::new(bin())
+            .args(["upstream-demo", "--http", addr, "--state"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = line.rsplit(' ').next().unwrap().to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retried() {
+    let state = tempfile::tempdir().unwrap();
+    let (upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
+    let f = Fixture::build(
+        "",
+        &Options {
+            stage_upstream: Some(block),
+            ..Default::default()
+        },
+    );
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mut mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
+    let calls = || -> usize {
+        std::fs::read_to_string(state.path().join("calls.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let ok = |r: &Reply| r.body["result"]["isError"] == json!(false);
+    let r = mcp.call("list_tickets", json!({})).await;
+    assert!(ok(&r), "{}", r.text);
+    assert_eq!(calls(), 1);
+
+    // A new upstream process on the same address knows nothing of the gateway's session.
+    drop(upstream);
+    let (_upstream, _) = http_upstream(state.path(), &addr);
+    let first = mcp.call("list_tickets", json!({})).await;
+    let second = mcp.call("list_tickets", json!({})).await;
+    // The call that met the forgotten session failed as a tool error, and was not retried
+    // behind the caller's back; the next call opened a new session and ran.
+    assert_eq!(first.body["result"]["isError"], json!(true), "{}", first.text);
+    assert!(ok(&second), "{}", second.text);
+    assert_eq!(calls(), 2, "exactly the one call that succeeded reached the upstream");
+    let recs = f.audit_for_trace("stage", &first.trace());
+    assert_eq!(recs.last().unwrap()["reason_code"], "backend_error", "{recs:#?}");
+}

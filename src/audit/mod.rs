@@ -5,7 +5,8 @@
 //! (SQLite WAL, `synchronous=FULL`); an error means "not recorded", and the caller refuses.
 //! [`AuditLog::enqueue`] is for the one record that follows an action rather than permits
 //! it (a call's outcome): it is queued behind the call's durable decision record and
-//! committed with the next batch, and the answer does not wait for its fsync.
+//! committed with the next batch that somebody waits for (at most [`LINGER`] later), and the
+//! answer does not wait for its fsync.
 //! Concurrent appends are committed together by one writer thread (group commit): whatever
 //! is queued when a transaction starts, up to [`MAX_BATCH`], goes into it, so durability
 //! costs one fsync per batch, not per call.
@@ -26,6 +27,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+use crate::metrics::Histogram;
 
 pub use checkpoint::{Checkpoint, Sink};
 pub use record::{ApprovalRef, AuditRecord, ClientRef, Outcome, PrincipalRef};
@@ -78,15 +81,12 @@ pub trait AuditStore: Send + 'static {
 
 /// Where the outcome of one entry goes; `None` for a queued record nobody waits on.
 type Waiter = Option<oneshot::Sender<Result<Done, AuditError>>>;
+/// An entry taken off the queue, with where its outcome goes and when it was submitted.
+type Queued = (Entry, (Waiter, Instant));
 
 enum Msg {
-    Append {
-        entry: Entry,
-        done: Waiter,
-    },
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
+    Append { entry: Entry, done: Waiter, queued: Instant },
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// Counters for the group-commit figures (records per fsync) reported in metrics.
@@ -95,6 +95,11 @@ pub struct AuditStats {
     pub records: AtomicU64,
     pub commits: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// How long each durable transaction took, begin to fsync'd commit.
+    pub commit_seconds: Histogram,
+    /// How long an awaited append took from submission to durable: what an allowed call
+    /// waits before it is forwarded (queueing behind the current commit included).
+    pub wait_seconds: Histogram,
 }
 
 /// Handle to one environment's audit log. Cloning shares the one writer.
@@ -107,6 +112,9 @@ pub struct AuditLog {
 
 /// Most records one transaction takes; bounds the latency of the first in a batch.
 pub const MAX_BATCH: usize = 512;
+/// Longest a queued record nobody waits for stays uncommitted, waiting for an awaited
+/// entry to share its fsync.
+pub const LINGER: Duration = Duration::from_millis(5);
 /// Queue depth before `append` waits: back-pressure instead of unbounded memory.
 const QUEUE: usize = 4096;
 
@@ -126,17 +134,27 @@ struct Writer {
 }
 
 impl Writer {
+    /// Takes what is queued into transactions. A batch holding an entry somebody waits for
+    /// is committed at once; one holding only queued records (outcomes) lingers up to
+    /// [`LINGER`] for such an entry to carry it, so that it costs no fsync of its own.
+    /// Order is kept either way: nothing is committed before what was queued ahead of it.
     fn run(mut self, rx: Receiver<Msg>) {
         let mut next_checkpoint = Instant::now() + self.policy.interval;
+        let mut pending: Vec<Queued> = Vec::new();
+        let mut linger_until: Option<Instant> = None;
         loop {
-            let wait = next_checkpoint.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Msg::Append { entry, done }) => {
-                    let mut batch = vec![(entry, done)];
+            let until = linger_until.map_or(next_checkpoint, |l| l.min(next_checkpoint));
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(Msg::Append { entry, done, queued }) => {
+                    let mut awaited = done.is_some();
+                    pending.push((entry, (done, queued)));
                     let mut shutdown = None;
-                    while batch.len() < MAX_BATCH {
+                    while pending.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(Msg::Append { entry, done }) => batch.push((entry, done)),
+                            Ok(Msg::Append { entry, done, queued }) => {
+                                awaited |= done.is_some();
+                                pending.push((entry, (done, queued)));
+                            }
                             Ok(Msg::Shutdown { done }) => {
                                 shutdown = Some(done);
                                 break;
@@ -144,7 +162,12 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit(batch);
+                    if awaited || shutdown.is_some() || pending.len() >= MAX_BATCH {
+                        self.commit(std::mem::take(&mut pending));
+                        linger_until = None;
+                    } else if linger_until.is_none() {
+                        linger_until = Some(Instant::now() + LINGER);
+                    }
                     if let Some(done) = shutdown {
                         self.checkpoint();
                         let _ = done.send(());
@@ -152,15 +175,25 @@ impl Writer {
                     }
                 }
                 Ok(Msg::Shutdown { done }) => {
+                    self.flush(&mut pending);
                     self.checkpoint();
                     let _ = done.send(());
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint();
-                    next_checkpoint = Instant::now() + self.policy.interval;
+                    if linger_until.is_some_and(|l| Instant::now() >= l) {
+                        self.flush(&mut pending);
+                        linger_until = None;
+                    }
+                    if Instant::now() >= next_checkpoint {
+                        self.flush(&mut pending);
+                        linger_until = None;
+                        self.checkpoint();
+                        next_checkpoint = Instant::now() + self.policy.interval;
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    self.flush(&mut pending);
                     self.checkpoint();
                     return;
                 }
@@ -168,17 +201,27 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<(Entry, Waiter)>) {
+    fn flush(&mut self, pending: &mut Vec<Queued>) {
+        if !pending.is_empty() {
+            self.commit(std::mem::take(pending));
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Queued>) {
         let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        match self.store.commit(entries) {
+        let started = Instant::now();
+        let committed = self.store.commit(entries);
+        self.stats.commit_seconds.observe(started.elapsed());
+        match committed {
             Ok(c) => {
                 self.healthy.store(true, Ordering::Relaxed);
                 if c.records > 0 {
                     self.stats.records.fetch_add(c.records as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 }
-                for (done, result) in waiters.into_iter().zip(c.results) {
+                for ((done, queued), result) in waiters.into_iter().zip(c.results) {
                     if let Some(done) = done {
+                        self.stats.wait_seconds.observe(queued.elapsed());
                         let _ = done.send(Ok(result));
                     }
                 }
@@ -186,7 +229,7 @@ impl Writer {
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!("audit write failed; refusing the calls it carried: {e:?}");
-                for done in waiters.into_iter().flatten() {
+                for done in waiters.into_iter().filter_map(|(done, _)| done) {
                     let _ = done.send(Err(unavailable(format!("{e:?}"))));
                 }
             }
@@ -273,13 +316,19 @@ impl AuditLog {
         self.send(Msg::Append {
             entry: Entry::Record(Box::new(record)),
             done: None,
+            queued: Instant::now(),
         })
         .await
     }
 
     async fn submit(&self, entry: Entry) -> Result<Done, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(Msg::Append { entry, done: Some(done) }).await?;
+        self.send(Msg::Append {
+            entry,
+            done: Some(done),
+            queued: Instant::now(),
+        })
+        .await?;
         wait.await.map_err(|_| unavailable("the audit writer stopped"))?
     }
 

@@ -152,6 +152,19 @@ impl AuditRecord {
     pub fn compute_hash(&self) -> String {
         crate::canonical::digest_of(&self.body())
     }
+
+    /// Sets `hash` and returns the text to store: the canonical body with `hash` appended,
+    /// so that a record is serialized once to be both hashed and stored.
+    pub fn seal(&mut self) -> String {
+        let mut text = self.canonical_body();
+        self.hash = crate::canonical::sha256_hex(text.as_bytes());
+        // The body is a JSON object with at least one key; its last byte is its `}`.
+        text.pop();
+        text.push_str(",\"hash\":\"");
+        text.push_str(&self.hash);
+        text.push_str("\"}");
+        text
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +216,14 @@ pub(crate) mod tests {
             // And a stored record reads back to the same hash.
             let back: AuditRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
             prop_assert_eq!(back.compute_hash(), r.compute_hash());
+            // Sealing stores exactly the record, with the model's hash.
+            let mut sealed = r.clone();
+            let stored = sealed.seal();
+            prop_assert_eq!(&sealed.hash, &crate::canonical::sha256_hex(model.as_bytes()));
+            let read: AuditRecord = serde_json::from_str(&stored).unwrap();
+            // As JSON: `Some(null)` and `None` are one value on the wire.
+            prop_assert_eq!(serde_json::to_value(&read).unwrap(), serde_json::to_value(&sealed).unwrap());
+            prop_assert_eq!(read.compute_hash(), sealed.hash.clone());
         }
     }
 }

@@ -384,8 +384,7 @@ impl approval::Table for Chain<'_> {
         r.seq = self.seq;
         r.env = self.env.to_string();
         r.prev_hash.clone_from(&self.prev);
-        r.hash = r.compute_hash();
-        let json = serde_json::to_string(&r).map_err(unavailable)?;
+        let json = r.seal();
         self.tx
             .prepare_cached(
                 "INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, approval_id)

@@ -42,7 +42,12 @@ fn err(detail: impl std::fmt::Display, closed: bool) -> SessionError {
 
 impl From<StreamableHttpError<reqwest::Error>> for SessionError {
     fn from(e: StreamableHttpError<reqwest::Error>) -> Self {
-        let closed = matches!(e, StreamableHttpError::SessionExpired);
+        // The server forgot the session, or the connection failed (a restarted server
+        // forgets it too): the next request opens a new session rather than try the old one.
+        let closed = matches!(
+            e,
+            StreamableHttpError::SessionExpired | StreamableHttpError::Client(_) | StreamableHttpError::Io(_)
+        );
         err(e, closed)
     }
 }

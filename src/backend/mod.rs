@@ -45,6 +45,9 @@ impl BackendError {
 
 type Service = RunningService<RoleClient, ()>;
 
+/// What an error detail becomes when it held a backend credential.
+const WITHHELD: &str = "(the upstream's error text held a backend credential and was withheld)";
+
 /// One live connection to an upstream.
 enum Client {
     /// A stdio child, or an HTTP server past the protocol versions [`direct::HttpSession`]
@@ -87,6 +90,22 @@ impl UpstreamClient {
             .iter()
             .chain(self.cfg.headers.iter())
             .any(|(_, v)| v.expose().len() >= 8 && text.contains(v.expose().as_str()))
+    }
+
+    /// An upstream's own error text goes to the audit record; one that carries a credential
+    /// of this upstream is replaced, never recorded.
+    pub fn scrub(&self, e: BackendError) -> BackendError {
+        match e {
+            BackendError::Unavailable { upstream, detail } if self.leaks_credential(&detail) => BackendError::Unavailable {
+                upstream,
+                detail: WITHHELD.into(),
+            },
+            BackendError::Failed { upstream, detail } if self.leaks_credential(&detail) => BackendError::Failed {
+                upstream,
+                detail: WITHHELD.into(),
+            },
+            other => other,
+        }
     }
 
     fn unavailable(&self, detail: impl std::fmt::Display) -> BackendError {

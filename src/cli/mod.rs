@@ -263,7 +263,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .global_queue_interval(8)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("capgate: cannot start the runtime: {e}");

@@ -26,7 +26,8 @@ pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> Forwarded {
             let r = route
                 .upstream
                 .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
-                .await;
+                .await
+                .map_err(|e| route.upstream.scrub(e));
             r.and_then(|ok| {
                 // One canonical text serves the credential check and the digest.
                 let text = serde_json::to_value(&ok).map(|v| v.to_string()).unwrap_or_default();

@@ -46,6 +46,8 @@ pub struct HttpState {
     pub mcp_sessions: Option<Arc<LocalSessionManager>>,
     /// Authentication failures per source (`budget.rs`).
     failures: FailureBudget,
+    /// Time from a `tools/call`'s arrival (headers read) to its answer being ready.
+    pub call_seconds: crate::metrics::Histogram,
 }
 
 impl HttpState {
@@ -61,6 +63,7 @@ impl HttpState {
             origins,
             mcp_sessions: None,
             failures: FailureBudget::new(rt.env.auth_failure_limit),
+            call_seconds: Default::default(),
             rt,
         }
     }
@@ -167,6 +170,7 @@ fn args_digest_of(parsed: &Option<Result<Value, BodyError>>) -> Option<String> {
 
 pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
     let rt = &st.rt;
+    let arrived = Instant::now();
     let trace = TraceId::from_traceparent_or_new(header_str(&req, "traceparent"));
     let client = ClientRef {
         addr: Some(peer.addr.to_string()),
@@ -317,6 +321,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         other => Some(other.to_string()),
     };
     let is_delete = parts.method == Method::DELETE;
+    let is_call = tool.is_some();
     let rc = RequestCtx { auth, call };
     let fast = match (&st.mcp_sessions, parsed) {
         (Some(sessions), Some(Ok(body))) if parts.method == Method::POST => {
@@ -348,6 +353,9 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             }
             _ => {}
         }
+    }
+    if is_call {
+        st.call_seconds.observe(arrived.elapsed());
     }
     // rmcp answers a session DELETE with 202; the official SDKs expect 200 or 204.
     if is_delete && resp.status() == StatusCode::ACCEPTED {

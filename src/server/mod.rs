@@ -231,8 +231,9 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
+    let rt = &st.rt;
     let s = &rt.audit.stats;
     let body = format!(
         "# HELP capgate_audit_checkpoints_total Signed checkpoints written.\n# TYPE capgate_audit_checkpoints_total counter\ncapgate_audit_checkpoints_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_records_total Audit records durably written.\n# TYPE capgate_audit_records_total counter\ncapgate_audit_records_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_commits_total Audit transactions (fsyncs).\n# TYPE capgate_audit_commits_total counter\ncapgate_audit_commits_total{{env=\"{e}\"}} {}\n",
@@ -240,7 +241,14 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
         s.records.load(Relaxed),
         s.commits.load(Relaxed),
         e = rt.env.name
-    );
+    ) + "# HELP capgate_audit_commit_seconds Time from the start of an audit transaction to its fsync'd commit.\n# TYPE capgate_audit_commit_seconds histogram\n"
+        + &s.commit_seconds
+            .render("capgate_audit_commit_seconds", &format!("env=\"{}\"", rt.env.name))
+        + "# HELP capgate_audit_wait_seconds Time an awaited audit append took from submission to durable.\n# TYPE capgate_audit_wait_seconds histogram\n"
+        + &s.wait_seconds
+            .render("capgate_audit_wait_seconds", &format!("env=\"{}\"", rt.env.name))
+        + "# HELP capgate_call_seconds Time from a tools/call's arrival to its answer (a call waiting for an approval included).\n# TYPE capgate_call_seconds histogram\n"
+        + &st.call_seconds.render("capgate_call_seconds", &format!("env=\"{}\"", rt.env.name));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -267,14 +275,14 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .route("/api/approvals/{id}/approve", axum::routing::post(api::approve))
         .route("/api/approvals/{id}/deny", axum::routing::post(api::deny))
         .layer(axum::middleware::from_fn_with_state(state.clone(), api::guard))
-        .with_state(state);
+        .with_state(state.clone());
     Router::new()
         .route("/.well-known/oauth-protected-resource", get(metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(rt)
+        .route("/metrics", get(metrics).with_state(state))
         .merge(console::routes())
         .merge(api_routes)
         .merge(mcp_routes)

@@ -80,7 +80,7 @@ tool = "leaky_diagnostics"
 description = "An upstream tool that echoes its credential: the gateway must withhold the result"
 allowed_roles = ["oncall"]
 side_effects = "read"
-arg_schema = {}
+arg_schema = { fail = "bool?" }
 
 [[contract]]
 tool = "run_report"
