@@ -299,6 +299,27 @@ fn pct(a: f64, b: f64) -> String {
     format!("{:.0}%", a / b.max(1.0) * 100.0)
 }
 
+/// The direct, null-gateway and capgate rows of one scenario: `first` is the row's leading
+/// cells (e.g. `| 64 `); `cpu` adds the CPU µs/call column.
+fn three_rows(out: &mut Out, first: &str, d: &Stats, n: &Stats, g: &Stats, cpu: bool) {
+    let cpu_of = |s: &Stats| if cpu { format!(" {:.0} |", s.cpu_us) } else { String::new() };
+    let blank = if cpu { " |" } else { "" };
+    out.line(&format!("{first}| direct | {} |{blank} | |", fmt(d)));
+    out.line(&format!(
+        "{first}| null gateway | {} |{} {} | |",
+        fmt(n),
+        if cpu && n.cpu_us > 0.0 { cpu_of(n) } else { blank.to_string() },
+        pct(n.rps(), d.rps())
+    ));
+    out.line(&format!(
+        "{first}| capgate | {} |{} {} | {} |",
+        fmt(g),
+        cpu_of(g),
+        pct(g.rps(), d.rps()),
+        pct(g.rps(), n.rps())
+    ));
+}
+
 /// A closed-loop measurement, with the CPU time `pid` spent per answered request.
 async fn closed(
     http: &reqwest::Client,
@@ -345,20 +366,7 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
             gw64 = g.rps();
             cpu_allowed64 = g.cpu_us;
         }
-        out.line(&format!("| {clients} | direct | {} | | | |", fmt(&d)));
-        out.line(&format!(
-            "| {clients} | null gateway | {} | {:.0} | {} | |",
-            fmt(&n),
-            n.cpu_us,
-            pct(n.rps(), d.rps())
-        ));
-        out.line(&format!(
-            "| {clients} | capgate | {} | {:.0} | {} | {} |",
-            fmt(&g),
-            g.cpu_us,
-            pct(g.rps(), d.rps()),
-            pct(g.rps(), n.rps())
-        ));
+        three_rows(&mut out, &format!("| {clients} "), &d, &n, &g, true);
         out.json.push(json!({"scenario": "allowed", "clients": clients, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g), "ratio_direct": g.rps() / d.rps().max(1.0), "ratio_null": g.rps() / n.rps().max(1.0)}));
         if g.wrong > 0 || d.wrong > 0 || n.wrong > 0 {
             out.line(&format!(
@@ -433,7 +441,11 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
             if held {
                 "answers held 250 ms by design".to_string()
             } else {
-                format!("{:.2}x the calls/s, {} of the CPU", s.rps() / gw64.max(1.0), pct(s.cpu_us, cpu_allowed64))
+                format!(
+                    "{:.2}x the calls/s, {} of the CPU",
+                    s.rps() / gw64.max(1.0),
+                    pct(s.cpu_us, cpu_allowed64)
+                )
             }
         ));
         out.json.push(json!({"scenario": "denied", "name": name, "clients": 64, "gateway": stats_json(s), "allowed_rps": gw64, "allowed_cpu_us": cpu_allowed64}));
@@ -468,15 +480,7 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let d = closed(&http, &w.direct(), &big, 16, dur, Expect::Ok, None).await;
     let n = closed(&http, &w.null(), &big, 16, dur, Expect::Ok, None).await;
     let g = closed(&http, &w.gateway(), &big, 16, dur, Expect::Ok, gw_pid).await;
-    out.line(&format!("| direct | {} | | | |", fmt(&d)));
-    out.line(&format!("| null gateway | {} | | {} | |", fmt(&n), pct(n.rps(), d.rps())));
-    out.line(&format!(
-        "| capgate | {} | {:.0} | {} | {} |",
-        fmt(&g),
-        g.cpu_us,
-        pct(g.rps(), d.rps()),
-        pct(g.rps(), n.rps())
-    ));
+    three_rows(&mut out, "", &d, &n, &g, true);
     out.json
         .push(json!({"scenario": "arg_64k", "clients": 16, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g)}));
 
@@ -507,7 +511,10 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     out.line("| authenticated (16 clients) | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | lost to the flood |");
     out.line("|---|---:|---:|---:|---:|---:|---:|");
     let mut floods = Vec::new();
-    for (label, open_rate) in [("64 closed-loop flooders", None), ("an open-loop flood of 5000 requests/s", Some(5000.0))] {
+    for (label, open_rate) in [
+        ("64 closed-loop flooders", None),
+        ("an open-loop flood of 5000 requests/s", Some(5000.0)),
+    ] {
         let mut pairs = Vec::new();
         for _ in 0..3 {
             let alone = load::closed(&http, &w.gateway(), echo.clone(), 16, dur, Expect::Ok).await;
@@ -561,14 +568,7 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
         let d = closed(&http, &w.direct(), body, clients, dur, Expect::Ok, None).await;
         let n = closed(&http, &w.null(), body, clients, dur, Expect::Ok, None).await;
         let g = closed(&http, &w.gateway(), body, clients, dur, Expect::Ok, None).await;
-        out.line(&format!("| {name} | direct | {} | | |", fmt(&d)));
-        out.line(&format!("| {name} | null gateway | {} | {} | |", fmt(&n), pct(n.rps(), d.rps())));
-        out.line(&format!(
-            "| {name} | capgate | {} | {} | {} |",
-            fmt(&g),
-            pct(g.rps(), d.rps()),
-            pct(g.rps(), n.rps())
-        ));
+        three_rows(&mut out, &format!("| {name} "), &d, &n, &g, false);
         rows.push(json!({"name": name, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g)}));
     }
     out.json.push(json!({"scenario": "contracts_1000", "rows": rows}));

@@ -420,6 +420,21 @@ async fn hostile_origin_oversized_body_and_foreign_session_are_refused() {
     assert_eq!(ok.status, 200);
     assert_eq!(f.calls("dev").len(), 1);
 
+    // DNS rebinding: a name this listener does not serve, on an open session, is refused and
+    // recorded whichever route would have served the call; names compare case-insensitively.
+    let port = gw.url("dev").rsplit(':').next().unwrap().split('/').next().unwrap().to_string();
+    let r = alice.send(body.clone(), &[("host", &format!("evil.example:{port}"))]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let rec = &f.audit_for_trace("dev", &r.trace())[0];
+    assert_eq!(
+        (rec["decision"].as_str(), rec["reason_code"].as_str()),
+        (Some("deny"), Some("origin_refused"))
+    );
+    assert_eq!(f.calls("dev").len(), 1, "a rebinding request ran");
+    let ok = alice.send(body.clone(), &[("host", &format!("LOCALHOST:{port}"))]).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(f.calls("dev").len(), 2);
+
     let huge = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "create_ticket", "arguments": {"title": "x".repeat(70_000), "severity": "low"}}}).to_string();
     let r = alice.send(huge, &[]).await;
     assert_eq!(r.status, 413);
@@ -439,7 +454,7 @@ async fn hostile_origin_oversized_body_and_foreign_session_are_refused() {
     let r = alice.send("{\"jsonrpc\":".into(), &[]).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.error_code(), Some(-32700));
-    assert_eq!(f.calls("dev").len(), 1);
+    assert_eq!(f.calls("dev").len(), 2);
 }
 
 #[tokio::test]

@@ -130,16 +130,7 @@ fn stdio_refuses_to_start_without_a_valid_token_and_refuses_duplicate_keys() {
 #[tokio::test]
 async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never_does() {
     let state = tempfile::tempdir().unwrap();
-    let mut upstream = ChildGuard(
-        Command::new(bin())
-            .args(["upstream-demo", "--http", "127.0.0.1:0", "--state"])
-            .arg(state.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let line = BufReader::new(upstream.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let url = line.rsplit(' ').next().unwrap().to_string();
+    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
     let secret_file = state.path().join("web-credential");
     std::fs::write(&secret_file, "http-upstream-secret-value\n").unwrap();
     let block = format!(

@@ -56,7 +56,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             user_agent: user_agent.map(|u| clean(&u, 256)),
         },
     };
-    if !st.hosts.contains(&host) {
+    if !st.host_allowed(Some(&host)) {
         let rec = base_record(
             rt,
             &call,

@@ -86,6 +86,19 @@ impl HttpState {
         resp
     }
 
+    /// Whether this listener answers to `host` (a `Host` header): DNS-rebinding defence.
+    /// Compared as rmcp compares it (case-insensitive name, IPv6 brackets ignored, and the
+    /// port only where the allowed entry names one), so both routes agree.
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some((name, port)) = host.and_then(authority) else {
+            return false;
+        };
+        self.hosts
+            .iter()
+            .filter_map(|a| authority(a))
+            .any(|(a_name, a_port)| a_name == name && a_port.is_none_or(|p| port == Some(p)))
+    }
+
     /// Refusals that come before authentication and apply to every route that acts: a
     /// foreign `Origin` (403) and a token in the query string (401). The record is written
     /// by the caller before answering.
@@ -120,6 +133,13 @@ impl HttpState {
         }
         None
     }
+}
+
+/// A `host[:port]` authority, its name lowercased and without IPv6 brackets.
+fn authority(s: &str) -> Option<(String, Option<u16>)> {
+    let a = http::uri::Authority::try_from(s.trim()).ok()?;
+    let name = a.host().trim_matches(['[', ']']).to_ascii_lowercase();
+    (!name.is_empty()).then_some((name, a.port_u16()))
 }
 
 fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -193,6 +213,24 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     // A browser page on another site must never drive the gateway; tokens only in headers.
     if let Some((rec, resp)) = st.pre_auth(req.headers(), req.uri().query(), &call) {
         return st.refuse_unauthenticated(&peer, rec, resp).await;
+    }
+    // DNS rebinding: a name this listener does not serve. Checked here (and recorded) for
+    // both routes; rmcp's own check stays behind it.
+    if !st.host_allowed(header_str(&req, "host")) {
+        let shown = header_str(&req, "host").map(|h| clean(h, 128)).unwrap_or_default();
+        let rec = deny(
+            &call,
+            ReasonCode::OriginRefused,
+            format!("Host `{shown}` is not served by this listener"),
+            None,
+            None,
+        );
+        let resp = respond::json_response(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "forbidden", "error_description": "this Host is not served here", "trace_id": trace.as_str()}),
+            &trace,
+        );
+        return record_then(rt, rec, resp).await;
     }
 
     let limit = rt.env.max_body_bytes;
