@@ -136,13 +136,7 @@ async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never
     let block = format!(
         "[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\nheaders = {{ x-demo-credential = {{ file = {secret_file:?} }} }}\n"
     );
-    let f = Fixture::build(
-        "",
-        &Options {
-            stage_upstream: Some(block),
-            ..Default::default()
-        },
-    );
+    let f = with_stage_upstream(block);
     let gw = Gateway::start(&f.config(), &ENVS);
 
     // A real MCP client (rmcp) with a bearer token, through the gateway.
@@ -231,6 +225,18 @@ async fn jwks_over_http_is_refetched_when_a_rotated_kid_appears() {
     assert_eq!(*fetches.lock().unwrap(), before + 1, "unknown kids must not hammer the IdP");
 }
 
+/// The usual fixture, with `block` (an `[[upstream]]` table) as the stage environment's
+/// upstream.
+fn with_stage_upstream(block: String) -> Fixture {
+    Fixture::build(
+        "",
+        &Options {
+            stage_upstream: Some(block),
+            ..Default::default()
+        },
+    )
+}
+
 /// Starts the demo upstream over streamable HTTP on `addr`; returns it and its URL.
 fn http_upstream(state: &std::path::Path, addr: &str) -> (ChildGuard, String) {
     let mut child = ChildGuard(
@@ -252,13 +258,7 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
     let (upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
     let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
     let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
-    let f = Fixture::build(
-        "",
-        &Options {
-            stage_upstream: Some(block),
-            ..Default::default()
-        },
-    );
+    let f = with_stage_upstream(block);
     let gw = Gateway::start(&f.config(), &ENVS);
     let mut mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
     let calls = || -> usize {
