@@ -277,6 +277,51 @@ async fn an_untouched_log_verifies_and_every_kind_of_tampering_is_named() {
 }
 
 #[tokio::test]
+async fn a_store_written_before_the_approval_column_still_verifies_and_exports() {
+    let f = Fixture::new("");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    traffic(&f, &gw).await;
+    assert!(gw.terminate().success());
+    let approval_rows = |c: &Connection| -> i64 {
+        c.query_row(
+            "SELECT COUNT(*) FROM audit WHERE json_extract(record, '$.approval.id') IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        approval_rows(&Connection::open(f.audit_db("dev")).unwrap()) > 0,
+        "the traffic holds approval records"
+    );
+    // The schema of stores written before `approval_id`: no column, a full trace index.
+    // Readers open stores read-only, so they meet this schema as it is.
+    let (code, out) = verify_copy(
+        &f,
+        |c| {
+            c.execute_batch(
+                "DROP INDEX audit_approval; ALTER TABLE audit DROP COLUMN approval_id; CREATE INDEX audit_trace ON audit(trace_id);",
+            )
+            .unwrap();
+        },
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: environment `dev`: "), "{out}");
+    // In a store that has the column, the column is checked against the hashed record.
+    let (code, out) = verify_copy(
+        &f,
+        |c| {
+            c.execute("UPDATE audit SET approval_id = 'another' WHERE approval_id IS NOT NULL", [])
+                .unwrap();
+        },
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("column `approval_id` differs from the hashed record"), "{out}");
+}
+
+#[tokio::test]
 async fn checkpoints_are_signed_on_an_interval_while_running() {
     let f = Fixture::new("");
     with_external_checkpoints(&f);

@@ -716,3 +716,72 @@ async fn a_source_over_its_failure_budget_is_still_refused_and_recorded_and_its_
     assert!(!recs[0]["reason"].as_str().unwrap().contains("budget"), "{recs:#?}");
     assert!(f.calls("stage").is_empty());
 }
+
+/// A `tools/call`, through the direct route (server/fast.rs) or, with a progress token that
+/// makes it ineligible there, through rmcp's handler (server/mcp.rs).
+async fn call_via(m: &Mcp, tool: &str, args: Value, via_rmcp: bool) -> Reply {
+    let mut params = json!({"name": tool, "arguments": args});
+    if via_rmcp {
+        params["_meta"] = json!({"progressToken": "p1"});
+    }
+    m.send(
+        json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}).to_string(),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn both_routes_refuse_alike_and_nothing_runs() {
+    let f = Fixture::new("");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let vera = Mcp::open(gw.url("dev"), &f.token("dev", "vera", &["viewer"])).await;
+    let alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    let cases: Vec<(&Mcp, &str, Value, &str)> = vec![
+        (
+            &vera,
+            "create_ticket",
+            json!({"title": "x", "severity": "low"}),
+            "tool_not_available",
+        ),
+        (&vera, "no_such_tool", json!({}), "tool_not_available"),
+        (&alice, "purge_all_tickets", json!({}), "tool_not_available"),
+        (
+            &alice,
+            "create_ticket",
+            json!({"title": "", "severity": "urgent", "extra": 1}),
+            "arguments_invalid",
+        ),
+    ];
+    for (m, tool, args, code) in cases {
+        let direct = call_via(m, tool, args.clone(), false).await;
+        let rmcp = call_via(m, tool, args, true).await;
+        for r in [&direct, &rmcp] {
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
+            assert_eq!(r.body["error"]["data"]["reason_code"], code, "{}", r.text);
+            let recs = f.audit_for_trace("dev", &r.trace());
+            assert_eq!(recs.len(), 1, "{recs:#?}");
+            assert_eq!(
+                (recs[0]["decision"].as_str(), recs[0]["reason_code"].as_str()),
+                (Some("deny"), Some(code))
+            );
+        }
+        assert_eq!(direct.body["error"]["message"], rmcp.body["error"]["message"], "`{tool}`");
+        assert_eq!(
+            direct.body["error"]["data"]["errors"], rmcp.body["error"]["data"]["errors"],
+            "`{tool}`"
+        );
+    }
+    assert!(f.calls("dev").is_empty(), "a refused call ran: {:?}", f.calls("dev"));
+
+    // And an allowed call runs once through either route, with its allow and outcome records.
+    for via_rmcp in [false, true] {
+        let r = call_via(&alice, "list_tickets", json!({}), via_rmcp).await;
+        assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+        let recs = f.audit_for_trace("dev", &r.trace());
+        let codes: Vec<&str> = recs.iter().map(|r| r["reason_code"].as_str().unwrap()).collect();
+        assert_eq!(codes, ["allowed", "executed"]);
+    }
+    assert_eq!(f.calls("dev").len(), 2);
+}

@@ -181,13 +181,10 @@ impl Writer {
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if linger_until.is_some_and(|l| Instant::now() >= l) {
-                        self.flush(&mut pending);
-                        linger_until = None;
-                    }
+                    // A lingering batch is due, or a checkpoint is (which must cover it).
+                    self.flush(&mut pending);
+                    linger_until = None;
                     if Instant::now() >= next_checkpoint {
-                        self.flush(&mut pending);
-                        linger_until = None;
                         self.checkpoint();
                         next_checkpoint = Instant::now() + self.policy.interval;
                     }

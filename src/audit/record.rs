@@ -154,16 +154,17 @@ impl AuditRecord {
     }
 
     /// Sets `hash` and returns the text to store: the canonical body with `hash` appended,
-    /// so that a record is serialized once to be both hashed and stored.
-    pub fn seal(&mut self) -> String {
-        let mut text = self.canonical_body();
+    /// so that a record is serialized once to be both hashed and stored. An error means
+    /// "not recorded": the caller fails the write.
+    pub fn seal(&mut self) -> Result<String, serde_json::Error> {
+        let mut text = serde_json::to_string(&self.body())?;
         self.hash = crate::canonical::sha256_hex(text.as_bytes());
         // The body is a JSON object with at least one key; its last byte is its `}`.
         text.pop();
         text.push_str(",\"hash\":\"");
         text.push_str(&self.hash);
         text.push_str("\"}");
-        text
+        Ok(text)
     }
 }
 
@@ -218,7 +219,7 @@ pub(crate) mod tests {
             prop_assert_eq!(back.compute_hash(), r.compute_hash());
             // Sealing stores exactly the record, with the model's hash.
             let mut sealed = r.clone();
-            let stored = sealed.seal();
+            let stored = sealed.seal().unwrap();
             prop_assert_eq!(&sealed.hash, &crate::canonical::sha256_hex(model.as_bytes()));
             let read: AuditRecord = serde_json::from_str(&stored).unwrap();
             // As JSON: `Some(null)` and `None` are one value on the wire.

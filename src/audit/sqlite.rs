@@ -261,23 +261,26 @@ fn short_busy_wait(retries: i32) -> bool {
 /// only): a full index on a random key (the trace ID, as stores before this one had) dirtied
 /// a different page for nearly every record and was the largest cost of each commit.
 fn migrate_approval_column(conn: &Connection) -> rusqlite::Result<()> {
-    let has_column = conn
-        .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'approval_id'")?
-        .exists([])?;
-    if !has_column {
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             ALTER TABLE audit ADD COLUMN approval_id TEXT;
+    // Looked at inside the write lock: several gateway processes may open one store at once.
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    if !has_approval_column(&tx)? {
+        tx.execute_batch(
+            "ALTER TABLE audit ADD COLUMN approval_id TEXT;
              UPDATE audit SET approval_id = json_extract(record, '$.approval.id')
-               WHERE json_extract(record, '$.approval.id') IS NOT NULL;
-             COMMIT;",
+               WHERE json_extract(record, '$.approval.id') IS NOT NULL;",
         )?;
     }
+    tx.commit()?;
     conn.execute_batch(
         "DROP INDEX IF EXISTS audit_trace;
          CREATE INDEX IF NOT EXISTS audit_approval ON audit(approval_id) WHERE approval_id IS NOT NULL;
          PRAGMA wal_autocheckpoint = 16000;",
     )
+}
+
+fn has_approval_column(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'approval_id'")?
+        .exists([])
 }
 
 fn head_of(conn: &Connection) -> Result<(u64, String), AuditError> {
@@ -384,7 +387,7 @@ impl approval::Table for Chain<'_> {
         r.seq = self.seq;
         r.env = self.env.to_string();
         r.prev_hash.clone_from(&self.prev);
-        let json = r.seal();
+        let json = r.seal().map_err(unavailable)?;
         self.tx
             .prepare_cached(
                 "INSERT INTO audit (seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, approval_id)
@@ -526,8 +529,19 @@ fn open_read(path: &Path) -> Result<Connection, String> {
 /// Every record row in sequence order, from `after` on (exclusive).
 pub fn read_records(path: &Path, after: i64) -> Result<Vec<Row>, String> {
     let conn = open_read(path)?;
+    // Readers open the store read-only, so a store no gateway of this version has opened yet
+    // (an archived log, say) has no `approval_id` column: its value is then read from the
+    // record itself, which is what the column holds once the gateway has migrated it.
+    let has_column = has_approval_column(&conn).map_err(|e| e.to_string())?;
+    let approval_id = if has_column {
+        "approval_id"
+    } else {
+        "json_extract(record, '$.approval.id')"
+    };
     let mut stmt = conn
-        .prepare("SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, approval_id FROM audit WHERE seq > ?1 ORDER BY seq")
+        .prepare(&format!(
+            "SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, {approval_id} FROM audit WHERE seq > ?1 ORDER BY seq"
+        ))
         .map_err(|e| e.to_string())?;
     let rows = stmt
         .query_map([after], |r| {

@@ -92,9 +92,10 @@ impl UpstreamClient {
             .any(|(_, v)| v.expose().len() >= 8 && text.contains(v.expose().as_str()))
     }
 
-    /// An upstream's own error text goes to the audit record; one that carries a credential
-    /// of this upstream is replaced, never recorded.
-    pub fn scrub(&self, e: BackendError) -> BackendError {
+    /// An upstream's own error text goes to audit records, logs and start-up errors; one
+    /// that carries a credential of this upstream is replaced. Every error this client
+    /// returns passes here.
+    fn scrub(&self, e: BackendError) -> BackendError {
         match e {
             BackendError::Unavailable { upstream, detail } if self.leaks_credential(&detail) => BackendError::Unavailable {
                 upstream,
@@ -201,6 +202,10 @@ impl UpstreamClient {
     }
 
     pub async fn list_tools(&self) -> Result<Vec<Tool>, BackendError> {
+        self.list_tools_unscrubbed().await.map_err(|e| self.scrub(e))
+    }
+
+    async fn list_tools_unscrubbed(&self) -> Result<Vec<Tool>, BackendError> {
         let c = self.client().await?;
         let listed = async {
             match c.as_ref() {
@@ -217,6 +222,10 @@ impl UpstreamClient {
     }
 
     pub async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
+        self.call_unscrubbed(tool, args, traceparent).await.map_err(|e| self.scrub(e))
+    }
+
+    async fn call_unscrubbed(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
         let c = self.client().await?;
         let mut params = CallToolRequestParams::new(tool.to_string());
         params.arguments = Some(args);

@@ -263,11 +263,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .global_queue_interval(8)
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("capgate: cannot start the runtime: {e}");

@@ -26,19 +26,17 @@ pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> Forwarded {
             let r = route
                 .upstream
                 .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
-                .await
-                .map_err(|e| route.upstream.scrub(e));
+                .await;
             r.and_then(|ok| {
                 // One canonical text serves the credential check and the digest.
-                let text = serde_json::to_value(&ok).map(|v| v.to_string()).unwrap_or_default();
                 // INVARIANT: a backend credential never reaches the agent, even when the
-                // upstream itself echoes it.
-                if route.upstream.leaks_credential(&text) {
-                    return Err(BackendError::Withheld {
+                // upstream itself echoes it; a result that cannot be checked is withheld too.
+                match serde_json::to_value(&ok).map(|v| v.to_string()) {
+                    Ok(text) if !route.upstream.leaks_credential(&text) => Ok((ok, crate::canonical::sha256_hex(text.as_bytes()))),
+                    _ => Err(BackendError::Withheld {
                         upstream: route.upstream.name().to_string(),
-                    });
+                    }),
                 }
-                Ok((ok, crate::canonical::sha256_hex(text.as_bytes())))
             })
         }
         None => Err(BackendError::Unavailable {

@@ -42,9 +42,9 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     let rt = &st.rt;
     // Owned copies: a borrow of the request must not live across an await (the body is
     // not `Sync`).
-    let (traceparent, user_agent, host) = {
+    let (traceparent, user_agent) = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        (header("traceparent"), header("user-agent"), header("host").unwrap_or_default())
+        (header("traceparent"), header("user-agent"))
     };
     let trace = TraceId::from_traceparent_or_new(traceparent.as_deref());
     let call = CallCtx {
@@ -56,25 +56,6 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             user_agent: user_agent.map(|u| clean(&u, 256)),
         },
     };
-    if !st.host_allowed(Some(&host)) {
-        let rec = base_record(
-            rt,
-            &call,
-            None,
-            None,
-            Decision::Deny,
-            ReasonCode::OriginRefused,
-            &format!("Host `{}` is not served by this listener", clean(&host, 128)),
-        );
-        let resp = respond::api_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this Host is not served here",
-            "origin_refused",
-            &trace,
-        );
-        return record_then(rt, rec, resp).await;
-    }
     let refused = st.pre_auth(req.headers(), req.uri().query(), &call);
     if let Some((rec, resp)) = refused {
         return st.refuse_unauthenticated(&peer, rec, resp).await;

@@ -18,10 +18,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, ListToolsResult, MetaObject, ProtocolVersion, ServerJsonRpcMessage, ServerResult};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, ProtocolVersion, ServerJsonRpcMessage, ServerResult};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::mcp::RequestCtx;
@@ -85,44 +84,41 @@ fn body_eligible(rt: &Runtime, body: &Value) -> bool {
     method == Some("tools/list") || !needs_approval
 }
 
-/// Answers the request if it is this route's; otherwise hands the body back for rmcp.
+/// Answers the request if it is this route's; otherwise hands the request's context back,
+/// and the guard passes the request on to rmcp as it came (from its bytes).
 pub async fn try_serve(
     rt: &Arc<Runtime>,
     sessions: &LocalSessionManager,
     headers: &HeaderMap,
     session_id: Option<&str>,
     body: Value,
-    rc: &RequestCtx,
-) -> Result<Response, Value> {
+    rc: RequestCtx,
+) -> Result<Response, RequestCtx> {
     let Some(sid) = session_id else {
-        return Err(body);
+        return Err(rc);
     };
     if !headers_acceptable(headers) || !legacy_session_version(headers) || !body_eligible(rt, &body) {
-        return Err(body);
+        return Err(rc);
     }
     if !sessions.has_session(&Arc::from(sid)).await.unwrap_or(false) {
-        return Err(body);
+        return Err(rc);
     }
-    // rmcp's own reading of the message: the same rules for ids and params as its route.
-    let Ok(ClientJsonRpcMessage::Request(request)) = ClientJsonRpcMessage::deserialize(&body) else {
-        return Err(body);
+    // rmcp's own reading of the message (the same rules for ids and params as its route),
+    // taking the body's values rather than copying them.
+    let Ok(ClientJsonRpcMessage::Request(request)) = serde_json::from_value::<ClientJsonRpcMessage>(body) else {
+        return Err(rc);
     };
     let id = request.id;
     let trace = rc.call.trace.clone();
-    let mut call = rc.call.clone();
-    call.request_id = Some(id.to_string());
     let message = match request.request {
         ClientRequest::ListToolsRequest(_) => {
-            let mut result = ListToolsResult::with_all_items(rt.list_tools(&rc.auth));
-            let mut meta = MetaObject::default();
-            meta.0.insert("capgate/trace_id".into(), Value::String(trace.as_str().to_string()));
-            result.meta = Some(meta);
-            let mut result = ServerResult::ListToolsResult(result);
+            let mut result = ServerResult::ListToolsResult(super::mcp::list_result(rt, &rc));
             result.strip_result_type_for_legacy_peer();
             ServerJsonRpcMessage::response(result, id)
         }
         ClientRequest::CallToolRequest(req) => {
-            let (rt, auth) = (rt.clone(), rc.auth.clone());
+            let (rt, RequestCtx { auth, mut call }) = (rt.clone(), rc);
+            call.request_id = Some(id.to_string());
             // Its own task: a client that disconnects must not cut a call short between its
             // allow record and its outcome record.
             let done = tokio::spawn(async move {
@@ -148,7 +144,8 @@ pub async fn try_serve(
                 }
             }
         }
-        _ => return Err(body),
+        // `body_eligible` admits only the two methods above.
+        _ => return Err(rc),
     };
     let bytes = serde_json::to_vec(&message).unwrap_or_default();
     let mut resp = Response::new(Body::from(bytes));

@@ -37,8 +37,9 @@ pub struct HttpState {
     pub rt: Arc<Runtime>,
     /// session id → (owner key, opened at). Owner key is issuer + subject.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
-    /// `Host` values this listener answers to (DNS-rebinding defence).
-    pub hosts: Vec<String>,
+    /// Names this listener answers to (DNS-rebinding defence), parsed once: see
+    /// [`HttpState::host_allowed`].
+    hosts: Vec<(String, Option<u16>)>,
     /// Origins allowed to send requests: the configured ones and this listener's own (the
     /// console calls the API from its own origin).
     origins: Vec<String>,
@@ -59,7 +60,7 @@ impl HttpState {
         }
         Self {
             sessions: Mutex::new(HashMap::new()),
-            hosts,
+            hosts: hosts.iter().filter_map(|h| authority(h)).collect(),
             origins,
             mcp_sessions: None,
             failures: FailureBudget::new(rt.env.auth_failure_limit),
@@ -89,21 +90,34 @@ impl HttpState {
     /// Whether this listener answers to `host` (a `Host` header): DNS-rebinding defence.
     /// Compared as rmcp compares it (case-insensitive name, IPv6 brackets ignored, and the
     /// port only where the allowed entry names one), so both routes agree.
-    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+    fn host_allowed(&self, host: Option<&str>) -> bool {
         let Some((name, port)) = host.and_then(authority) else {
             return false;
         };
         self.hosts
             .iter()
-            .filter_map(|a| authority(a))
-            .any(|(a_name, a_port)| a_name == name && a_port.is_none_or(|p| port == Some(p)))
+            .any(|(a_name, a_port)| *a_name == name && a_port.is_none_or(|p| port == Some(p)))
     }
 
     /// Refusals that come before authentication and apply to every route that acts: a
-    /// foreign `Origin` (403) and a token in the query string (401). The record is written
-    /// by the caller before answering.
+    /// `Host` this listener does not serve (403, DNS rebinding), a foreign `Origin` (403)
+    /// and a token in the query string (401). The record is written by the caller before
+    /// answering.
     pub fn pre_auth(&self, headers: &http::HeaderMap, query: Option<&str>, call: &CallCtx) -> Option<(AuditRecord, Response)> {
         let rt = &self.rt;
+        let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok());
+        if !self.host_allowed(host) {
+            let rec = base_record(
+                rt,
+                call,
+                None,
+                None,
+                Decision::Deny,
+                ReasonCode::OriginRefused,
+                &format!("Host `{}` is not served by this listener", clean(host.unwrap_or(""), 128)),
+            );
+            return Some((rec, respond::forbidden_host(&call.trace)));
+        }
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok())
             && !self.origins.iter().any(|o| o == origin)
         {
@@ -210,27 +224,10 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         rec
     };
 
-    // A browser page on another site must never drive the gateway; tokens only in headers.
+    // A browser page on another site, or under a rebound name, must never drive the
+    // gateway; tokens only in headers. rmcp's own Host check stays behind this one.
     if let Some((rec, resp)) = st.pre_auth(req.headers(), req.uri().query(), &call) {
         return st.refuse_unauthenticated(&peer, rec, resp).await;
-    }
-    // DNS rebinding: a name this listener does not serve. Checked here (and recorded) for
-    // both routes; rmcp's own check stays behind it.
-    if !st.host_allowed(header_str(&req, "host")) {
-        let shown = header_str(&req, "host").map(|h| clean(h, 128)).unwrap_or_default();
-        let rec = deny(
-            &call,
-            ReasonCode::OriginRefused,
-            format!("Host `{shown}` is not served by this listener"),
-            None,
-            None,
-        );
-        let resp = respond::json_response(
-            StatusCode::FORBIDDEN,
-            serde_json::json!({"error": "forbidden", "error_description": "this Host is not served here", "trace_id": trace.as_str()}),
-            &trace,
-        );
-        return record_then(rt, rec, resp).await;
     }
 
     let limit = rt.env.max_body_bytes;
@@ -363,15 +360,13 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     let rc = RequestCtx { auth, call };
     let fast = match (&st.mcp_sessions, parsed) {
         (Some(sessions), Some(Ok(body))) if parts.method == Method::POST => {
-            super::fast::try_serve(rt, sessions, &parts.headers, session_id.as_deref(), body, &rc)
-                .await
-                .ok()
+            super::fast::try_serve(rt, sessions, &parts.headers, session_id.as_deref(), body, rc).await
         }
-        _ => None,
+        _ => Err(rc),
     };
     let mut resp = match fast {
-        Some(resp) => resp,
-        None => {
+        Ok(resp) => resp,
+        Err(rc) => {
             let mut req = Request::from_parts(parts, Body::from(bytes));
             req.extensions_mut().insert(rc);
             next.run(req).await

@@ -130,14 +130,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let rc = self.request_ctx(&context).await?;
-        let mut result = ListToolsResult::with_all_items(self.rt.list_tools(&rc.auth));
-        let mut meta = rmcp::model::MetaObject::default();
-        meta.0.insert(
-            "capgate/trace_id".into(),
-            serde_json::Value::String(rc.call.trace.as_str().to_string()),
-        );
-        result.meta = Some(meta);
-        Ok(result)
+        Ok(list_result(&self.rt, &rc))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
@@ -148,6 +141,19 @@ impl ServerHandler for Gateway {
             Err(refusal) => Err(respond::refusal_to_error(refusal, &rc.call.trace)),
         }
     }
+}
+
+/// The tools this caller may call, with the request's trace ID: the answer to `tools/list`
+/// on either route.
+pub fn list_result(rt: &Runtime, rc: &RequestCtx) -> ListToolsResult {
+    let mut result = ListToolsResult::with_all_items(rt.list_tools(&rc.auth));
+    let mut meta = rmcp::model::MetaObject::default();
+    meta.0.insert(
+        "capgate/trace_id".into(),
+        serde_json::Value::String(rc.call.trace.as_str().to_string()),
+    );
+    result.meta = Some(meta);
+    result
 }
 
 /// A caller may ask a call that needs approval to wait for the decision:

@@ -58,6 +58,14 @@ pub fn forbidden_origin(trace: &TraceId) -> Response {
     )
 }
 
+pub fn forbidden_host(trace: &TraceId) -> Response {
+    json_response(
+        StatusCode::FORBIDDEN,
+        json!({"error": "forbidden", "error_description": "this Host is not served here", "trace_id": trace.as_str()}),
+        trace,
+    )
+}
+
 pub fn too_large(limit: usize, trace: &TraceId) -> Response {
     json_response(
         StatusCode::PAYLOAD_TOO_LARGE,

@@ -282,7 +282,17 @@ signing_key = "keys/{env}-audit.pem"
     }
 
     /// Runs `capgate audit …` with this fixture's config.
+    /// Runs `capgate audit …`. `export` and `tail` print what is committed at that moment,
+    /// so they run once the named environment's log has settled (see [`Fixture::audit`]);
+    /// `verify` holds for any committed prefix and runs at once (a killed gateway's log never
+    /// settles).
     pub fn audit_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let reads = matches!(args.first(), Some(&"export" | &"tail"));
+        if let Some(env) = args.iter().position(|a| *a == "--env").and_then(|i| args.get(i + 1))
+            && reads
+        {
+            self.audit(env);
+        }
         let out = Command::new(bin())
             .arg("audit")
             .args(args)
