@@ -105,45 +105,22 @@ impl HttpState {
     /// answering.
     pub fn pre_auth(&self, headers: &http::HeaderMap, query: Option<&str>, call: &CallCtx) -> Option<(AuditRecord, Response)> {
         let rt = &self.rt;
+        // Nobody is authenticated yet: the record names no principal and no tool.
+        let record = |code: ReasonCode, reason: &str| base_record(rt, call, None, None, Decision::Deny, code, reason);
         let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok());
         if !self.host_allowed(host) {
-            let rec = base_record(
-                rt,
-                call,
-                None,
-                None,
-                Decision::Deny,
-                ReasonCode::OriginRefused,
-                &format!("Host `{}` is not served by this listener", clean(host.unwrap_or(""), 128)),
-            );
-            return Some((rec, respond::forbidden_host(&call.trace)));
+            let reason = format!("Host `{}` is not served by this listener", clean(host.unwrap_or(""), 128));
+            return Some((record(ReasonCode::OriginRefused, &reason), respond::forbidden_host(&call.trace)));
         }
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok())
             && !self.origins.iter().any(|o| o == origin)
         {
-            let rec = base_record(
-                rt,
-                call,
-                None,
-                None,
-                Decision::Deny,
-                ReasonCode::OriginRefused,
-                &format!("Origin `{}` is not allowed", clean(origin, 128)),
-            );
-            return Some((rec, respond::forbidden_origin(&call.trace)));
+            let reason = format!("Origin `{}` is not allowed", clean(origin, 128));
+            return Some((record(ReasonCode::OriginRefused, &reason), respond::forbidden_origin(&call.trace)));
         }
         if token_in_query(query) {
-            let rec = base_record(
-                rt,
-                call,
-                None,
-                None,
-                Decision::Deny,
-                ReasonCode::TokenOutsideHeader,
-                "a token was sent in the query string",
-            );
             let resp = respond::unauthorized(&AuthnError::OutsideHeader, &rt.env.resource_metadata_url(), true, &call.trace);
-            return Some((rec, resp));
+            return Some((record(ReasonCode::TokenOutsideHeader, "a token was sent in the query string"), resp));
         }
         None
     }
