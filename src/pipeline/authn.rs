@@ -145,6 +145,20 @@ impl AuthnError {
     }
 }
 
+/// A refusal from full verification, and whether it stands for as long as the keys do
+/// (and may be remembered): not for unavailable keys, nor for a token whose `nbf` is ahead.
+struct NotVerified {
+    error: AuthnError,
+    lasting: bool,
+}
+
+impl From<AuthnError> for NotVerified {
+    fn from(error: AuthnError) -> Self {
+        let lasting = !matches!(error, AuthnError::KeysUnavailable { .. });
+        Self { error, lasting }
+    }
+}
+
 pub struct Key {
     key: DecodingKey,
     alg: Algorithm,
@@ -318,9 +332,10 @@ impl Authenticator {
         }
         let (verified, kid) = match self.verify_uncached(token).await {
             Ok(v) => v,
-            // Unavailable keys are not the token's fault: never remembered.
-            Err(e @ AuthnError::KeysUnavailable { .. }) => return Err(e),
-            Err(e) => {
+            // Unavailable keys are not the token's fault, and a token not valid *yet* will
+            // be: neither is remembered.
+            Err(NotVerified { error, lasting: false }) => return Err(error),
+            Err(NotVerified { error: e, .. }) => {
                 // Only refusals of tokens signed under a key we hold are remembered: a token
                 // whose `kid` is not known yet may become valid when the JWKS is refreshed.
                 let known_kid = jsonwebtoken::decode_header(token)
@@ -349,7 +364,7 @@ impl Authenticator {
     }
 
     /// Full verification; also returns the `kid` that verified it.
-    async fn verify_uncached(&self, token: &str) -> Result<(Authenticated, String), AuthnError> {
+    async fn verify_uncached(&self, token: &str) -> Result<(Authenticated, String), NotVerified> {
         // `none` and unknown algorithms fail here: they are not in the library's enum.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
         let kid = header.kid.clone().ok_or_else(|| AuthnError::Invalid {
@@ -367,7 +382,8 @@ impl Authenticator {
         if header.alg != key.alg {
             return Err(AuthnError::Invalid {
                 detail: format!("algorithm {:?} is not the key's ({:?})", header.alg, key.alg),
-            });
+            }
+            .into());
         }
         let mut v = Validation::new(key.alg);
         v.leeway = LEEWAY_SECS;
@@ -377,12 +393,16 @@ impl Authenticator {
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
+            let error = match e.kind() {
                 ErrorKind::ExpiredSignature => AuthnError::Expired,
                 ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthnError::Malformed,
                 other => AuthnError::Invalid {
                     detail: format!("{other:?}"),
                 },
+            };
+            NotVerified {
+                lasting: !matches!(e.kind(), ErrorKind::ImmatureSignature),
+                error,
             }
         })?;
         let claims = data.claims;
@@ -405,7 +425,8 @@ impl Authenticator {
             Some(_) => {
                 return Err(AuthnError::Invalid {
                     detail: format!("`{}` must be an array of strings", issuer.roles_claim),
-                });
+                }
+                .into());
             }
         };
         let expires_at = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
@@ -417,7 +438,8 @@ impl Authenticator {
                 None => {
                     return Err(AuthnError::Invalid {
                         detail: "`cnf` names no `x5t#S256` certificate thumbprint".into(),
-                    });
+                    }
+                    .into());
                 }
             },
         };
@@ -509,6 +531,32 @@ mod tests {
         h.insert("authorization", "Bearer a".parse().unwrap());
         h.append("authorization", "Bearer b".parse().unwrap());
         assert!(matches!(Authenticator::bearer(&h), Err(AuthnError::Malformed)));
+    }
+
+    #[tokio::test]
+    async fn a_token_not_valid_yet_is_not_remembered_as_refused() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let kid = crate::keys::kid_of(&key);
+        let jwks = crate::keys::jwks_of(&key).to_string();
+        let a = Authenticator::offline("dev", "http://gw.test/mcp", "https://idp.test", &jwks).unwrap();
+        let now = unix_now();
+        let token = |aud: &str, nbf: u64| {
+            let claims = serde_json::json!({"iss": "https://idp.test", "aud": aud, "sub": "a", "nbf": nbf, "exp": now + 7200});
+            crate::keys::sign_jwt(&key, &kid, &claims).unwrap()
+        };
+        let remembered = |a: &Authenticator| a.refused.lock().unwrap().len();
+        // `nbf` an hour ahead (beyond the leeway): refused now, valid later.
+        assert!(matches!(
+            a.verify(&token("http://gw.test/mcp", now + 3600)).await,
+            Err(AuthnError::Invalid { .. })
+        ));
+        assert_eq!(remembered(&a), 0);
+        // Another audience stays wrong: remembered, and refused alike from the cache.
+        let other = token("http://elsewhere.test/mcp", now);
+        assert!(matches!(a.verify(&other).await, Err(AuthnError::Invalid { .. })));
+        assert_eq!(remembered(&a), 1);
+        assert!(matches!(a.verify(&other).await, Err(AuthnError::Invalid { .. })));
+        assert!(a.verify(&token("http://gw.test/mcp", now)).await.is_ok());
     }
 
     #[test]
