@@ -344,6 +344,14 @@ async fn checkpoints_are_signed_on_an_interval_while_running() {
 #[tokio::test]
 async fn an_unwritable_store_refuses_every_call_and_nothing_executes() {
     let f = Fixture::new("");
+    // One authentication failure a minute: the second unauthenticated request below is over
+    // the budget, whose refusals are recorded through the unhurried path.
+    let text = std::fs::read_to_string(f.config()).unwrap();
+    std::fs::write(
+        f.config(),
+        text.replacen("name = \"dev\"", "name = \"dev\"\nauth_failure_limit = \"1/min\"", 1),
+    )
+    .unwrap();
     let gw = Gateway::start(&f.config(), &ENVS);
     let mut alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
     assert_eq!(alice.call("list_tickets", json!({})).await.body["result"]["isError"], json!(false));
@@ -368,8 +376,14 @@ async fn an_unwritable_store_refuses_every_call_and_nothing_executes() {
         pending.status, 200,
         "a foreign session is refused first, and that refusal cannot be recorded either"
     );
-    let unauth = Mcp::new(gw.url("dev"), None).send("{}".into(), &[]).await;
-    assert_eq!(unauth.status, 503, "an unrecordable refusal is answered 503: {}", unauth.text);
+    for budget in ["within", "over"] {
+        let unauth = Mcp::new(gw.url("dev"), None).send("{}".into(), &[]).await;
+        assert_eq!(
+            unauth.status, 503,
+            "an unrecordable refusal is answered 503 ({budget} the failure budget): {}",
+            unauth.text
+        );
+    }
     let ready = get(format!("{}/readyz", gw.base("dev"))).await;
     assert_eq!(ready.status(), 503);
     assert_eq!(f.calls("dev").len(), 1, "nothing may execute while the log cannot be written");

@@ -6,7 +6,10 @@
 //! [`AuditLog::enqueue`] is for the one record that follows an action rather than permits
 //! it (a call's outcome): it is queued behind the call's durable decision record and
 //! committed with the next batch that somebody waits for (at most [`LINGER`] later), and the
-//! answer does not wait for its fsync.
+//! answer does not wait for its fsync. [`AuditLog::append_unhurried`] is durable before it
+//! returns like `append`, but may linger like `enqueue`: for refusals whose answer is held
+//! back anyway (a source over its authentication-failure budget), so that a flood of them
+//! shares fsyncs instead of paying one per few records.
 //! Concurrent appends are committed together by one writer thread (group commit): whatever
 //! is queued when a transaction starts, up to [`MAX_BATCH`], goes into it, so durability
 //! costs one fsync per batch, not per call.
@@ -20,10 +23,11 @@ pub mod record;
 mod sqlite;
 pub mod verify;
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -85,8 +89,18 @@ type Waiter = Option<oneshot::Sender<Result<Done, AuditError>>>;
 type Queued = (Entry, (Waiter, Instant));
 
 enum Msg {
-    Append { entry: Entry, done: Waiter, queued: Instant },
-    Shutdown { done: oneshot::Sender<()> },
+    /// `urgent`: somebody waits for this entry and it must not linger.
+    Append {
+        entry: Entry,
+        done: Waiter,
+        urgent: bool,
+        queued: Instant,
+    },
+    /// The side queue was empty and holds an entry now: its [`LINGER`] has started.
+    Wake,
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Counters for the group-commit figures (records per fsync) reported in metrics.
@@ -106,6 +120,7 @@ pub struct AuditStats {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: SyncSender<Msg>,
+    side: Arc<SideQueue>,
     healthy: Arc<AtomicBool>,
     pub stats: Arc<AuditStats>,
 }
@@ -125,7 +140,60 @@ pub struct CheckpointPolicy {
     pub sinks: Vec<Sink>,
 }
 
+/// Entries that may linger, queued without waking the writer (only the first entry into an
+/// empty queue does): an allowed call's outcome record then costs the writer no wake-up
+/// of its own.
+#[derive(Default)]
+struct SideQueue(Mutex<Side>);
+
+#[derive(Default)]
+struct Side {
+    entries: VecDeque<Queued>,
+    /// The writer is gone: nothing queued now would ever be committed.
+    closed: bool,
+}
+
+impl SideQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Side> {
+        // Nothing that holds this lock can panic half-way: the queue is always consistent.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues an entry; `Ok(true)` when the queue was empty before. `Err` gives it back
+    /// when the queue is full (the caller takes the channel, which pushes back) or closed.
+    fn push(&self, q: Queued) -> Result<bool, (Queued, bool)> {
+        let mut side = self.lock();
+        if side.closed {
+            return Err((q, true));
+        }
+        if side.entries.len() >= QUEUE {
+            return Err((q, false));
+        }
+        side.entries.push_back(q);
+        Ok(side.entries.len() == 1)
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        self.lock().entries.front().map(|(_, (_, at))| *at)
+    }
+
+    /// Moves up to `max` entries, oldest first, to the end of `into`.
+    fn take(&self, max: usize, into: &mut Vec<Queued>) {
+        let mut side = self.lock();
+        let n = max.min(side.entries.len());
+        into.extend(side.entries.drain(..n));
+    }
+
+    /// Drops what is queued (its waiters learn the writer stopped) and refuses the rest.
+    fn close(&self) {
+        let mut side = self.lock();
+        side.closed = true;
+        side.entries.clear();
+    }
+}
+
 struct Writer {
+    side: Arc<SideQueue>,
     store: Box<dyn AuditStore>,
     policy: CheckpointPolicy,
     healthy: Arc<AtomicBool>,
@@ -133,74 +201,83 @@ struct Writer {
     last_checkpoint_seq: u64,
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.side.close();
+    }
+}
+
 impl Writer {
-    /// Takes what is queued into transactions. A batch holding an entry somebody waits for
-    /// is committed at once; one holding only queued records (outcomes) lingers up to
-    /// [`LINGER`] for such an entry to carry it, so that it costs no fsync of its own.
-    /// Order is kept either way: nothing is committed before what was queued ahead of it.
+    /// Takes what is queued into transactions. A batch holding an urgent entry is committed
+    /// at once and takes the lingering ones along (outcomes, unhurried appends); lingering
+    /// entries alone wait up to [`LINGER`] for an urgent one to carry them, so that they
+    /// cost no fsync of their own. Entries are chained in the order they were submitted.
     fn run(mut self, rx: Receiver<Msg>) {
         let mut next_checkpoint = Instant::now() + self.policy.interval;
+        // Lingering entries that came through the channel (the side queue was full).
         let mut pending: Vec<Queued> = Vec::new();
-        let mut linger_until: Option<Instant> = None;
         loop {
-            let until = linger_until.map_or(next_checkpoint, |l| l.min(next_checkpoint));
+            let oldest = pending.first().map(|(_, (_, at))| *at).into_iter().chain(self.side.oldest()).min();
+            let until = oldest.map_or(next_checkpoint, |at| (at + LINGER).min(next_checkpoint));
+            let (mut urgent, mut shutdown, mut stopped) = (false, None, false);
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Msg::Append { entry, done, queued }) => {
-                    let mut awaited = done.is_some();
-                    pending.push((entry, (done, queued)));
-                    let mut shutdown = None;
-                    while pending.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(Msg::Append { entry, done, queued }) => {
-                                awaited |= done.is_some();
+                Ok(first) => {
+                    let mut next = Some(first);
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Msg::Append {
+                                entry,
+                                done,
+                                urgent: u,
+                                queued,
+                            } => {
+                                urgent |= u;
                                 pending.push((entry, (done, queued)));
                             }
-                            Ok(Msg::Shutdown { done }) => {
+                            Msg::Wake => {}
+                            Msg::Shutdown { done } => {
                                 shutdown = Some(done);
                                 break;
                             }
-                            Err(_) => break,
+                        }
+                        if pending.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
                         }
                     }
-                    if awaited || shutdown.is_some() || pending.len() >= MAX_BATCH {
-                        self.commit(std::mem::take(&mut pending));
-                        linger_until = None;
-                    } else if linger_until.is_none() {
-                        linger_until = Some(Instant::now() + LINGER);
-                    }
-                    if let Some(done) = shutdown {
-                        self.checkpoint();
-                        let _ = done.send(());
-                        return;
-                    }
                 }
-                Ok(Msg::Shutdown { done }) => {
-                    self.flush(&mut pending);
-                    self.checkpoint();
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopped = true,
+            }
+            let due = Instant::now() >= until;
+            if shutdown.is_some() || stopped {
+                loop {
+                    self.side.take(MAX_BATCH, &mut pending);
+                    if pending.is_empty() {
+                        break;
+                    }
+                    self.commit(std::mem::take(&mut pending));
+                }
+                self.checkpoint();
+                if let Some(done) = shutdown {
                     let _ = done.send(());
-                    return;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    // A lingering batch is due, or a checkpoint is (which must cover it).
-                    self.flush(&mut pending);
-                    linger_until = None;
-                    if Instant::now() >= next_checkpoint {
-                        self.checkpoint();
-                        next_checkpoint = Instant::now() + self.policy.interval;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush(&mut pending);
-                    self.checkpoint();
-                    return;
+                return;
+            }
+            if urgent || due || pending.len() >= MAX_BATCH {
+                self.side.take(MAX_BATCH.saturating_sub(pending.len()), &mut pending);
+                // In the order they were submitted (the two queues interleave): a clock read
+                // after another entry became durable is later than that entry's, so this
+                // also keeps every entry behind what it depends on.
+                pending.sort_by_key(|(_, (_, at))| *at);
+                if !pending.is_empty() {
+                    self.commit(std::mem::take(&mut pending));
                 }
             }
-        }
-    }
-
-    fn flush(&mut self, pending: &mut Vec<Queued>) {
-        if !pending.is_empty() {
-            self.commit(std::mem::take(pending));
+            // After the commit above, so that the checkpoint covers what was due with it.
+            if Instant::now() >= next_checkpoint {
+                self.checkpoint();
+                next_checkpoint = Instant::now() + self.policy.interval;
+            }
         }
     }
 
@@ -274,9 +351,11 @@ impl AuditLog {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(AuditStats::default());
+        let side = Arc::new(SideQueue::default());
         // After a restart the first checkpoint may sign a head already covered: harmless.
         let _ = store.head();
         let writer = Writer {
+            side: side.clone(),
             store,
             policy,
             healthy: healthy.clone(),
@@ -287,12 +366,22 @@ impl AuditLog {
             .name(format!("audit-{env}"))
             .spawn(move || writer.run(rx))
             .map_err(unavailable)?;
-        Ok(Self { tx, healthy, stats })
+        Ok(Self { tx, side, healthy, stats })
     }
 
     /// Appends one record and waits until it is durable. Returns its sequence number.
     pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
-        match self.submit(Entry::Record(Box::new(record))).await? {
+        self.append_record(record, true).await
+    }
+
+    /// Like [`Self::append`], but the record may wait up to [`LINGER`] to share the next
+    /// commit: for refusals whose answer is held back longer than that anyway.
+    pub async fn append_unhurried(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        self.append_record(record, false).await
+    }
+
+    async fn append_record(&self, record: AuditRecord, urgent: bool) -> Result<u64, AuditError> {
+        match self.submit(Entry::Record(Box::new(record)), urgent).await? {
             Done::Seq(seq) => Ok(seq),
             Done::Approval(_) => Err(unavailable("the store answered a record with an approval")),
         }
@@ -300,7 +389,7 @@ impl AuditLog {
 
     /// Applies one approval step, with its audit records, durably.
     pub async fn approval(&self, op: approval::Op) -> Result<approval::Answer, AuditError> {
-        match self.submit(Entry::Approval(op)).await? {
+        match self.submit(Entry::Approval(op), true).await? {
             Done::Approval(a) => Ok(a),
             Done::Seq(_) => Err(unavailable("the store answered an approval with a record")),
         }
@@ -310,23 +399,46 @@ impl AuditLog {
     /// durable. Only for records that permit nothing: see the module's invariant. A failed
     /// write is logged by the writer and marks the log unhealthy.
     pub async fn enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
-        self.send(Msg::Append {
-            entry: Entry::Record(Box::new(record)),
-            done: None,
-            queued: Instant::now(),
-        })
-        .await
+        self.linger(Entry::Record(Box::new(record)), None).await
     }
 
-    async fn submit(&self, entry: Entry) -> Result<Done, AuditError> {
+    async fn submit(&self, entry: Entry, urgent: bool) -> Result<Done, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.send(Msg::Append {
-            entry,
-            done: Some(done),
-            queued: Instant::now(),
-        })
-        .await?;
+        if urgent {
+            self.send(Msg::Append {
+                entry,
+                done: Some(done),
+                urgent,
+                queued: Instant::now(),
+            })
+            .await?;
+        } else {
+            self.linger(entry, Some(done)).await?;
+        }
         wait.await.map_err(|_| unavailable("the audit writer stopped"))?
+    }
+
+    /// Queues an entry that may linger: on the side queue, waking the writer only when the
+    /// queue was empty; through the channel (which pushes back) when the side queue is full.
+    async fn linger(&self, entry: Entry, done: Waiter) -> Result<(), AuditError> {
+        match self.side.push((entry, (done, Instant::now()))) {
+            Ok(false) => Ok(()),
+            // A full channel means the writer is busy and looks at the side queue next.
+            Ok(true) => match self.tx.try_send(Msg::Wake) {
+                Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+                Err(TrySendError::Disconnected(_)) => Err(unavailable("the audit writer stopped")),
+            },
+            Err((_, true)) => Err(unavailable("the audit writer stopped")),
+            Err(((entry, (done, queued)), false)) => {
+                self.send(Msg::Append {
+                    entry,
+                    done,
+                    urgent: false,
+                    queued,
+                })
+                .await
+            }
+        }
     }
 
     async fn send(&self, msg: Msg) -> Result<(), AuditError> {
@@ -355,5 +467,153 @@ impl AuditLog {
     /// Whether the last write succeeded (for readiness).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keeps the trace IDs of each committed batch.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Vec<Vec<String>>>>);
+
+    impl Memory {
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.0.lock().unwrap().clone()
+        }
+        fn all(&self) -> Vec<String> {
+            self.batches().concat()
+        }
+    }
+
+    impl AuditStore for Memory {
+        fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+            let mut batches = self.0.lock().unwrap();
+            let mut seq = batches.iter().map(Vec::len).sum::<usize>() as u64;
+            let mut batch = Vec::new();
+            let mut results = Vec::new();
+            for e in entries {
+                let Entry::Record(r) = e else {
+                    return Err(unavailable("records only"));
+                };
+                seq += 1;
+                batch.push(r.trace_id.clone());
+                results.push(Done::Seq(seq));
+            }
+            let records = batch.len();
+            batches.push(batch);
+            Ok(Committed { results, records })
+        }
+        fn head(&mut self) -> Result<(u64, String), AuditError> {
+            Ok((self.all().len() as u64, String::new()))
+        }
+        fn write_checkpoint(&mut self, _: &Checkpoint) -> Result<(), AuditError> {
+            Ok(())
+        }
+    }
+
+    fn log(store: &Memory) -> AuditLog {
+        let policy = CheckpointPolicy {
+            signer: checkpoint::Signer::new("t", ed25519_dalek::SigningKey::from_bytes(&[1; 32])),
+            // Only lingering and urgent entries may cause a commit in these tests.
+            interval: Duration::from_secs(3600),
+            sinks: Vec::new(),
+        };
+        AuditLog::start(Box::new(store.clone()), "t", policy).unwrap()
+    }
+
+    fn record(trace: &str) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            ts: String::new(),
+            env: "t".into(),
+            trace_id: trace.into(),
+            request_id: None,
+            session_id: None,
+            principal: None,
+            client: ClientRef::default(),
+            tool: None,
+            args_digest: None,
+            args: None,
+            decision: "deny".into(),
+            reason_code: "token_invalid".into(),
+            reason: String::new(),
+            contract_digest: None,
+            approval: None,
+            outcome: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    async fn committed_within(store: &Memory, n: usize, limit: Duration) -> bool {
+        let start = Instant::now();
+        while store.all().len() < n {
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_lingering_record_alone_is_committed_without_an_urgent_one() {
+        let store = Memory::default();
+        let log = log(&store);
+        log.enqueue(record("a")).await.unwrap();
+        log.enqueue(record("b")).await.unwrap();
+        // Nothing else is coming and the next checkpoint is an hour away: only the
+        // linger deadline can commit these.
+        assert!(committed_within(&store, 2, Duration::from_secs(2)).await, "{:?}", store.batches());
+        assert_eq!(store.all(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn records_are_chained_in_the_order_they_were_submitted() {
+        let store = Memory::default();
+        let log = log(&store);
+        log.enqueue(record("outcome-1")).await.unwrap();
+        log.append(record("allow-2")).await.unwrap();
+        log.enqueue(record("outcome-2")).await.unwrap();
+        log.append(record("allow-3")).await.unwrap();
+        assert!(committed_within(&store, 4, Duration::from_secs(2)).await);
+        assert_eq!(store.all(), ["outcome-1", "allow-2", "outcome-2", "allow-3"]);
+    }
+
+    #[tokio::test]
+    async fn unhurried_appends_are_durable_when_they_return_and_share_commits() {
+        let store = Memory::default();
+        let log = log(&store);
+        let names: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+        let seqs = futures_util::future::join_all(names.iter().map(|n| log.append_unhurried(record(n)))).await;
+        assert!(seqs.iter().all(Result::is_ok));
+        let mut all = store.all();
+        all.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(all, want, "every record is committed before its append returns");
+        let commits = store.batches().len();
+        assert!(commits <= 5, "100 unhurried appends submitted together took {commits} commits");
+    }
+
+    #[tokio::test]
+    async fn appends_after_the_writer_stopped_fail_instead_of_waiting() {
+        let store = Memory::default();
+        let log = log(&store);
+        log.enqueue(record("last")).await.unwrap();
+        log.shutdown().await;
+        assert_eq!(store.all(), ["last"], "shutdown commits what was queued");
+        let late = tokio::time::timeout(Duration::from_secs(5), async {
+            (
+                log.append_unhurried(record("x")).await,
+                log.enqueue(record("y")).await,
+                log.append(record("z")).await,
+            )
+        })
+        .await
+        .expect("no append may hang once the writer is gone");
+        assert!(late.0.is_err() && late.1.is_err() && late.2.is_err());
     }
 }

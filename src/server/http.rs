@@ -80,11 +80,14 @@ impl HttpState {
                 super::budget::HOLD.as_millis()
             ));
         }
-        let resp = record_then(&self.rt, rec, resp).await;
-        if over && resp.status() == StatusCode::UNAUTHORIZED {
-            self.failures.hold().await;
+        if !over {
+            return record_then(&self.rt, rec, resp).await;
         }
-        resp
+        // The answer is held anyway: the record may wait for a shared fsync meanwhile, and
+        // the answer still goes only once it is durable.
+        let trace = TraceId::from_record(&rec.trace_id);
+        let (recorded, ()) = tokio::join!(self.rt.audit.append_unhurried(rec), self.failures.hold());
+        answer_if_recorded(recorded, resp, &trace)
     }
 
     /// Whether this listener answers to `host` (a `Host` header): DNS-rebinding defence.
@@ -410,9 +413,14 @@ pub fn join_cert(rt: &Runtime, auth: Authenticated, peer: &Peer) -> Result<Authe
 /// Writes a denial record, then answers; if the record cannot be written, the answer is 503.
 pub async fn record_then(rt: &Runtime, rec: AuditRecord, resp: Response) -> Response {
     let trace = TraceId::from_record(&rec.trace_id);
-    match rt.audit.append(rec).await {
+    answer_if_recorded(rt.audit.append(rec).await, resp, &trace)
+}
+
+/// The answer once its record is durable; 503 if the record could not be written.
+fn answer_if_recorded(recorded: Result<u64, crate::audit::AuditError>, resp: Response, trace: &TraceId) -> Response {
+    match recorded {
         Ok(_) => resp,
-        Err(_) => respond::unavailable("the audit log is unavailable; the request was refused", &trace),
+        Err(_) => respond::unavailable("the audit log is unavailable; the request was refused", trace),
     }
 }
 
