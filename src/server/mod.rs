@@ -260,8 +260,14 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .with_json_response(true)
         .with_cancellation_token(shutdown.child_token());
     let sessions = Arc::new(LocalSessionManager::default());
-    let mcp_service: StreamableHttpService<mcp::Gateway, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(gw.clone()), sessions.clone(), cfg);
+    let mcp_service: Arc<StreamableHttpService<mcp::Gateway, LocalSessionManager>> =
+        Arc::new(StreamableHttpService::new(move || Ok(gw.clone()), sessions.clone(), cfg));
+    // The router clones its service for every request, and rmcp's clones its whole config
+    // (host and origin lists); an `Arc` makes that a reference count, on both routes.
+    let mcp_service = axum::routing::any(move |req: axum::extract::Request| {
+        let svc = mcp_service.clone();
+        async move { svc.handle(req).await }
+    });
     let mut state = http::HttpState::new(rt.clone(), allowed_hosts(&rt.env, bound));
     state.mcp_sessions = Some(sessions);
     let state = Arc::new(state);
