@@ -229,6 +229,24 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Busy clock ticks of the whole machine so far (all but idle and iowait), from /proc/stat.
+pub fn busy_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal
+            Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+        })
+        .unwrap_or(0)
+}
+
 /// Microseconds of CPU per request, from clock ticks (USER_HZ, 100 on Linux).
 pub fn cpu_us_per(ticks: u64, requests: u64) -> f64 {
     if requests == 0 {

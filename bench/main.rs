@@ -20,7 +20,7 @@ mod upstream;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use load::{Expect, Stats, Target};
@@ -50,6 +50,9 @@ enum Cmd {
         tools: usize,
         #[arg(long)]
         capgate: Option<PathBuf>,
+        /// More lines for the environment's config, e.g. 'auth_failure_limit = "none"'
+        #[arg(long, default_value = "")]
+        env_config: String,
     },
     /// Serve the null gateway: a pass-through proxy to UPSTREAM that checks nothing
     Proxy {
@@ -76,6 +79,9 @@ enum Cmd {
         /// Open loop at this many calls per second instead of closed loop
         #[arg(long)]
         rate: Option<f64>,
+        /// The token is expected to be refused (401): count those answers, open no session
+        #[arg(long)]
+        refused: bool,
     },
     /// Run every scenario and print the tables of docs/BENCHMARKS.md
     Suite {
@@ -533,23 +539,48 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
             let flood = flood.await.unwrap();
             pairs.push((1.0 - with.rps() / alone.rps().max(1.0), alone, with, flood));
         }
+        let each = pairs.iter().map(|p| format!("{:.0}%", p.0 * 100.0)).collect::<Vec<_>>().join(", ");
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
         let (lost, alone, with, flood) = pairs.swap_remove(1);
         out.line(&format!("| alone | {} | |", fmt(&alone)));
         out.line(&format!(
-            "| beside {label} ({:.0} refusals/s answered) | {} | {:.0}% (pairs: {}) |",
+            "| beside {label} ({:.0} refusals/s answered) | {} | {:.0}% (pairs in order: {each}) |",
             flood.rps(),
             fmt(&with),
             lost * 100.0,
-            pairs
-                .iter()
-                .map(|p| format!("{:.0}%", p.0 * 100.0))
-                .chain([format!("{:.0}%", lost * 100.0)])
-                .collect::<Vec<_>>()
-                .join(", ")
         ));
         floods.push(json!({"flood": label, "alone": stats_json(&alone), "with_flood": stats_json(&with), "flood_stats": stats_json(&flood), "slowdown_median": lost}));
     }
+    // What the open-loop flood costs by itself, and who pays: the gateway per refusal, and
+    // the flood generator (this process, running nothing else meanwhile) per request.
+    let (g0, me0, m0, t0) = (
+        load::cpu_ticks(w.pid()),
+        load::cpu_ticks(std::process::id()),
+        load::busy_ticks(),
+        Instant::now(),
+    );
+    let flood = load::open(
+        &load::client(1024),
+        &w.gateway_bad_token(),
+        echo.clone(),
+        5000.0,
+        dur,
+        Expect::Unauthorized,
+    )
+    .await;
+    let (g1, me1, m1) = (load::cpu_ticks(w.pid()), load::cpu_ticks(std::process::id()), load::busy_ticks());
+    let n = flood.ok + flood.wrong;
+    let (gw_us, gen_us) = (load::cpu_us_per(g1 - g0, n), load::cpu_us_per(me1 - me0, n));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // USER_HZ is 100: ticks per second per core.
+    let busy = (m1 - m0) as f64 / t0.elapsed().as_secs_f64() / cores as f64;
+    out.line("");
+    out.line(&format!(
+        "The open-loop flood alone ({:.0} refusals/s): capgate spends {gw_us:.0} µs of CPU per refusal, the flood generator {gen_us:.0} µs per request; the machine is {busy:.0}% busy ({} cores).",
+        flood.rps(),
+        cores
+    ));
+    floods.push(json!({"flood": "open-loop flood alone", "stats": stats_json(&flood), "gateway_cpu_us_per_refusal": gw_us, "generator_cpu_us_per_request": gen_us, "machine_busy_pct": busy}));
     out.json.push(json!({"scenario": "flood", "floods": floods}));
     drop(w);
 
@@ -612,28 +643,39 @@ fn main() {
             tool,
             args,
             rate,
+            refused,
         } => rt.block_on(async {
-            let http = load::client(512);
+            let http = load::client(if refused { 1024 } else { 512 });
             let args: Value = serde_json::from_str(&args).expect("--args is JSON");
-            let t = Target { url, session: true, token };
+            let t = Target {
+                url,
+                session: !refused,
+                token,
+            };
             let body = load::call_body(&tool, &args);
             let dur = Duration::from_secs(seconds);
+            let expect = if refused { Expect::Unauthorized } else { Expect::Ok };
             let s = match rate {
-                Some(r) => load::open(&http, &t, body, r, dur, Expect::Ok).await,
-                None => load::closed(&http, &t, body, clients, dur, Expect::Ok).await,
+                Some(r) => load::open(&http, &t, body, r, dur, expect).await,
+                None => load::closed(&http, &t, body, clients, dur, expect).await,
             };
             println!("{}", stats_json(&s));
         }),
-        Cmd::World { tools, capgate } => {
+        Cmd::World {
+            tools,
+            capgate,
+            env_config,
+        } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
-            let w = start_world(&capgate, tools, "");
+            let w = start_world(&capgate, tools, &env_config);
             println!(
-                "direct {}\ngateway {} (pid {})\ntoken {}\nnull {}",
+                "direct {}\ngateway {} (pid {})\ntoken {}\nnull {}\nflood_token {}",
                 w.direct,
                 w.gw,
                 w.pid(),
                 w.setup.token,
-                w.null
+                w.null,
+                w.gateway_bad_token().token.unwrap_or_default()
             );
             let _ = std::io::stdout().flush();
             rt.block_on(std::future::pending::<()>());
