@@ -255,6 +255,25 @@ fn check_refuses_each_unsafe_configuration() {
 }
 
 #[test]
+fn an_upstream_url_with_a_credential_is_refused_without_repeating_it() {
+    for url in [
+        "https://svc:hunter2-do-not-leak@tickets.internal/mcp",
+        "https://tickets.internal/mcp?api_key=hunter2-do-not-leak",
+    ] {
+        let f = Fixture::new("");
+        let mut text = std::fs::read_to_string(f.config()).unwrap();
+        text.push_str(&format!(
+            "\n[[upstream]]\nname = \"tickets\"\nenvironment = \"stage\"\nurl = \"{url}\"\n"
+        ));
+        std::fs::write(f.config(), text).unwrap();
+        let (code, out) = check(&f);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("upstream `tickets`: `url` carries a credential"), "{out}");
+        assert!(!out.contains("hunter2"), "the credential is repeated: {out}");
+    }
+}
+
+#[test]
 fn token_mint_works_for_development_and_is_refused_for_production() {
     let f = Fixture::new("");
     let out = Command::new(bin())

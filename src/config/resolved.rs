@@ -463,6 +463,40 @@ fn read_credential(c: &RawCredential, at: &str, ctx: &mut Ctx<'_>) -> Option<Sec
     }
 }
 
+/// Where a URL carries a credential, if it does: user-info (`user:password@host`) or a
+/// query parameter named like one.
+fn credential_in_url(url: &str) -> Option<&'static str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.contains('@') {
+        return Some("user-info (`user:password@`)");
+    }
+    let query = rest.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(""));
+    let secret_name = |kv: &str| {
+        let name = kv.split('=').next().unwrap_or("").to_ascii_lowercase().replace('-', "_");
+        matches!(
+            name.as_str(),
+            "token"
+                | "access_token"
+                | "id_token"
+                | "api_key"
+                | "apikey"
+                | "key"
+                | "secret"
+                | "client_secret"
+                | "password"
+                | "pass"
+                | "pwd"
+                | "auth"
+                | "authorization"
+                | "jwt"
+                | "sig"
+                | "signature"
+        )
+    };
+    query.is_some_and(|q| q.split('&').any(secret_name)).then_some("query string")
+}
+
 fn resolve_upstream(u: RawUpstream, ctx: &mut Ctx<'_>) -> Option<Upstream> {
     let at = format!("upstream `{}`", u.name);
     let target = match (u.command, u.url, u.builtin) {
@@ -481,7 +515,14 @@ fn resolve_upstream(u: RawUpstream, ctx: &mut Ctx<'_>) -> Option<Upstream> {
             }
         },
         (None, Some(url), None) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            // A URL travels into transport errors and logs: a credential in it would too, so
+            // it is refused, and never repeated in the message.
+            if let Some(part) = credential_in_url(&url) {
+                ctx.push(
+                    &at,
+                    format!("`url` carries a credential in its {part}: move it to `headers` (kept out of logs and errors)"),
+                );
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) {
                 ctx.push(&at, format!("`url = \"{url}\"` must be an http(s) URL"));
             }
             UpstreamTarget::Url(url)
@@ -678,4 +719,29 @@ fn jwks_key_material(src: &JwksSource) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_an_upstream_url_are_found() {
+        for url in [
+            "https://svc:pw@tickets.internal/mcp",
+            "https://tok@tickets.internal",
+            "http://h/mcp?api_key=abc",
+            "http://h/mcp?x=1&Access-Token=abc#frag",
+        ] {
+            assert!(credential_in_url(url).is_some(), "{url}");
+        }
+        for url in [
+            "https://tickets.internal/mcp",
+            "http://127.0.0.1:8080/mcp?tenant=a",
+            "http://h/a@b",
+            "http://h/?monkey=1",
+        ] {
+            assert_eq!(credential_in_url(url), None, "{url}");
+        }
+    }
 }
