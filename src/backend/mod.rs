@@ -67,14 +67,18 @@ impl Client {
 
 pub struct UpstreamClient {
     cfg: Arc<Upstream>,
-    conn: Mutex<Option<Arc<Client>>>,
+    /// The live connection. Read on every call without waiting; replaced under `connecting`.
+    conn: std::sync::RwLock<Option<Arc<Client>>>,
+    /// Held while (re)connecting, so that one handshake serves every waiting call.
+    connecting: Mutex<()>,
 }
 
 impl UpstreamClient {
     pub fn new(cfg: Arc<Upstream>) -> Self {
         Self {
             cfg,
-            conn: Mutex::new(None),
+            conn: std::sync::RwLock::new(None),
+            connecting: Mutex::new(()),
         }
     }
 
@@ -185,19 +189,28 @@ impl UpstreamClient {
         ().serve(transport).await.map_err(|e| self.unavailable(e))
     }
 
+    /// The live connection if there is one and it has not closed.
+    fn live(&self) -> Option<Arc<Client>> {
+        // Nothing panics while holding this lock; a poisoned one still holds a whole value.
+        let slot = self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
     /// The live connection, (re)connecting when there is none or it has closed.
     async fn client(&self) -> Result<Arc<Client>, BackendError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref()
-            && !c.is_closed()
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.live() {
+            return Ok(c);
         }
-        if slot.is_some() {
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        if self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
             tracing::warn!(upstream = %self.cfg.name, "upstream connection closed; restarting it");
         }
         let c = Arc::new(self.connect().await?);
-        *slot = Some(c.clone());
+        *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c.clone());
         Ok(c)
     }
 
