@@ -472,34 +472,16 @@ mod tests {
     }
 
     fn template(sub: Option<&str>, roles: &[&str]) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            ts: String::new(),
-            env: "dev".into(),
-            trace_id: "t-new".into(),
-            request_id: None,
-            session_id: None,
-            principal: sub.map(|s| PrincipalRef {
-                sub: s.into(),
-                iss: "iss".into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                token_id: None,
-                auth_method: "jwt".into(),
-                cert: None,
-            }),
-            client: Default::default(),
-            tool: None,
-            args_digest: None,
-            args: None,
-            decision: String::new(),
-            reason_code: String::new(),
-            reason: String::new(),
-            contract_digest: None,
-            approval: None,
-            outcome: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        let mut r = crate::audit::record::tests::blank("dev", "t-new");
+        r.principal = sub.map(|s| PrincipalRef {
+            sub: s.into(),
+            iss: "iss".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            token_id: None,
+            auth_method: "jwt".into(),
+            cert: None,
+        });
+        r
     }
 
     fn request(id: &str, sub: &str, digest: &str, now: i64, required: u32) -> Box<Request> {

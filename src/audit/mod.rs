@@ -524,27 +524,7 @@ mod tests {
     }
 
     fn record(trace: &str) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            ts: String::new(),
-            env: "t".into(),
-            trace_id: trace.into(),
-            request_id: None,
-            session_id: None,
-            principal: None,
-            client: ClientRef::default(),
-            tool: None,
-            args_digest: None,
-            args: None,
-            decision: "deny".into(),
-            reason_code: "token_invalid".into(),
-            reason: String::new(),
-            contract_digest: None,
-            approval: None,
-            outcome: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        record::tests::blank("t", trace)
     }
 
     async fn committed_within(store: &Memory, n: usize, limit: Duration) -> bool {

@@ -174,6 +174,31 @@ pub(crate) mod tests {
     use crate::canonical::strategies::json;
     use proptest::prelude::*;
 
+    /// A record with nothing in it but its environment and trace ID, for tests to fill in.
+    pub fn blank(env: &str, trace_id: &str) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            ts: String::new(),
+            env: env.into(),
+            trace_id: trace_id.into(),
+            request_id: None,
+            session_id: None,
+            principal: None,
+            client: ClientRef::default(),
+            tool: None,
+            args_digest: None,
+            args: None,
+            decision: String::new(),
+            reason_code: String::new(),
+            reason: String::new(),
+            contract_digest: None,
+            approval: None,
+            outcome: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     fn text() -> impl Strategy<Value = String> {
         "\\PC{0,10}|[\\x00-\\x1f\"]{0,3}"
     }
