@@ -47,6 +47,8 @@ pub struct Stats {
     pub hist: Histogram<u64>,
     /// CPU time the measured process spent per answered request, when measured.
     pub cpu_us: f64,
+    /// Open loop: the latest any request was sent after it was due, in µs.
+    pub send_late_max_us: u64,
 }
 
 impl Stats {
@@ -56,6 +58,7 @@ impl Stats {
             wrong: 0,
             all: 0,
             cpu_us: 0.0,
+            send_late_max_us: 0,
             secs: 0.0,
             hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
@@ -179,7 +182,8 @@ pub async fn closed(http: &reqwest::Client, t: &Target, body: Arc<String>, clien
 }
 
 /// `rate` requests per second for `dur`, spread over `sessions` sessions; a request's
-/// latency runs from when it was due.
+/// latency runs from when it was due, and how late the latest request was sent is kept
+/// (a generator that falls behind sends a burst, which the server is then charged for).
 pub async fn open(http: &reqwest::Client, t: &Target, body: Arc<String>, rate: f64, dur: Duration, expect: Expect) -> Stats {
     let sessions = 64;
     let mut sids = Vec::new();
@@ -191,9 +195,11 @@ pub async fn open(http: &reqwest::Client, t: &Target, body: Arc<String>, rate: f
     let start = Instant::now() + Duration::from_millis(100);
     let n = (rate * dur.as_secs_f64()) as u64;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, u64)>();
+    let mut late_max = Duration::ZERO;
     for i in 0..n {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
+        late_max = late_max.max(due.elapsed());
         let (http, t, body, sids, tx) = (http.clone(), t.clone(), body.clone(), sids.clone(), tx.clone());
         tokio::spawn(async move {
             let sid = sids.get(i as usize % sessions).cloned().flatten();
@@ -212,6 +218,7 @@ pub async fn open(http: &reqwest::Client, t: &Target, body: Arc<String>, rate: f
             s.wrong += 1;
         }
     }
+    s.send_late_max_us = late_max.as_micros() as u64;
     s.secs = dur.as_secs_f64();
     s
 }

@@ -298,7 +298,7 @@ fn fmt(s: &Stats) -> String {
 }
 
 fn stats_json(s: &Stats) -> Value {
-    json!({"rps": s.rps().round(), "p50_ms": s.ms(0.5), "p90_ms": s.ms(0.9), "p99_ms": s.ms(0.99), "p999_ms": s.ms(0.999), "ok": s.ok, "unexpected": s.wrong, "cpu_us_per_call": s.cpu_us})
+    json!({"rps": s.rps().round(), "p50_ms": s.ms(0.5), "p90_ms": s.ms(0.9), "p99_ms": s.ms(0.99), "p999_ms": s.ms(0.999), "ok": s.ok, "unexpected": s.wrong, "cpu_us_per_call": s.cpu_us, "send_late_max_ms": s.send_late_max_us as f64 / 1000.0})
 }
 
 fn pct(a: f64, b: f64) -> String {
@@ -496,14 +496,25 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let rate = (gw64 / 2.0).max(10.0).round();
     out.line(&format!("Rate: {rate:.0} calls/s, latency counted from when each call was due."));
     out.line("");
-    out.line("| path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p99 ms |");
-    out.line("|---|---:|---:|---:|---:|---:|---:|");
+    out.line("| path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p99 ms | generator's latest send, ms late |");
+    out.line("|---|---:|---:|---:|---:|---:|---:|---:|");
     let d = load::open(&http, &w.direct(), echo.clone(), rate, dur, Expect::Ok).await;
     let n = load::open(&http, &w.null(), echo.clone(), rate, dur, Expect::Ok).await;
     let g = load::open(&http, &w.gateway(), echo.clone(), rate, dur, Expect::Ok).await;
-    out.line(&format!("| direct | {} | |", fmt(&d)));
-    out.line(&format!("| null gateway | {} | {:.2} |", fmt(&n), n.ms(0.99) - d.ms(0.99)));
-    out.line(&format!("| capgate | {} | {:.2} |", fmt(&g), g.ms(0.99) - d.ms(0.99)));
+    let late = |s: &Stats| s.send_late_max_us as f64 / 1000.0;
+    out.line(&format!("| direct | {} | | {:.1} |", fmt(&d), late(&d)));
+    out.line(&format!(
+        "| null gateway | {} | {:.2} | {:.1} |",
+        fmt(&n),
+        n.ms(0.99) - d.ms(0.99),
+        late(&n)
+    ));
+    out.line(&format!(
+        "| capgate | {} | {:.2} | {:.1} |",
+        fmt(&g),
+        g.ms(0.99) - d.ms(0.99),
+        late(&g)
+    ));
     out.json.push(json!({"scenario": "open_loop_half", "rate": rate, "direct": stats_json(&d), "null": stats_json(&n), "gateway": stats_json(&g), "added_p99_ms": g.ms(0.99) - d.ms(0.99)}));
 
     out.line("");
