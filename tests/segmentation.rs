@@ -162,11 +162,7 @@ async fn mutual_tls_joins_the_certificate_to_the_token_and_keeps_environments_ap
     )
     .await;
     assert!(foreign_back.is_err(), "and a dev certificate at stage's: {foreign_back:?}");
-    let refused = f
-        .audit("dev")
-        .into_iter()
-        .filter(|r| r["reason_code"] == "certificate_refused")
-        .count();
+    let refused = f.audit_reason_code("dev", "certificate_refused", 2).len();
     assert_eq!(refused, 2, "both refused handshakes are in dev's log");
 
     // The right certificate with another environment's token: 401.

@@ -271,6 +271,24 @@ signing_key = "keys/{env}-audit.pem"
         }
     }
 
+    /// The records with `reason_code`, once there are at least `n` of them (or after 10 s):
+    /// for refusals recorded after the client already saw them fail, such as a TLS handshake
+    /// (the alert goes out before the gateway's record is written).
+    pub fn audit_reason_code(&self, env: &str, reason_code: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let recs: Vec<Value> = self
+                .audit_now(env)
+                .into_iter()
+                .filter(|r| r["reason_code"] == reason_code)
+                .collect();
+            if recs.len() >= n || std::time::Instant::now() > deadline {
+                return recs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The log as it is this moment.
     pub fn audit_now(&self, env: &str) -> Vec<Value> {
         let conn = rusqlite::Connection::open(self.audit_db(env)).unwrap();
