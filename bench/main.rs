@@ -689,7 +689,9 @@ fn main() {
                 w.gateway_bad_token().token.unwrap_or_default()
             );
             let _ = std::io::stdout().flush();
-            rt.block_on(std::future::pending::<()>());
+            // Stopped by a signal, the servers it started go with it (`World`'s drop).
+            rt.block_on(capgate::server::wait_for_signal());
+            drop(w);
         }
         Cmd::Suite { seconds, capgate, json } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));

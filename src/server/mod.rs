@@ -332,7 +332,8 @@ pub async fn serve_http(config: &Config, envs: Vec<Arc<Environment>>, on_ready: 
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
