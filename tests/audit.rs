@@ -346,12 +346,7 @@ async fn an_unwritable_store_refuses_every_call_and_nothing_executes() {
     let f = Fixture::new("");
     // One authentication failure a minute: the second unauthenticated request below is over
     // the budget, whose refusals are recorded through the unhurried path.
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        text.replacen("name = \"dev\"", "name = \"dev\"\nauth_failure_limit = \"1/min\"", 1),
-    )
-    .unwrap();
+    f.set_in_env("dev", "auth_failure_limit = \"1/min\"");
     let gw = Gateway::start(&f.config(), &ENVS);
     let mut alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
     assert_eq!(alice.call("list_tickets", json!({})).await.body["result"]["isError"], json!(false));

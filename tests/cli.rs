@@ -29,12 +29,6 @@ fn check(f: &Fixture) -> (i32, String) {
     )
 }
 
-fn rewrite(f: &Fixture, from: &str, to: &str) {
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    assert!(text.contains(from), "fixture has no `{from}`");
-    std::fs::write(f.config(), text.replacen(from, to, 1)).unwrap();
-}
-
 /// Replaces the `n`th (0-based) occurrence.
 fn rewrite_nth(f: &Fixture, from: &str, to: &str, n: usize) {
     let text = std::fs::read_to_string(f.config()).unwrap();
@@ -62,19 +56,18 @@ fn check_refuses_each_unsafe_configuration() {
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "shared JWKS",
-            Box::new(|f| rewrite(f, "keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json")),
+            Box::new(|f| f.rewrite("keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json")),
             "shares its JWKS source with environment `dev`",
         ),
         (
             "shared issuer",
-            Box::new(|f| rewrite(f, "issuer = \"https://idp.test/stage\"", "issuer = \"https://idp.test/dev\"")),
+            Box::new(|f| f.rewrite("issuer = \"https://idp.test/stage\"", "issuer = \"https://idp.test/dev\"")),
             "shares its issuer",
         ),
         (
             "shared audience",
             Box::new(|f| {
-                rewrite(
-                    f,
+                f.rewrite(
                     "public_url = \"https://capgate.test/stage/mcp\"",
                     "public_url = \"https://capgate.test/dev/mcp\"",
                 )
@@ -83,17 +76,17 @@ fn check_refuses_each_unsafe_configuration() {
         ),
         (
             "shared store",
-            Box::new(|f| rewrite(f, "sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db")),
+            Box::new(|f| f.rewrite("sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db")),
             "shares its audit store",
         ),
         (
             "shared signing key",
-            Box::new(|f| rewrite(f, "keys/stage-audit.pem", "keys/dev-audit.pem")),
+            Box::new(|f| f.rewrite("keys/stage-audit.pem", "keys/dev-audit.pem")),
             "shares its audit signing key",
         ),
         (
             "shared credential",
-            Box::new(|f| rewrite(f, "upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak")),
+            Box::new(|f| f.rewrite("upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak")),
             "shares its upstream credential",
         ),
         (
@@ -101,7 +94,7 @@ fn check_refuses_each_unsafe_configuration() {
             Box::new(|f| {
                 let copy = f.path().join("keys/stage-audit-copy.pem");
                 std::fs::copy(f.path().join("keys/dev-audit.pem"), &copy).unwrap();
-                rewrite(f, "keys/stage-audit.pem", "keys/stage-audit-copy.pem");
+                f.rewrite("keys/stage-audit.pem", "keys/stage-audit-copy.pem");
             }),
             "shares its audit signing key (same key material) with environment `dev`",
         ),
@@ -109,7 +102,7 @@ fn check_refuses_each_unsafe_configuration() {
             "a copy of another environment's JWKS",
             Box::new(|f| {
                 std::fs::copy(f.path().join("keys/dev-issuer.jwks.json"), f.path().join("keys/copy.jwks.json")).unwrap();
-                rewrite(f, "keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
+                f.rewrite("keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
             }),
             "shares its identity key (same key material) with environment `dev`",
         ),
@@ -118,53 +111,52 @@ fn check_refuses_each_unsafe_configuration() {
             Box::new(|f| {
                 let dev_state = f.path().join("state").join("dev");
                 let stage_state = f.path().join("state").join("stage");
-                rewrite(f, &format!("{stage_state:?}"), &format!("{dev_state:?}"));
-                rewrite(f, "upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak");
+                f.rewrite(&format!("{stage_state:?}"), &format!("{dev_state:?}"));
+                f.rewrite("upstream-secret-stage-do-not-leak", "upstream-secret-dev-do-not-leak");
             }),
             "shares its upstream (same target, same credentials) with environment `dev`",
         ),
         (
             "production trusts a development issuer",
             Box::new(|f| {
-                rewrite(f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
-                rewrite(f, "mint_key = \"keys/stage-issuer.pem\"", "");
+                f.rewrite("name = \"stage\"", "name = \"stage\"\nproduction = true");
+                f.rewrite("mint_key = \"keys/stage-issuer.pem\"", "");
                 std::fs::copy(f.path().join("keys/dev-issuer.jwks.json"), f.path().join("keys/copy.jwks.json")).unwrap();
-                rewrite(f, "keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
+                f.rewrite("keys/stage-issuer.jwks.json", "keys/copy.jwks.json");
             }),
             "trusts a development issuer: its JWKS holds the public half of environment `dev`'s `mint_key`",
         ),
         (
             "duplicate name",
-            Box::new(|f| rewrite(f, "name = \"stage\"", "name = \"dev\"")),
+            Box::new(|f| f.rewrite("name = \"stage\"", "name = \"dev\"")),
             "shares its name",
         ),
         (
             "unreadable failure budget",
-            Box::new(|f| rewrite(f, "name = \"stage\"", "name = \"stage\"\nauth_failure_limit = \"lots\"")),
+            Box::new(|f| f.rewrite("name = \"stage\"", "name = \"stage\"\nauth_failure_limit = \"lots\"")),
             "`auth_failure_limit = \"lots\"`: write a rate such as `\"50/s\"`, or `\"none\"`",
         ),
         (
             "typo in a key",
-            Box::new(|f| rewrite(f, "approver_roles", "aprover_roles")),
+            Box::new(|f| f.rewrite("approver_roles", "aprover_roles")),
             "unknown field `aprover_roles`",
         ),
         (
             "no identity",
-            Box::new(|f| rewrite(f, "public_url = \"https://capgate.test/stage/mcp\"", "public_url = \"ftp://x\"")),
+            Box::new(|f| f.rewrite("public_url = \"https://capgate.test/stage/mcp\"", "public_url = \"ftp://x\"")),
             "must be an http(s) URL",
         ),
         (
             "production minting",
             Box::new(|f| {
-                rewrite(f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
+                f.rewrite("name = \"stage\"", "name = \"stage\"\nproduction = true");
             }),
             "`mint_key` is set in a production environment",
         ),
         (
             "unknown role",
             Box::new(|f| {
-                rewrite(
-                    f,
+                f.rewrite(
                     "name = \"dev\"",
                     "name = \"dev\"\nroles = [\"oncall\", \"viewer\", \"incident_commander\"]",
                 )
@@ -229,7 +221,7 @@ fn check_refuses_each_unsafe_configuration() {
         ),
         (
             "missing JWKS",
-            Box::new(|f| rewrite(f, "keys/dev-issuer.jwks.json", "keys/nope.jwks.json")),
+            Box::new(|f| f.rewrite("keys/dev-issuer.jwks.json", "keys/nope.jwks.json")),
             "no such file",
         ),
         (
@@ -247,8 +239,8 @@ fn check_refuses_each_unsafe_configuration() {
     }
     // Several problems are listed together, not one at a time.
     let f = Fixture::new("");
-    rewrite(&f, "keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json");
-    rewrite(&f, "sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db");
+    f.rewrite("keys/stage-issuer.jwks.json", "keys/dev-issuer.jwks.json");
+    f.rewrite("sqlite://data/stage-audit.db", "sqlite://data/dev-audit.db");
     let (code, out) = check(&f);
     assert_eq!(code, 1);
     assert!(out.contains("JWKS source") && out.contains("audit store"), "{out}");
@@ -304,8 +296,8 @@ fn token_mint_works_for_development_and_is_refused_for_production() {
     assert_eq!(claims["roles"], json!(["oncall", "viewer"]));
     assert!(claims["exp"].as_u64().unwrap() <= now() + 300);
 
-    rewrite(&f, "name = \"stage\"", "name = \"stage\"\nproduction = true");
-    rewrite(&f, "mint_key = \"keys/stage-issuer.pem\"\n", "");
+    f.rewrite("name = \"stage\"", "name = \"stage\"\nproduction = true");
+    f.rewrite("mint_key = \"keys/stage-issuer.pem\"\n", "");
     let out = Command::new(bin())
         .args(["token", "mint", "--env", "stage", "--sub", "x", "--config"])
         .arg(f.config())

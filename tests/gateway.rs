@@ -672,12 +672,7 @@ async fn mutated_requests_never_crash_the_server_nor_execute_anything() {
 async fn a_source_over_its_failure_budget_is_still_refused_and_recorded_and_its_valid_calls_run() {
     let f = Fixture::new("");
     // A long window: which request is over the budget depends on counting, not on timing.
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        text.replacen("name = \"dev\"", "name = \"dev\"\nauth_failure_limit = \"3/min\"", 1),
-    )
-    .unwrap();
+    f.set_in_env("dev", "auth_failure_limit = \"3/min\"");
     let gw = Gateway::start(&f.config(), &ENVS);
     let good = f.token("dev", "alice", &["oncall"]);
     let mut alice = Mcp::open(gw.url("dev"), &good).await;

@@ -207,13 +207,8 @@ async fn the_probe_catches_a_weakened_gateway_without_making_anything_run() {
 #[test]
 fn the_probe_never_mints_for_production_and_never_simulates_outages_there() {
     let f = Fixture::new("");
-    let text = std::fs::read_to_string(f.config()).unwrap();
-    std::fs::write(
-        f.config(),
-        text.replacen("name = \"stage\"", "name = \"stage\"\nproduction = true", 1)
-            .replacen("mint_key = \"keys/stage-issuer.pem\"", "", 1),
-    )
-    .unwrap();
+    f.set_in_env("stage", "production = true");
+    f.rewrite("mint_key = \"keys/stage-issuer.pem\"", "");
     let cfg = f.config().display().to_string();
     let (code, _, err) = run(
         &["probe", "--config", &cfg, "--env", "stage", "--url", "http://127.0.0.1:9/mcp"],

@@ -146,6 +146,18 @@ pub struct CheckpointPolicy {
 #[derive(Default)]
 struct SideQueue(Mutex<Side>);
 
+/// What became of an entry offered to the side queue.
+enum Pushed {
+    /// Queued into an empty queue: the writer must learn that its [`LINGER`] has started.
+    First,
+    /// Queued behind others: the writer already knows.
+    Behind,
+    /// Not queued, given back: the queue is full (the channel, which pushes back, takes it).
+    Full(Queued),
+    /// Not queued: the writer has stopped.
+    Closed,
+}
+
 #[derive(Default)]
 struct Side {
     entries: VecDeque<Queued>,
@@ -159,18 +171,16 @@ impl SideQueue {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues an entry; `Ok(true)` when the queue was empty before. `Err` gives it back
-    /// when the queue is full (the caller takes the channel, which pushes back) or closed.
-    fn push(&self, q: Queued) -> Result<bool, (Queued, bool)> {
+    fn push(&self, q: Queued) -> Pushed {
         let mut side = self.lock();
         if side.closed {
-            return Err((q, true));
+            return Pushed::Closed;
         }
         if side.entries.len() >= QUEUE {
-            return Err((q, false));
+            return Pushed::Full(q);
         }
         side.entries.push_back(q);
-        Ok(side.entries.len() == 1)
+        if side.entries.len() == 1 { Pushed::First } else { Pushed::Behind }
     }
 
     fn oldest(&self) -> Option<Instant> {
@@ -422,14 +432,14 @@ impl AuditLog {
     /// queue was empty; through the channel (which pushes back) when the side queue is full.
     async fn linger(&self, entry: Entry, done: Waiter) -> Result<(), AuditError> {
         match self.side.push((entry, (done, Instant::now()))) {
-            Ok(false) => Ok(()),
+            Pushed::Behind => Ok(()),
             // A full channel means the writer is busy and looks at the side queue next.
-            Ok(true) => match self.tx.try_send(Msg::Wake) {
+            Pushed::First => match self.tx.try_send(Msg::Wake) {
                 Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
                 Err(TrySendError::Disconnected(_)) => Err(unavailable("the audit writer stopped")),
             },
-            Err((_, true)) => Err(unavailable("the audit writer stopped")),
-            Err(((entry, (done, queued)), false)) => {
+            Pushed::Closed => Err(unavailable("the audit writer stopped")),
+            Pushed::Full((entry, (done, queued))) => {
                 self.send(Msg::Append {
                     entry,
                     done,

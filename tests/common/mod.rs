@@ -217,6 +217,19 @@ signing_key = "keys/{env}-audit.pem"
         self.path().join("capgate.toml")
     }
 
+    /// Replaces the first `from` in the config (which must hold it) with `to`.
+    pub fn rewrite(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        assert!(text.contains(from), "fixture has no `{from}`");
+        std::fs::write(self.config(), text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Adds a `key = value` line to environment `env`'s table.
+    pub fn set_in_env(&self, env: &str, line: &str) {
+        let name = format!("name = \"{env}\"");
+        self.rewrite(&name, &format!("{name}\n{line}"));
+    }
+
     pub fn signing_key(&self, env: &str) -> SigningKey {
         let pem = std::fs::read_to_string(self.path().join(format!("keys/{env}-issuer.pem"))).unwrap();
         SigningKey::from_pkcs8_pem(&pem).unwrap()
