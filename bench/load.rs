@@ -275,3 +275,17 @@ pub fn rss_mib(pid: u32) -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// `n` requests one after another on one session; how many got the expected answer. One
+/// client and no clock: what callgrind counts then depends on the requests alone.
+pub async fn sequential(http: &reqwest::Client, t: &Target, sid: Option<&str>, body: &str, n: usize, expect: Expect) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        if let Ok((status, _, text)) = post(http, t, sid, body.to_string()).await
+            && expect.holds(status, &text)
+        {
+            ok += 1;
+        }
+    }
+    ok
+}

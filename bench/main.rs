@@ -13,6 +13,7 @@
     reason = "a measurement tool: failing loudly is right"
 )]
 
+mod instructions;
 mod load;
 mod proxy;
 mod upstream;
@@ -82,6 +83,19 @@ enum Cmd {
         /// The token is expected to be refused (401): count those answers, open no session
         #[arg(long)]
         refused: bool,
+    },
+    /// Count instructions per request under callgrind (valgrind), for the upstream, the null
+    /// gateway and capgate
+    Instructions {
+        /// Requests per measurement
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// The capgate binary (default: next to this one)
+        #[arg(long)]
+        capgate: Option<PathBuf>,
+        /// Keep callgrind's output here (for callgrind_annotate)
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
     /// Run every scenario and print the tables of docs/BENCHMARKS.md
     Suite {
@@ -192,7 +206,7 @@ timeout = "30s"
 }
 
 struct World {
-    _upstream: Proc,
+    upstream: Proc,
     proxy: Proc,
     gateway: Proc,
     direct: String,
@@ -202,23 +216,44 @@ struct World {
 }
 
 fn start_world(capgate: &Path, tools: usize, extra: &str) -> World {
+    start_world_under(capgate, tools, extra, None)
+}
+
+/// `program`, or `program` under callgrind writing to `counted/<name>.<pid>` when given.
+fn command(program: &Path, counted: Option<&Path>, name: &str) -> Command {
+    match counted {
+        None => Command::new(program),
+        Some(dir) => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg("--quiet")
+                .arg(format!("--callgrind-out-file={}/{name}.%p", dir.display()))
+                .arg(program);
+            c
+        }
+    }
+}
+
+/// The world, with the upstream, the null gateway and capgate each under callgrind when
+/// `counted` names a directory for its output.
+fn start_world_under(capgate: &Path, tools: usize, extra: &str, counted: Option<&Path>) -> World {
     let me = std::env::current_exe().unwrap();
     let (up, direct) = spawn_with_url(
-        Command::new(&me).args(["upstream", "--tools", &tools.to_string()]),
+        command(&me, counted, "upstream").args(["upstream", "--tools", &tools.to_string()]),
         "benchmark upstream",
     );
-    let (proxy, null) = spawn_with_url(Command::new(&me).args(["proxy", &direct]), "null gateway");
+    let (proxy, null) = spawn_with_url(command(&me, counted, "null").args(["proxy", &direct]), "null gateway");
     let setup = setup(tools);
     let cfg = write_config(&setup, &direct, extra);
     let (gateway, gw) = spawn_with_url(
-        Command::new(capgate)
+        command(capgate, counted, "capgate")
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("CAPGATE_LOG", "error"),
         "listening on",
     );
     World {
-        _upstream: up,
+        upstream: up,
         proxy,
         gateway,
         direct,
@@ -692,6 +727,10 @@ fn main() {
             // Stopped by a signal, the servers it started go with it (`World`'s drop).
             rt.block_on(capgate::server::wait_for_signal());
             drop(w);
+        }
+        Cmd::Instructions { requests, capgate, keep } => {
+            let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
+            rt.block_on(instructions::run(capgate, requests, keep));
         }
         Cmd::Suite { seconds, capgate, json } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));

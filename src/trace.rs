@@ -21,7 +21,7 @@ impl TraceId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut bytes);
-        Self(hex::encode(bytes))
+        Self(crate::canonical::lower_hex(&bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -33,7 +33,7 @@ impl TraceId {
     pub fn child_traceparent(&self) -> String {
         let mut span = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut span);
-        format!("00-{}-{}-01", self.0, hex::encode(span))
+        format!("00-{}-{}-01", self.0, crate::canonical::lower_hex(&span))
     }
 }
 

@@ -726,6 +726,39 @@ async fn call_via(m: &Mcp, tool: &str, args: Value, via_rmcp: bool) -> Reply {
     .await
 }
 
+/// Messages shaped like a `tools/call` that rmcp reads as no valid call: the direct route
+/// reads them by their method's own type, so it must hand every one of them to rmcp rather
+/// than run it.
+#[tokio::test]
+async fn malformed_calls_on_the_direct_route_never_run() {
+    let f = Fixture::new("");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "list_tickets", "arguments": {}}});
+    let with = |key: &str, value: Value| {
+        let mut b = call.clone();
+        b[key] = value;
+        b
+    };
+    let bodies = [
+        with("result", json!({})),
+        with("error", json!({"code": 1, "message": "x"})),
+        with("jsonrpc", json!("1.0")),
+        with("id", json!({"nested": 1})),
+        with("params", json!({"arguments": {}})),
+        with("params", json!({"name": 7})),
+    ];
+    for body in bodies {
+        let r = alice.send(body.to_string(), &[]).await;
+        assert!(r.body.get("result").is_none(), "{body} was answered with a result: {}", r.text);
+    }
+    assert!(f.calls("dev").is_empty(), "a malformed call ran: {:?}", f.calls("dev"));
+    // The same session still calls as it should.
+    let r = call_via(&alice, "list_tickets", json!({}), false).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    assert_eq!(f.calls("dev").len(), 1);
+}
+
 #[tokio::test]
 async fn both_routes_refuse_alike_and_nothing_runs() {
     let f = Fixture::new("");
