@@ -137,6 +137,11 @@ fn check_refuses_each_unsafe_configuration() {
             "`auth_failure_limit = \"lots\"`: write a rate such as `\"50/s\"`, or `\"none\"`",
         ),
         (
+            "unreadable session idle timeout",
+            Box::new(|f| f.set_in_env("stage", "session_idle_timeout = \"0s\"")),
+            "`session_idle_timeout = \"0s\"`: write a duration such as `\"5m\"`",
+        ),
+        (
             "typo in a key",
             Box::new(|f| f.rewrite("approver_roles", "aprover_roles")),
             "unknown field `aprover_roles`",

@@ -726,6 +726,54 @@ async fn call_via(m: &Mcp, tool: &str, args: Value, via_rmcp: bool) -> Reply {
     .await
 }
 
+/// The gateway owns a session's lifetime: one used only through the direct route (which
+/// never reaches rmcp's session worker) stays open past the idle timeout, one left unused is
+/// closed on both routes, and a session ID it never issued is refused and recorded. None of
+/// the refused calls runs.
+#[tokio::test]
+async fn sessions_stay_open_while_used_close_when_idle_and_unknown_ids_are_refused() {
+    let f = Fixture::new("");
+    f.set_in_env("dev", "session_idle_timeout = \"2s\"");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    for _ in 0..8 {
+        let r = call_via(&alice, "list_tickets", json!({}), false).await;
+        assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Four seconds of direct-route calls, twice the timeout: rmcp's route still has it too.
+    let r = call_via(&alice, "list_tickets", json!({}), true).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    assert_eq!(f.calls("dev").len(), 9);
+
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    for via_rmcp in [false, true] {
+        let r = call_via(&alice, "list_tickets", json!({}), via_rmcp).await;
+        assert_eq!(r.status, 404, "an idle session still answered: {}", r.text);
+        let rec = &f.audit_for_trace("dev", &r.trace())[0];
+        assert_eq!(
+            (rec["decision"].as_str(), rec["reason_code"].as_str()),
+            (Some("deny"), Some("session_not_owned"))
+        );
+    }
+    let mut guess = Mcp::new(gw.url("dev"), Some(f.token("dev", "alice", &["oncall"])));
+    guess.session = Some("4f9a1c3e-0000-4000-8000-000000000000".into());
+    let r = call_via(&guess, "list_tickets", json!({}), false).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(
+        f.audit_for_trace("dev", &r.trace())[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not open")
+    );
+    assert_eq!(f.calls("dev").len(), 9, "a call on a closed or unknown session ran");
+
+    // A new session works at once.
+    let again = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    let r = call_via(&again, "list_tickets", json!({}), false).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+}
+
 /// Messages shaped like a `tools/call` that rmcp reads as no valid call: the direct route
 /// reads them by their method's own type, so it must hand every one of them to rmcp rather
 /// than run it.

@@ -55,6 +55,8 @@ pub struct RawEnvironment {
     /// Authentication failures per source address before refusals are answered slowly:
     /// a rate such as `"50/s"`, or `"none"`.
     pub auth_failure_limit: Option<String>,
+    /// An MCP session no request has used for this long is closed (`"5m"` by default).
+    pub session_idle_timeout: Option<String>,
     pub tls: Option<RawTls>,
 }
 

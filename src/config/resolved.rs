@@ -15,6 +15,8 @@ use super::raw::{RawConfig, RawCredential, RawEnvironment, RawUpstream};
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Authentication failures per source address before refusals are held back (`server::budget`).
 pub const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
+/// rmcp's own default for an idle session, kept now that the gateway closes them itself.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JwksSource {
@@ -51,6 +53,8 @@ pub struct Environment {
     pub max_body_bytes: usize,
     /// `None`: refusals are never held back (see `server::budget`).
     pub auth_failure_limit: Option<crate::contract::RateLimit>,
+    /// How long an MCP session may go unused before the gateway closes it.
+    pub session_idle_timeout: Duration,
     pub tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub contracts: BTreeMap<String, Arc<Contract>>,
@@ -426,6 +430,13 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             rate
         }
     };
+    let session_idle_timeout = match env.session_idle_timeout.as_deref() {
+        None => DEFAULT_SESSION_IDLE,
+        Some(t) => crate::contract::parse_duration(t).unwrap_or_else(|| {
+            ctx.push(&at, format!("`session_idle_timeout = \"{t}\"`: write a duration such as `\"5m\"`"));
+            DEFAULT_SESSION_IDLE
+        }),
+    };
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -444,6 +455,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         allowed_hosts: env.allowed_hosts,
         max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
         auth_failure_limit,
+        session_idle_timeout,
         tls,
         contracts: mine,
     })

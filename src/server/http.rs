@@ -31,11 +31,12 @@ use super::mcp::RequestCtx;
 use super::respond;
 
 const SESSION_HEADER: &str = "mcp-session-id";
-const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct HttpState {
     pub rt: Arc<Runtime>,
-    /// session id → (owner key, opened at). Owner key is issuer + subject.
+    /// session id → (owner key, last used by its owner). Owner key is issuer + subject.
+    /// INVARIANT: every MCP session on this listener was opened through the guard, so a
+    /// session ID missing here is refused: never passed on as if it had no owner.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
     /// Names this listener answers to (DNS-rebinding defence), parsed once: see
     /// [`HttpState::host_allowed`].
@@ -52,6 +53,23 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// Forgets the sessions unused for longer than `idle` and returns their IDs, for rmcp to
+    /// close them too.
+    pub fn take_idle_sessions(&self, idle: Duration) -> Vec<String> {
+        let Ok(mut m) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        let idle_ids: Vec<String> = m
+            .iter()
+            .filter(|(_, (_, used))| used.elapsed() > idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle_ids {
+            m.remove(id);
+        }
+        idle_ids
+    }
+
     pub fn new(rt: Arc<Runtime>, hosts: Vec<String>) -> Self {
         let mut origins = rt.env.allowed_origins.clone();
         for h in &hosts {
@@ -317,15 +335,20 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
 
     let owner = format!("{}\u{0}{}", auth.principal().iss, auth.principal().sub);
     if let Some(sid) = &session_id {
-        let known = st.sessions.lock().ok().and_then(|m| m.get(sid).map(|(o, _)| o.clone()));
-        if known.as_ref().is_some_and(|o| *o != owner) {
-            let mut rec = deny(
-                &call,
-                ReasonCode::SessionNotOwned,
-                "the session belongs to another identity".into(),
-                tool,
-                args_digest_of(&parsed),
-            );
+        let refusal = match st.sessions.lock() {
+            Ok(mut m) => match m.get_mut(sid) {
+                Some((o, used)) if *o == owner => {
+                    // Both routes count as use: the direct one never reaches rmcp's session.
+                    *used = Instant::now();
+                    None
+                }
+                Some(_) => Some("the session belongs to another identity"),
+                None => Some("the session is not open on this gateway (closed, idle too long, or never opened)"),
+            },
+            Err(_) => Some("the session table is unavailable"),
+        };
+        if let Some(reason) = refusal {
+            let mut rec = deny(&call, ReasonCode::SessionNotOwned, reason.into(), tool, args_digest_of(&parsed));
             rec.principal = Some(auth.principal().into());
             return record_then(rt, rec, respond::session_not_found(&trace)).await;
         }
@@ -356,9 +379,6 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     if let Ok(mut m) = st.sessions.lock() {
         match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
             (None, Some(new_sid)) => {
-                if m.len() > 10_000 {
-                    m.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
-                }
                 m.insert(new_sid.to_string(), (owner, Instant::now()));
             }
             (Some(sid), _) if is_delete && resp.status().is_success() => {

@@ -259,7 +259,12 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .with_max_request_body_bytes(rt.env.max_body_bytes)
         .with_json_response(true)
         .with_cancellation_token(shutdown.child_token());
-    let sessions = Arc::new(LocalSessionManager::default());
+    // rmcp closes a session its worker has not heard from for a while; calls on the direct
+    // route never reach that worker, so the guard, which sees both routes, closes idle
+    // sessions instead (below).
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = None;
+    let sessions = Arc::new(manager);
     let mcp_service: Arc<StreamableHttpService<mcp::Gateway, LocalSessionManager>> =
         Arc::new(StreamableHttpService::new(move || Ok(gw.clone()), sessions.clone(), cfg));
     // The router clones its service for every request, and rmcp's clones its whole config
@@ -269,8 +274,14 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         async move { svc.handle(req).await }
     });
     let mut state = http::HttpState::new(rt.clone(), allowed_hosts(&rt.env, bound));
-    state.mcp_sessions = Some(sessions);
+    state.mcp_sessions = Some(sessions.clone());
     let state = Arc::new(state);
+    tokio::spawn(close_idle_sessions(
+        state.clone(),
+        sessions.clone(),
+        rt.env.session_idle_timeout,
+        shutdown.child_token(),
+    ));
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp_service)
         .layer(axum::middleware::from_fn_with_state(state.clone(), http::guard));
@@ -292,6 +303,27 @@ pub fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) 
         .merge(console::routes())
         .merge(api_routes)
         .merge(mcp_routes)
+}
+
+/// Closes, in the guard's table and in rmcp, the sessions no request has used for `idle`;
+/// looks a few times per `idle`, so a session lives at most ~1.25 × `idle` unused.
+async fn close_idle_sessions(
+    state: Arc<http::HttpState>,
+    sessions: Arc<LocalSessionManager>,
+    idle: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let every = (idle / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        for id in state.take_idle_sessions(idle) {
+            let _ =
+                rmcp::transport::streamable_http_server::session::SessionManager::close_session(&*sessions, &Arc::from(id.as_str())).await;
+        }
+    }
 }
 
 /// Serves the given environments, each on its own listener, until SIGINT/SIGTERM.
