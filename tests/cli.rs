@@ -142,6 +142,11 @@ fn check_refuses_each_unsafe_configuration() {
             "`session_idle_timeout = \"0s\"`: write a duration such as `\"5m\"`",
         ),
         (
+            "no sessions at all",
+            Box::new(|f| f.set_in_env("stage", "max_sessions_per_identity = 0")),
+            "`max_sessions_per_identity = 0` would refuse every session: write 1 or more",
+        ),
+        (
             "typo in a key",
             Box::new(|f| f.rewrite("approver_roles", "aprover_roles")),
             "unknown field `aprover_roles`",

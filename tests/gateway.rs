@@ -767,11 +767,61 @@ async fn sessions_stay_open_while_used_close_when_idle_and_unknown_ids_are_refus
             .contains("not open")
     );
     assert_eq!(f.calls("dev").len(), 9, "a call on a closed or unknown session ran");
+    assert_eq!(open_sessions(&gw, "dev", 0).await, 0, "rmcp still holds the idle session");
 
     // A new session works at once.
     let again = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
     let r = call_via(&again, "list_tickets", json!({}), false).await;
     assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+}
+
+/// rmcp's count of open sessions (`/metrics`), once it equals `want` or after 5 s: closing
+/// a session in rmcp finishes in a task of its own.
+async fn open_sessions(gw: &Gateway, env: &str, want: u64) -> u64 {
+    let url = gw.url(env).replace("/mcp", "/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let n = text
+            .lines()
+            .find(|l| l.starts_with("capgate_mcp_sessions{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .expect("capgate_mcp_sessions in /metrics");
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// An identity that keeps opening sessions (each costs the gateway ~100 KiB) loses its least
+/// recently used ones beyond the cap; another identity's sessions are not touched.
+#[tokio::test]
+async fn an_identity_over_its_session_cap_loses_its_least_recently_used_session() {
+    let f = Fixture::new("");
+    f.set_in_env("dev", "max_sessions_per_identity = 2");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let alice = || f.token("dev", "alice", &["oncall"]);
+    let bob = Mcp::open(gw.url("dev"), &f.token("dev", "bob", &["oncall"])).await;
+    let a1 = Mcp::open(gw.url("dev"), &alice()).await;
+    let a2 = Mcp::open(gw.url("dev"), &alice()).await;
+    // a1 used after a2 was opened: a2 is now the least recently used.
+    let ok = |r: &common::Reply| r.body["result"]["isError"] == json!(false);
+    assert!(ok(&call_via(&a1, "list_tickets", json!({}), false).await));
+    let a3 = Mcp::open(gw.url("dev"), &alice()).await;
+    let r = call_via(&a2, "list_tickets", json!({}), false).await;
+    assert_eq!(r.status, 404, "the least recently used session was kept: {}", r.text);
+    assert_eq!(f.audit_for_trace("dev", &r.trace())[0]["reason_code"], "session_not_owned");
+    for (name, m) in [("a1", &a1), ("a3", &a3), ("bob", &bob)] {
+        let r = call_via(m, "list_tickets", json!({}), false).await;
+        assert!(ok(&r), "{name}: {}", r.text);
+    }
+    let r = call_via(&a2, "list_tickets", json!({}), true).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(f.calls("dev").len(), 4, "a call on the closed session ran");
+    // Closed in rmcp too (its memory freed), not only in the guard's table.
+    assert_eq!(open_sessions(&gw, "dev", 3).await, 3);
 }
 
 /// Messages shaped like a `tools/call` that rmcp reads as no valid call: the direct route

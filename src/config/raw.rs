@@ -57,6 +57,9 @@ pub struct RawEnvironment {
     pub auth_failure_limit: Option<String>,
     /// An MCP session no request has used for this long is closed (`"5m"` by default).
     pub session_idle_timeout: Option<String>,
+    /// MCP sessions one identity may hold open; opening one more closes its least recently
+    /// used (256 by default).
+    pub max_sessions_per_identity: Option<usize>,
     pub tls: Option<RawTls>,
 }
 

@@ -15,6 +15,7 @@ use super::raw::{RawConfig, RawCredential, RawEnvironment, RawUpstream};
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Authentication failures per source address before refusals are held back (`server::budget`).
 pub const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
+pub const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 256;
 /// rmcp's own default for an idle session, kept now that the gateway closes them itself.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
@@ -55,6 +56,10 @@ pub struct Environment {
     pub auth_failure_limit: Option<crate::contract::RateLimit>,
     /// How long an MCP session may go unused before the gateway closes it.
     pub session_idle_timeout: Duration,
+    /// Open MCP sessions per identity (issuer + subject) before the least recently used one
+    /// is closed: each costs ~100 KiB, and a client that never closes them must not exhaust
+    /// the gateway's memory.
+    pub max_sessions_per_identity: usize,
     pub tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub contracts: BTreeMap<String, Arc<Contract>>,
@@ -437,6 +442,14 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             DEFAULT_SESSION_IDLE
         }),
     };
+    let max_sessions_per_identity = match env.max_sessions_per_identity {
+        None => DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+        Some(0) => {
+            ctx.push(&at, "`max_sessions_per_identity = 0` would refuse every session: write 1 or more");
+            DEFAULT_MAX_SESSIONS_PER_IDENTITY
+        }
+        Some(n) => n,
+    };
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -456,6 +469,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         max_body_bytes: env.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
         auth_failure_limit,
         session_idle_timeout,
+        max_sessions_per_identity,
         tls,
         contracts: mine,
     })

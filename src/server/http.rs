@@ -52,6 +52,28 @@ pub struct HttpState {
     pub call_seconds: crate::metrics::Histogram,
 }
 
+/// Removes `owner`'s least recently used sessions beyond `cap` from the table and returns
+/// their IDs.
+fn over_cap(m: &mut HashMap<String, (String, Instant)>, owner: &str, cap: usize) -> Vec<String> {
+    let mut mine: Vec<(Instant, String)> = m
+        .iter()
+        .filter(|(_, (o, _))| o == owner)
+        .map(|(id, (_, used))| (*used, id.clone()))
+        .collect();
+    if mine.len() <= cap {
+        return Vec::new();
+    }
+    mine.sort();
+    let extra = mine.len() - cap;
+    mine.into_iter()
+        .take(extra)
+        .map(|(_, id)| {
+            m.remove(&id);
+            id
+        })
+        .collect()
+}
+
 impl HttpState {
     /// Forgets the sessions unused for longer than `idle` and returns their IDs, for rmcp to
     /// close them too.
@@ -376,15 +398,31 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         }
     };
 
+    let mut evicted = Vec::new();
     if let Ok(mut m) = st.sessions.lock() {
         match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
             (None, Some(new_sid)) => {
-                m.insert(new_sid.to_string(), (owner, Instant::now()));
+                m.insert(new_sid.to_string(), (owner.clone(), Instant::now()));
+                evicted = over_cap(&mut m, &owner, rt.env.max_sessions_per_identity);
             }
             (Some(sid), _) if is_delete && resp.status().is_success() => {
                 m.remove(sid);
             }
             _ => {}
+        }
+    }
+    if !evicted.is_empty() {
+        tracing::warn!(env = %rt.env.name, closed = evicted.len(), "an identity opened more MCP sessions than max_sessions_per_identity; its least recently used were closed");
+        if let Some(sessions) = st.mcp_sessions.clone() {
+            tokio::spawn(async move {
+                for id in evicted {
+                    let _ = rmcp::transport::streamable_http_server::session::SessionManager::close_session(
+                        &*sessions,
+                        &Arc::from(id.as_str()),
+                    )
+                    .await;
+                }
+            });
         }
     }
     if is_call {

@@ -249,6 +249,16 @@ async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
             .render("capgate_audit_wait_seconds", &format!("env=\"{}\"", rt.env.name))
         + "# HELP capgate_call_seconds Time from a tools/call's arrival to its answer (a call waiting for an approval included).\n# TYPE capgate_call_seconds histogram\n"
         + &st.call_seconds.render("capgate_call_seconds", &format!("env=\"{}\"", rt.env.name));
+    // rmcp's count, not the guard's: a session the guard dropped but rmcp kept would show.
+    let open = match &st.mcp_sessions {
+        Some(m) => m.sessions.read().await.len(),
+        None => 0,
+    };
+    let body = body
+        + &format!(
+            "# HELP capgate_mcp_sessions MCP sessions open on this listener.\n# TYPE capgate_mcp_sessions gauge\ncapgate_mcp_sessions{{env=\"{}\"}} {open}\n",
+            rt.env.name
+        );
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
