@@ -515,6 +515,49 @@ async fn a_waiting_call_gets_progress_and_runs_when_approved() {
     assert!(block_calls(&f, "dev").is_empty());
 }
 
+/// A session whose only activity is a call waiting for its approval is in use: it is not
+/// closed as idle under the waiting call, and stays open after it.
+#[tokio::test]
+async fn a_call_waiting_past_the_session_idle_timeout_keeps_its_session() {
+    let f = fixture_with_extra_contracts();
+    f.set_in_env("dev", "session_idle_timeout = \"1s\"");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let token = f.token("dev", "alice", &["oncall"]);
+    let url = gw.url("dev").to_string();
+    let waiter = tokio::spawn(async move {
+        let mut m = Mcp::open(&url, &token).await;
+        let r = m
+            .rpc(
+                "tools/call",
+                json!({"name": "create_ticket_waiting", "arguments": {"title": "long wait", "severity": "low"}, "_meta": {"progressToken": "p-2"}}),
+            )
+            .await;
+        let after = m.rpc("tools/list", json!({})).await;
+        (r, after)
+    });
+    let sara = Api::new(gw.base("dev"), f.token("dev", "sara", &["security_lead"]));
+    let mut id = None;
+    for _ in 0..40 {
+        if let Some(first) = sara.pending_ids().await.into_iter().next() {
+            id = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the waiting call opened a request");
+    // Three idle timeouts with nothing but the wait on the session.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sara.decide(&id, "approve", "go ahead").await.0, 200);
+    let (r, after) = tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap();
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    assert_eq!(ticket_calls(&f).len(), 1);
+    assert!(
+        after.body["result"]["tools"].is_array(),
+        "the session was closed after the wait: {}",
+        after.text
+    );
+}
+
 #[tokio::test]
 async fn approvals_survive_a_restart_and_work_across_processes_sharing_the_store() {
     let f = Fixture::new("");

@@ -34,10 +34,10 @@ const SESSION_HEADER: &str = "mcp-session-id";
 
 pub struct HttpState {
     pub rt: Arc<Runtime>,
-    /// session id → (owner key, last used by its owner). Owner key is issuer + subject.
-    /// INVARIANT: every MCP session on this listener was opened through the guard, so a
-    /// session ID missing here is refused: never passed on as if it had no owner.
-    sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// session id → its owner and use. INVARIANT: every MCP session on this listener was
+    /// opened through the guard, so a session ID missing here is refused: never passed on as
+    /// if it had no owner.
+    sessions: Mutex<HashMap<String, Session>>,
     /// Names this listener answers to (DNS-rebinding defence), parsed once: see
     /// [`HttpState::host_allowed`].
     hosts: Vec<(String, Option<u16>)>,
@@ -52,13 +52,56 @@ pub struct HttpState {
     pub call_seconds: crate::metrics::Histogram,
 }
 
-/// Removes `owner`'s least recently used sessions beyond `cap` from the table and returns
-/// their IDs.
-fn over_cap(m: &mut HashMap<String, (String, Instant)>, owner: &str, cap: usize) -> Vec<String> {
-    let mut mine: Vec<(Instant, String)> = m
+/// One MCP session, as the guard knows it.
+struct Session {
+    /// Issuer + subject of the identity that opened it.
+    owner: String,
+    /// When a request of its owner last started or finished on it.
+    used: Instant,
+    /// Requests in flight on it (a call waiting for its approval may take minutes): a busy
+    /// session is never idle.
+    busy: u32,
+}
+
+/// A request in flight on a session, until its answer (streamed or not) is finished or
+/// dropped.
+struct InFlight {
+    state: Arc<HttpState>,
+    sid: String,
+}
+
+impl InFlight {
+    fn start(state: &Arc<HttpState>, sid: &str) -> Self {
+        if let Ok(mut m) = state.sessions.lock()
+            && let Some(s) = m.get_mut(sid)
+        {
+            s.busy += 1;
+        }
+        Self {
+            state: state.clone(),
+            sid: sid.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.state.sessions.lock()
+            && let Some(s) = m.get_mut(&self.sid)
+        {
+            s.busy = s.busy.saturating_sub(1);
+            s.used = Instant::now();
+        }
+    }
+}
+
+/// Removes `owner`'s sessions beyond `cap` from the table, idle ones first and the least
+/// recently used first, and returns their IDs.
+fn over_cap(m: &mut HashMap<String, Session>, owner: &str, cap: usize) -> Vec<String> {
+    let mut mine: Vec<(bool, Instant, String)> = m
         .iter()
-        .filter(|(_, (o, _))| o == owner)
-        .map(|(id, (_, used))| (*used, id.clone()))
+        .filter(|(_, s)| s.owner == owner)
+        .map(|(id, s)| (s.busy > 0, s.used, id.clone()))
         .collect();
     if mine.len() <= cap {
         return Vec::new();
@@ -67,7 +110,7 @@ fn over_cap(m: &mut HashMap<String, (String, Instant)>, owner: &str, cap: usize)
     let extra = mine.len() - cap;
     mine.into_iter()
         .take(extra)
-        .map(|(_, id)| {
+        .map(|(_, _, id)| {
             m.remove(&id);
             id
         })
@@ -75,15 +118,15 @@ fn over_cap(m: &mut HashMap<String, (String, Instant)>, owner: &str, cap: usize)
 }
 
 impl HttpState {
-    /// Forgets the sessions unused for longer than `idle` and returns their IDs, for rmcp to
-    /// close them too.
+    /// Forgets the sessions with nothing in flight and unused for longer than `idle`, and
+    /// returns their IDs, for rmcp to close them too.
     pub fn take_idle_sessions(&self, idle: Duration) -> Vec<String> {
         let Ok(mut m) = self.sessions.lock() else {
             return Vec::new();
         };
         let idle_ids: Vec<String> = m
             .iter()
-            .filter(|(_, (_, used))| used.elapsed() > idle)
+            .filter(|(_, s)| s.busy == 0 && s.used.elapsed() > idle)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &idle_ids {
@@ -356,14 +399,12 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     }
 
     let owner = format!("{}\u{0}{}", auth.principal().iss, auth.principal().sub);
+    let mut in_flight = None;
     if let Some(sid) = &session_id {
         let refusal = match st.sessions.lock() {
-            Ok(mut m) => match m.get_mut(sid) {
-                Some((o, used)) if *o == owner => {
-                    // Both routes count as use: the direct one never reaches rmcp's session.
-                    *used = Instant::now();
-                    None
-                }
+            // Both routes count as use: the direct one never reaches rmcp's session.
+            Ok(m) => match m.get(sid) {
+                Some(s) if s.owner == owner => None,
                 Some(_) => Some("the session belongs to another identity"),
                 None => Some("the session is not open on this gateway (closed, idle too long, or never opened)"),
             },
@@ -374,6 +415,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             rec.principal = Some(auth.principal().into());
             return record_then(rt, rec, respond::session_not_found(&trace)).await;
         }
+        in_flight = Some(InFlight::start(&st, sid));
     }
 
     call.request_id = match rpc_id {
@@ -394,15 +436,32 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         Err(rc) => {
             let mut req = Request::from_parts(parts, Body::from(bytes));
             req.extensions_mut().insert(rc);
-            next.run(req).await
+            let resp = next.run(req).await;
+            // rmcp may stream the answer (progress, an approval wait): the request is in
+            // flight until that stream ends.
+            match in_flight.take() {
+                Some(f) => resp.map(|body| {
+                    Body::from_stream(futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+                        let _still = &f;
+                        chunk
+                    }))
+                }),
+                None => resp,
+            }
         }
     };
+    drop(in_flight);
 
     let mut evicted = Vec::new();
     if let Ok(mut m) = st.sessions.lock() {
         match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
             (None, Some(new_sid)) => {
-                m.insert(new_sid.to_string(), (owner.clone(), Instant::now()));
+                let session = Session {
+                    owner: owner.clone(),
+                    used: Instant::now(),
+                    busy: 0,
+                };
+                m.insert(new_sid.to_string(), session);
                 evicted = over_cap(&mut m, &owner, rt.env.max_sessions_per_identity);
             }
             (Some(sid), _) if is_delete && resp.status().is_success() => {
