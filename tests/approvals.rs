@@ -63,6 +63,17 @@ impl Api {
         (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
     }
 
+    /// The first pending request's ID, once a waiting call (in another task) has opened one.
+    async fn first_pending(&self) -> String {
+        for _ in 0..40 {
+            if let Some(first) = self.pending_ids().await.into_iter().next() {
+                return first;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no pending request appeared: the waiting call opened none");
+    }
+
     async fn pending_ids(&self) -> Vec<String> {
         let (s, v, _) = self.get("/api/approvals?status=pending").await;
         assert_eq!(s, 200, "{v}");
@@ -483,15 +494,7 @@ async fn a_waiting_call_gets_progress_and_runs_when_approved() {
         .await
     });
     let sara = Api::new(gw.base("dev"), f.token("dev", "sara", &["security_lead"]));
-    let mut id = None;
-    for _ in 0..40 {
-        if let Some(first) = sara.pending_ids().await.into_iter().next() {
-            id = Some(first);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("the waiting call opened a request");
+    let id = sara.first_pending().await;
     // Let at least one progress notification go out before deciding.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(ticket_calls(&f).is_empty());
@@ -536,15 +539,7 @@ async fn a_call_waiting_past_the_session_idle_timeout_keeps_its_session() {
         (r, after)
     });
     let sara = Api::new(gw.base("dev"), f.token("dev", "sara", &["security_lead"]));
-    let mut id = None;
-    for _ in 0..40 {
-        if let Some(first) = sara.pending_ids().await.into_iter().next() {
-            id = Some(first);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("the waiting call opened a request");
+    let id = sara.first_pending().await;
     // Three idle timeouts with nothing but the wait on the session.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sara.decide(&id, "approve", "go ahead").await.0, 200);
