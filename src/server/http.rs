@@ -63,25 +63,11 @@ struct Session {
     busy: u32,
 }
 
-/// A request in flight on a session, until its answer (streamed or not) is finished or
-/// dropped.
+/// A request in flight on a session (counted in its `busy` when the owner was checked),
+/// until its answer, streamed or not, is finished or dropped.
 struct InFlight {
     state: Arc<HttpState>,
     sid: String,
-}
-
-impl InFlight {
-    fn start(state: &Arc<HttpState>, sid: &str) -> Self {
-        if let Ok(mut m) = state.sessions.lock()
-            && let Some(s) = m.get_mut(sid)
-        {
-            s.busy += 1;
-        }
-        Self {
-            state: state.clone(),
-            sid: sid.to_string(),
-        }
-    }
 }
 
 impl Drop for InFlight {
@@ -115,6 +101,14 @@ fn over_cap(m: &mut HashMap<String, Session>, owner: &str, cap: usize) -> Vec<St
             id
         })
         .collect()
+}
+
+/// Closes sessions the guard has dropped from its table in rmcp too, freeing their workers.
+pub async fn close_in_rmcp(sessions: &LocalSessionManager, ids: Vec<String>) {
+    use rmcp::transport::streamable_http_server::session::SessionManager;
+    for id in ids {
+        let _ = sessions.close_session(&Arc::from(id.as_str())).await;
+    }
 }
 
 impl HttpState {
@@ -402,9 +396,13 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     let mut in_flight = None;
     if let Some(sid) = &session_id {
         let refusal = match st.sessions.lock() {
-            // Both routes count as use: the direct one never reaches rmcp's session.
-            Ok(m) => match m.get(sid) {
-                Some(s) if s.owner == owner => None,
+            // Both routes count as use (the direct one never reaches rmcp's session), and in
+            // the same lock as the check, so the idle sweep cannot close it in between.
+            Ok(mut m) => match m.get_mut(sid) {
+                Some(s) if s.owner == owner => {
+                    s.busy += 1;
+                    None
+                }
                 Some(_) => Some("the session belongs to another identity"),
                 None => Some("the session is not open on this gateway (closed, idle too long, or never opened)"),
             },
@@ -415,7 +413,10 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
             rec.principal = Some(auth.principal().into());
             return record_then(rt, rec, respond::session_not_found(&trace)).await;
         }
-        in_flight = Some(InFlight::start(&st, sid));
+        in_flight = Some(InFlight {
+            state: st.clone(),
+            sid: sid.clone(),
+        });
     }
 
     call.request_id = match rpc_id {
@@ -473,15 +474,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     if !evicted.is_empty() {
         tracing::warn!(env = %rt.env.name, closed = evicted.len(), "an identity opened more MCP sessions than max_sessions_per_identity; its least recently used were closed");
         if let Some(sessions) = st.mcp_sessions.clone() {
-            tokio::spawn(async move {
-                for id in evicted {
-                    let _ = rmcp::transport::streamable_http_server::session::SessionManager::close_session(
-                        &*sessions,
-                        &Arc::from(id.as_str()),
-                    )
-                    .await;
-                }
-            });
+            tokio::spawn(async move { close_in_rmcp(&sessions, evicted).await });
         }
     }
     if is_call {

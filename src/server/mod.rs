@@ -329,10 +329,7 @@ async fn close_idle_sessions(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        for id in state.take_idle_sessions(idle) {
-            let _ =
-                rmcp::transport::streamable_http_server::session::SessionManager::close_session(&*sessions, &Arc::from(id.as_str())).await;
-        }
+        http::close_in_rmcp(&sessions, state.take_idle_sessions(idle)).await;
     }
 }
 
