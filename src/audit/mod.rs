@@ -523,14 +523,17 @@ mod tests {
         }
     }
 
-    fn log(store: &Memory) -> AuditLog {
+    /// A writer over a fresh in-memory store, and the store to look into.
+    fn started() -> (Memory, AuditLog) {
+        let store = Memory::default();
         let policy = CheckpointPolicy {
             signer: checkpoint::Signer::new("t", ed25519_dalek::SigningKey::from_bytes(&[1; 32])),
             // Only lingering and urgent entries may cause a commit in these tests.
             interval: Duration::from_secs(3600),
             sinks: Vec::new(),
         };
-        AuditLog::start(Box::new(store.clone()), "t", policy).unwrap()
+        let log = AuditLog::start(Box::new(store.clone()), "t", policy).unwrap();
+        (store, log)
     }
 
     fn record(trace: &str) -> AuditRecord {
@@ -550,8 +553,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lingering_record_alone_is_committed_without_an_urgent_one() {
-        let store = Memory::default();
-        let log = log(&store);
+        let (store, log) = started();
         log.enqueue(record("a")).await.unwrap();
         log.enqueue(record("b")).await.unwrap();
         // Nothing else is coming and the next checkpoint is an hour away: only the
@@ -562,8 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_chained_in_the_order_they_were_submitted() {
-        let store = Memory::default();
-        let log = log(&store);
+        let (store, log) = started();
         log.enqueue(record("outcome-1")).await.unwrap();
         log.append(record("allow-2")).await.unwrap();
         log.enqueue(record("outcome-2")).await.unwrap();
@@ -574,8 +575,7 @@ mod tests {
 
     #[tokio::test]
     async fn unhurried_appends_are_durable_when_they_return_and_share_commits() {
-        let store = Memory::default();
-        let log = log(&store);
+        let (store, log) = started();
         let names: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
         let seqs = futures_util::future::join_all(names.iter().map(|n| log.append_unhurried(record(n)))).await;
         assert!(seqs.iter().all(Result::is_ok));
@@ -590,8 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn appends_after_the_writer_stopped_fail_instead_of_waiting() {
-        let store = Memory::default();
-        let log = log(&store);
+        let (store, log) = started();
         log.enqueue(record("last")).await.unwrap();
         log.shutdown().await;
         assert_eq!(store.all(), ["last"], "shutdown commits what was queued");

@@ -62,23 +62,30 @@ fn headers_acceptable(headers: &HeaderMap) -> bool {
     json && sse && content_json
 }
 
-/// Whether the body is one of the requests this route answers, by its shape alone.
-fn body_eligible(rt: &Runtime, body: &Value) -> bool {
-    let method = body.get("method").and_then(Value::as_str);
+/// The two methods this route answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Call,
+    List,
+}
+
+/// Which of this route's requests the body is, by its shape alone; `None`: rmcp's.
+fn body_eligible(rt: &Runtime, body: &Value) -> Option<Method> {
+    let method = match body.get("method").and_then(Value::as_str) {
+        Some("tools/call") => Method::Call,
+        Some("tools/list") => Method::List,
+        _ => return None,
+    };
     // rmcp reads a message with `result` or `error` beside `method` as no message at all.
-    if body.get("id").is_none()
-        || body.get("result").is_some()
-        || body.get("error").is_some()
-        || !matches!(method, Some("tools/call" | "tools/list"))
-    {
-        return false;
+    if body.get("id").is_none() || body.get("result").is_some() || body.get("error").is_some() {
+        return None;
     }
     if let Some(meta) = body.pointer("/params/_meta").and_then(Value::as_object)
         && (meta.contains_key("progressToken")
             || meta.contains_key("capgate/approval_wait")
             || meta.keys().any(|k| k.starts_with("io.modelcontextprotocol/")))
     {
-        return false;
+        return None;
     }
     // Approval flows may wait and report progress: rmcp's stream carries that.
     let needs_approval = body
@@ -86,7 +93,7 @@ fn body_eligible(rt: &Runtime, body: &Value) -> bool {
         .and_then(Value::as_str)
         .and_then(|tool| rt.env.contracts.get(tool))
         .is_some_and(|c| c.requires_approval);
-    method == Some("tools/list") || !needs_approval
+    (method == Method::List || !needs_approval).then_some(method)
 }
 
 /// A request this route answers, read by rmcp's own types for its method.
@@ -96,18 +103,21 @@ enum Eligible {
 }
 
 impl Eligible {
-    /// `body` has passed [`body_eligible`], so its method is known: it is read straight into
-    /// that method's request type. rmcp's `ClientJsonRpcMessage` would reach the same type by
+    /// `body` is a `method` request by [`body_eligible`]: it is read straight into that
+    /// method's request type. rmcp's `ClientJsonRpcMessage` would reach the same type by
     /// trying each of its request kinds in turn (an untagged enum), which cost more than all
     /// of the gateway's checks of the call (callgrind, docs/BENCHMARKS.md). A body that type
     /// refuses goes to rmcp as it came, which answers it as before.
-    fn read(body: Value) -> Option<Self> {
-        if body.get("method").and_then(Value::as_str) == Some("tools/list") {
-            let r: JsonRpcRequest<ListToolsRequest> = serde_json::from_value(body).ok()?;
-            Some(Self::List(r.id))
-        } else {
-            let r: JsonRpcRequest<CallToolRequest> = serde_json::from_value(body).ok()?;
-            Some(Self::Call(r.id, r.request))
+    fn read(method: Method, body: Value) -> Option<Self> {
+        match method {
+            Method::List => {
+                let r: JsonRpcRequest<ListToolsRequest> = serde_json::from_value(body).ok()?;
+                Some(Self::List(r.id))
+            }
+            Method::Call => {
+                let r: JsonRpcRequest<CallToolRequest> = serde_json::from_value(body).ok()?;
+                Some(Self::Call(r.id, r.request))
+            }
         }
     }
 }
@@ -125,13 +135,16 @@ pub async fn try_serve(
     let Some(sid) = session_id else {
         return Err(rc);
     };
-    if !headers_acceptable(headers) || !legacy_session_version(headers) || !body_eligible(rt, &body) {
+    if !headers_acceptable(headers) || !legacy_session_version(headers) {
         return Err(rc);
     }
+    let Some(method) = body_eligible(rt, &body) else {
+        return Err(rc);
+    };
     if !sessions.has_session(&Arc::from(sid)).await.unwrap_or(false) {
         return Err(rc);
     }
-    let message = match Eligible::read(body) {
+    let message = match Eligible::read(method, body) {
         Some(Eligible::List(id)) => {
             let mut result = ServerResult::ListToolsResult(super::mcp::list_result(rt, &rc));
             result.strip_result_type_for_legacy_peer();

@@ -82,18 +82,22 @@ impl Drop for InFlight {
 }
 
 /// Removes `owner`'s sessions beyond `cap` from the table, idle ones first and the least
-/// recently used first, and returns their IDs.
-fn over_cap(m: &mut HashMap<String, Session>, owner: &str, cap: usize) -> Vec<String> {
+/// recently used first, and returns their IDs. `opened`, the session just opened, is never
+/// one of them: it would count as idle, and a client whose other sessions are all busy would
+/// be handed an ID that is already closed.
+fn over_cap(m: &mut HashMap<String, Session>, owner: &str, opened: &str, cap: usize) -> Vec<String> {
     let mut mine: Vec<(bool, Instant, String)> = m
         .iter()
-        .filter(|(_, s)| s.owner == owner)
+        .filter(|(id, s)| s.owner == owner && *id != opened)
         .map(|(id, s)| (s.busy > 0, s.used, id.clone()))
         .collect();
-    if mine.len() <= cap {
+    // `cap` counts the session just opened.
+    let keep = cap.saturating_sub(1);
+    if mine.len() <= keep {
         return Vec::new();
     }
     mine.sort();
-    let extra = mine.len() - cap;
+    let extra = mine.len() - keep;
     mine.into_iter()
         .take(extra)
         .map(|(_, _, id)| {
@@ -115,16 +119,15 @@ impl HttpState {
     /// Forgets the sessions with nothing in flight and unused for longer than `idle`, and
     /// returns their IDs, for rmcp to close them too.
     pub fn take_idle_sessions(&self, idle: Duration) -> Vec<String> {
-        let Ok(mut m) = self.sessions.lock() else {
-            return Vec::new();
-        };
-        let idle_ids: Vec<String> = m
-            .iter()
-            .filter(|(_, s)| s.busy == 0 && s.used.elapsed() > idle)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &idle_ids {
-            m.remove(id);
+        let mut idle_ids = Vec::new();
+        if let Ok(mut m) = self.sessions.lock() {
+            m.retain(|id, s| {
+                let keep = s.busy > 0 || s.used.elapsed() <= idle;
+                if !keep {
+                    idle_ids.push(id.clone());
+                }
+                keep
+            });
         }
         idle_ids
     }
@@ -463,7 +466,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
                     busy: 0,
                 };
                 m.insert(new_sid.to_string(), session);
-                evicted = over_cap(&mut m, &owner, rt.env.max_sessions_per_identity);
+                evicted = over_cap(&mut m, &owner, new_sid, rt.env.max_sessions_per_identity);
             }
             (Some(sid), _) if is_delete && resp.status().is_success() => {
                 m.remove(sid);
@@ -537,6 +540,52 @@ fn answer_if_recorded(recorded: Result<u64, crate::audit::AuditError>, resp: Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(entries: &[(&str, &str, u64, u32)]) -> HashMap<String, Session> {
+        let now = Instant::now();
+        entries
+            .iter()
+            .map(|&(id, owner, secs_ago, busy)| {
+                let used = now.checked_sub(Duration::from_secs(secs_ago)).unwrap_or(now);
+                (
+                    id.to_string(),
+                    Session {
+                        owner: owner.into(),
+                        used,
+                        busy,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn over_the_cap_idle_sessions_go_first_then_the_least_recently_used() {
+        // Cap 3 for alice: `new` plus two of the four others stay.
+        let mut m = table(&[
+            ("busy-old", "alice", 50, 1),
+            ("idle-old", "alice", 40, 0),
+            ("idle-new", "alice", 10, 0),
+            ("busy-new", "alice", 5, 2),
+            ("new", "alice", 0, 0),
+            ("bob", "bob", 60, 0),
+        ]);
+        let mut gone = over_cap(&mut m, "alice", "new", 3);
+        gone.sort();
+        assert_eq!(gone, ["idle-new", "idle-old"]);
+        assert!(m.contains_key("new") && m.contains_key("bob") && m.len() == 4);
+    }
+
+    #[test]
+    fn the_session_just_opened_is_never_the_one_closed() {
+        // Every other session is busy: the least recently used of them goes, not `new`
+        // (which, unused yet, would otherwise sort first).
+        let mut m = table(&[("busy-old", "alice", 50, 1), ("busy-new", "alice", 5, 1), ("new", "alice", 0, 0)]);
+        assert_eq!(over_cap(&mut m, "alice", "new", 2), ["busy-old"]);
+        assert!(m.contains_key("new"));
+        // Under the cap nothing goes.
+        assert!(over_cap(&mut m, "alice", "new", 2).is_empty());
+    }
 
     #[test]
     fn query_tokens_are_spotted() {
