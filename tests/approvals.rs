@@ -553,6 +553,48 @@ async fn a_call_waiting_past_the_session_idle_timeout_keeps_its_session() {
     );
 }
 
+/// A caller that cancels its waiting call (`notifications/cancelled`) has stopped waiting for
+/// it: the approval that comes afterwards does not run it behind the caller's back. The
+/// request stays pending, and the identical call repeated runs it once, as without a wait.
+#[tokio::test]
+async fn a_cancelled_wait_never_runs_when_approved_later() {
+    let f = fixture_with_extra_contracts();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let token = f.token("dev", "alice", &["oncall"]);
+    let mut alice = Mcp::open(gw.url("dev"), &token).await;
+    let mut same_session = Mcp::new(gw.url("dev"), Some(token));
+    same_session.session = alice.session.clone();
+    let args = json!({"title": "changed my mind", "severity": "low"});
+    let call = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": {"name": "create_ticket_waiting", "arguments": args}});
+    let waiter = tokio::spawn(async move { same_session.send(call.to_string(), &[]).await });
+    let sara = Api::new(gw.base("dev"), f.token("dev", "sara", &["security_lead"]));
+    let id = sara.first_pending().await;
+
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 77, "reason": "the user moved on"}});
+    let r = alice.send(cancel.to_string(), &[]).await;
+    assert!(r.status == 202 || r.status == 200, "cancel: {} {}", r.status, r.text);
+    // The wait looks at the cancellation at once; let a poll interval pass all the same.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sara.decide(&id, "approve", "go ahead").await.0, 200);
+    // A wait still running would see the decision within its 1 s poll and run the call.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(ticket_calls(&f).is_empty(), "the cancelled call ran: {:?}", ticket_calls(&f));
+    waiter.abort();
+    let recs = f.audit("dev");
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["reason_code"] == "allowed" && r["approval"]["id"] == id.as_str()),
+        "the cancelled call was released: {recs:#?}"
+    );
+
+    // The approval was not used up: the caller repeating the identical call runs it once.
+    let again = alice.call("create_ticket_waiting", args).await;
+    assert_eq!(status_of(&again), "executed");
+    assert_eq!(ticket_calls(&f).len(), 1);
+}
 #[tokio::test]
 async fn approvals_survive_a_restart_and_work_across_processes_sharing_the_store() {
     let f = Fixture::new("");

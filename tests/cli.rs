@@ -257,10 +257,19 @@ fn check_refuses_each_unsafe_configuration() {
 }
 
 #[test]
-fn an_upstream_url_with_a_credential_is_refused_without_repeating_it() {
-    for url in [
-        "https://svc:hunter2-do-not-leak@tickets.internal/mcp",
-        "https://tickets.internal/mcp?api_key=hunter2-do-not-leak",
+fn an_upstream_url_with_a_credential_or_a_fragment_is_refused_without_repeating_it() {
+    for (url, says) in [
+        ("https://svc:hunter2-do-not-leak@tickets.internal/mcp", "`url` carries a credential"),
+        (
+            "https://tickets.internal/mcp?api_key=hunter2-do-not-leak",
+            "`url` carries a credential",
+        ),
+        // Where no credential is looked for, nothing of the URL is repeated either.
+        ("https://tickets.internal/mcp#hunter2-do-not-leak", "`url` has a fragment"),
+        (
+            "tickets.internal/mcp?s=hunter2-do-not-leak",
+            "`url` must start with `http://` or `https://`",
+        ),
     ] {
         let f = Fixture::new("");
         let mut text = std::fs::read_to_string(f.config()).unwrap();
@@ -270,7 +279,7 @@ fn an_upstream_url_with_a_credential_is_refused_without_repeating_it() {
         std::fs::write(f.config(), text).unwrap();
         let (code, out) = check(&f);
         assert_eq!(code, 1, "{out}");
-        assert!(out.contains("upstream `tickets`: `url` carries a credential"), "{out}");
+        assert!(out.contains(&format!("upstream `tickets`: {says}")), "{out}");
         assert!(!out.contains("hunter2"), "the credential is repeated: {out}");
     }
 }

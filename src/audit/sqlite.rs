@@ -19,32 +19,35 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct SqliteStore {
     conn: Connection,
     env: String,
-    /// Stops the checkpointer thread when the store goes.
-    checkpointer: Arc<std::sync::atomic::AtomicBool>,
+    /// Tells the checkpointer thread that a commit added WAL frames; dropping it with the
+    /// store stops the thread.
+    committed: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        self.checkpointer.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// How often the checkpointer copies committed WAL frames into the database file.
+/// How long the checkpointer lets commits gather after the first one it hears of, before it
+/// copies their WAL frames into the database file (a page written by many commits is copied
+/// once).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Copies the WAL into the database file from its own connection and thread (`PASSIVE`: it
-/// never blocks the writer), so that no commit waits behind a checkpoint. The writer still
-/// checkpoints by itself if the WAL ever grows past `wal_autocheckpoint` (the thread could
-/// not keep up, or could not start).
-fn spawn_checkpointer(path: &Path, stop: Arc<std::sync::atomic::AtomicBool>) {
+/// never blocks the writer), so that no commit waits behind a checkpoint. It sleeps until a
+/// commit wakes it, so an idle gateway does no work. The writer still checkpoints by itself
+/// if the WAL ever grows past `wal_autocheckpoint` (the thread could not keep up, or could
+/// not start).
+fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else {
         tracing::warn!("audit store: no checkpointer connection; the writer checkpoints inline");
-        return;
+        return None;
     };
     let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    // One slot: commits made while a wake-up is pending need no second one.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
     let spawned = std::thread::Builder::new().name("audit-checkpoint".into()).spawn(move || {
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // Ends when the store, and with it the sender, is dropped.
+        while rx.recv().is_ok() {
             std::thread::sleep(CHECKPOINT_EVERY);
+            // The commits made during the sleep are in this checkpoint.
+            let _ = rx.try_recv();
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::debug!("audit checkpoint of the WAL deferred: {e}");
             }
@@ -52,7 +55,9 @@ fn spawn_checkpointer(path: &Path, stop: Arc<std::sync::atomic::AtomicBool>) {
     });
     if spawned.is_err() {
         tracing::warn!("audit store: no checkpointer thread; the writer checkpoints inline");
+        return None;
     }
+    Some(tx)
 }
 
 impl SqliteStore {
@@ -138,12 +143,11 @@ impl SqliteStore {
                     .map_err(unavailable)?;
             }
         }
-        let checkpointer = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        spawn_checkpointer(path, checkpointer.clone());
+        let committed = spawn_checkpointer(path);
         Ok(Self {
             conn,
             env: env.to_string(),
-            checkpointer,
+            committed,
         })
     }
 
@@ -173,6 +177,10 @@ impl SqliteStore {
         let records = chain.records;
         drop(chain);
         tx.commit().map_err(unavailable)?;
+        if let Some(c) = &self.committed {
+            // Full: a wake-up is already pending. Gone: the writer checkpoints inline.
+            let _ = c.try_send(());
+        }
         Ok(Committed { results, records })
     }
 }
@@ -581,4 +589,32 @@ pub fn read_checkpoints(path: &Path) -> Result<Vec<Result<Checkpoint, String>>, 
         out.push(serde_json::from_str(&text).map_err(|e| format!("unreadable checkpoint: {e}")));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record;
+
+    /// The checkpointer, woken by commits, copies them into the database file; the writer,
+    /// which would otherwise do it inline only once the WAL holds 1000 pages, does not.
+    #[test]
+    fn commits_reach_the_database_file_by_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut store = SqliteStore::open(&path, "t").unwrap();
+        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        // Opening wrote the schema, and nothing woke the checkpointer yet.
+        std::thread::sleep(CHECKPOINT_EVERY * 3);
+        let before = size();
+        let entries = (0..20)
+            .map(|i| Entry::Record(Box::new(record::tests::blank("t", &format!("{i:032x}")))))
+            .collect();
+        assert_eq!(store.commit(entries).unwrap().records, 20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while size() <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(size() > before, "the database file did not grow: {} bytes", size());
+    }
 }

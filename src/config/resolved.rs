@@ -549,7 +549,12 @@ fn resolve_upstream(u: RawUpstream, ctx: &mut Ctx<'_>) -> Option<Upstream> {
                     format!("`url` carries a credential in its {part}: move it to `headers` (kept out of logs and errors)"),
                 );
             } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-                ctx.push(&at, format!("`url = \"{url}\"` must be an http(s) URL"));
+                // Not echoed either: what is not a URL may be a pasted secret.
+                ctx.push(&at, "`url` must start with `http://` or `https://`");
+            } else if url.contains('#') {
+                // Never sent to a server, so it can only be a mistake, or a secret pasted
+                // where `credential_in_url` does not look.
+                ctx.push(&at, "`url` has a fragment (`#…`), which is never sent to a server: remove it");
             }
             UpstreamTarget::Url(url)
         }

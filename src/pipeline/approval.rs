@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
 
 use super::audit::Audited;
 use super::authn::Authenticated;
@@ -54,11 +55,16 @@ pub fn check(validated: ValidatedArgs) -> Result<Approved, Box<ValidatedArgs>> {
     }
 }
 
-/// How long a call may wait for the decision, and where its progress goes.
+/// How long a call may wait for the decision, where its progress goes, and what ends the
+/// wait early.
 #[derive(Default)]
 pub struct Wait {
     pub requested: Option<Duration>,
     pub progress: Option<UnboundedSender<String>>,
+    /// Cancelled when the caller cancels the request (`notifications/cancelled`) or its
+    /// session closes. A cancelled wait ends pending: the call must not run later for a
+    /// caller that has stopped waiting for it, when nobody would read its result.
+    pub cancelled: Option<CancellationToken>,
 }
 
 /// What became of a call that needs approval.
@@ -128,7 +134,7 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
     {
         let req = req.clone();
         let deadline = Instant::now() + budget.min(Duration::from_millis(u64::try_from(req.expires_ms - rules::now_ms()).unwrap_or(0)));
-        if let Some(decided) = wait_for_decision(rt, &req, deadline, wait.progress.as_ref()).await {
+        if let Some(decided) = wait_for_decision(rt, &req, deadline, &wait).await {
             // Decided while waiting: ask again, which releases it if granted.
             answer = submit(rt, auth, ctx, &validated).await?;
             if decided == Status::Approved && !matches!(answer, Answer::Released { .. }) {
@@ -158,11 +164,24 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
     })
 }
 
-/// Waits until the request leaves `pending`, the deadline passes, or the call is dropped.
-/// Returns the new status if it changed.
-async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, progress: Option<&UnboundedSender<String>>) -> Option<Status> {
+/// Waits until the request leaves `pending`, the deadline passes, the caller cancels, or the
+/// call is dropped. Returns the new status if it changed and the caller still waits.
+async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait: &Wait) -> Option<Status> {
     let events: Arc<tokio::sync::Notify> = rt.approval_events.clone();
+    let cancelled = async {
+        match &wait.cancelled {
+            Some(ct) => ct.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancelled);
     loop {
+        // Checked before the store is read: a decision and a cancellation seen together end
+        // the wait unreleased.
+        if wait.cancelled.as_ref().is_some_and(CancellationToken::is_cancelled) {
+            tracing::info!(env = %rt.env.name, trace_id = %req.trace_id, "the caller cancelled its wait for approval {}; it stays pending", req.id);
+            return None;
+        }
         let current = match rt.approvals.get(&req.id).await {
             Ok(Some(r)) => r,
             // A store we cannot read decides nothing: stop waiting, answer pending.
@@ -171,7 +190,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, progr
         if current.status != Status::Pending {
             return Some(current.status);
         }
-        if let Some(tx) = progress {
+        if let Some(tx) = &wait.progress {
             let _ = tx.send(format!(
                 "waiting for approval of request {} ({} of {} approvals); expires {}",
                 req.id,
@@ -184,7 +203,11 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, progr
         if left.is_zero() {
             return None;
         }
-        let _ = tokio::time::timeout(left.min(POLL), events.notified()).await;
+        tokio::select! {
+            biased;
+            () = &mut cancelled => {}
+            _ = tokio::time::timeout(left.min(POLL), events.notified()) => {}
+        }
     }
 }
 

@@ -182,5 +182,9 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> Wait {
         });
         tx
     });
-    Wait { requested, progress }
+    Wait {
+        requested,
+        progress,
+        cancelled: Some(context.ct.clone()),
+    }
 }
