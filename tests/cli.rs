@@ -147,6 +147,11 @@ fn check_refuses_each_unsafe_configuration() {
             "`max_sessions_per_identity = 0` would refuse every session: write 1 or more",
         ),
         (
+            "no sessions in the environment",
+            Box::new(|f| f.set_in_env("stage", "max_sessions = 0")),
+            "`max_sessions = 0` would refuse every session: write 1 or more",
+        ),
+        (
             "typo in a key",
             Box::new(|f| f.rewrite("approver_roles", "aprover_roles")),
             "unknown field `aprover_roles`",

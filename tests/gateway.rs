@@ -824,6 +824,33 @@ async fn an_identity_over_its_session_cap_loses_its_least_recently_used_session(
     assert_eq!(open_sessions(&gw, "dev", 3).await, 3);
 }
 
+/// The environment's total (`max_sessions`) bounds memory whatever the number of identities;
+/// one more session closes an idle one of the identity holding the most, not another's.
+#[tokio::test]
+async fn over_the_environments_session_total_the_biggest_holder_loses_an_idle_session() {
+    let f = Fixture::new("");
+    f.set_in_env("dev", "max_sessions = 3");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mallory = || f.token("dev", "mallory", &["oncall"]);
+    let m1 = Mcp::open(gw.url("dev"), &mallory()).await;
+    let m2 = Mcp::open(gw.url("dev"), &mallory()).await;
+    let alice = Mcp::open(gw.url("dev"), &f.token("dev", "alice", &["oncall"])).await;
+    let bob = Mcp::open(gw.url("dev"), &f.token("dev", "bob", &["oncall"])).await;
+    let r = call_via(&m1, "list_tickets", json!({}), false).await;
+    assert_eq!(
+        r.status, 404,
+        "the biggest holder's least recently used session was kept: {}",
+        r.text
+    );
+    assert_eq!(f.audit_for_trace("dev", &r.trace())[0]["reason_code"], "session_not_owned");
+    for (name, m) in [("m2", &m2), ("alice", &alice), ("bob", &bob)] {
+        let r = call_via(m, "list_tickets", json!({}), false).await;
+        assert_eq!(r.body["result"]["isError"], json!(false), "{name}: {}", r.text);
+    }
+    assert_eq!(f.calls("dev").len(), 3, "a call on the closed session ran");
+    assert_eq!(open_sessions(&gw, "dev", 3).await, 3);
+}
+
 /// Messages shaped like a `tools/call` that rmcp reads as no valid call: the direct route
 /// reads them by their method's own type, so it must hand every one of them to rmcp rather
 /// than run it.

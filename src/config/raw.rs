@@ -60,6 +60,9 @@ pub struct RawEnvironment {
     /// MCP sessions one identity may hold open; opening one more closes its least recently
     /// used (256 by default).
     pub max_sessions_per_identity: Option<usize>,
+    /// MCP sessions open in the environment in all; opening one more closes an idle session
+    /// of the identity holding the most (1024 by default).
+    pub max_sessions: Option<usize>,
     pub tls: Option<RawTls>,
 }
 

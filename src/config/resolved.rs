@@ -16,6 +16,9 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Authentication failures per source address before refusals are held back (`server::budget`).
 pub const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
 pub const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 256;
+/// Sessions cost ~120 KiB each: 4,000 opened with this total left the gateway at 150–155 MiB
+/// resident (277 MiB with 2,048), whatever the number of identities.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// rmcp's own default for an idle session, kept now that the gateway closes them itself.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
@@ -60,6 +63,9 @@ pub struct Environment {
     /// is closed: each costs ~100 KiB, and a client that never closes them must not exhaust
     /// the gateway's memory.
     pub max_sessions_per_identity: usize,
+    /// Open MCP sessions in the environment in all: the per-identity cap alone bounds memory
+    /// per identity, and the number of identities is the identity provider's.
+    pub max_sessions: usize,
     pub tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub contracts: BTreeMap<String, Arc<Contract>>,
@@ -450,6 +456,14 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         }
         Some(n) => n,
     };
+    let max_sessions = match env.max_sessions {
+        None => DEFAULT_MAX_SESSIONS,
+        Some(0) => {
+            ctx.push(&at, "`max_sessions = 0` would refuse every session: write 1 or more");
+            DEFAULT_MAX_SESSIONS
+        }
+        Some(n) => n,
+    };
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -470,6 +484,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         auth_failure_limit,
         session_idle_timeout,
         max_sessions_per_identity,
+        max_sessions,
         tls,
         contracts: mine,
     })

@@ -107,6 +107,33 @@ fn over_cap(m: &mut HashMap<String, Session>, owner: &str, opened: &str, cap: us
         .collect()
 }
 
+/// Removes sessions from the table until it holds no more than `cap`, and returns their IDs:
+/// idle ones before busy ones (a busy one may be a call waiting for its approval), of the
+/// identity holding the most sessions (so that one identity opening many loses its own
+/// first), least recently used first; never `opened`.
+fn over_total(m: &mut HashMap<String, Session>, opened: &str, cap: usize) -> Vec<String> {
+    let mut gone = Vec::new();
+    if m.len() <= cap {
+        return gone;
+    }
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for s in m.values() {
+        *held.entry(s.owner.as_str()).or_default() += 1;
+    }
+    let mut order: Vec<(bool, std::cmp::Reverse<usize>, Instant, String)> = m
+        .iter()
+        .filter(|(id, _)| *id != opened)
+        .map(|(id, s)| (s.busy > 0, std::cmp::Reverse(held[s.owner.as_str()]), s.used, id.clone()))
+        .collect();
+    order.sort();
+    let extra = m.len() - cap;
+    for (_, _, _, id) in order.into_iter().take(extra) {
+        m.remove(&id);
+        gone.push(id);
+    }
+    gone
+}
+
 /// Closes sessions the guard has dropped from its table in rmcp too, freeing their workers.
 pub async fn close_in_rmcp(sessions: &LocalSessionManager, ids: Vec<String>) {
     use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -467,6 +494,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
                 };
                 m.insert(new_sid.to_string(), session);
                 evicted = over_cap(&mut m, &owner, new_sid, rt.env.max_sessions_per_identity);
+                evicted.extend(over_total(&mut m, new_sid, rt.env.max_sessions));
             }
             (Some(sid), _) if is_delete && resp.status().is_success() => {
                 m.remove(sid);
@@ -475,7 +503,7 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
         }
     }
     if !evicted.is_empty() {
-        tracing::warn!(env = %rt.env.name, closed = evicted.len(), "an identity opened more MCP sessions than max_sessions_per_identity; its least recently used were closed");
+        tracing::warn!(env = %rt.env.name, closed = evicted.len(), "MCP sessions over max_sessions_per_identity or max_sessions; the least recently used were closed");
         if let Some(sessions) = st.mcp_sessions.clone() {
             tokio::spawn(async move { close_in_rmcp(&sessions, evicted).await });
         }
@@ -585,6 +613,28 @@ mod tests {
         assert!(m.contains_key("new"));
         // Under the cap nothing goes.
         assert!(over_cap(&mut m, "alice", "new", 2).is_empty());
+    }
+
+    #[test]
+    fn over_the_total_the_biggest_holders_idle_sessions_go_first() {
+        let mut m = table(&[
+            ("mallory-busy", "mallory", 90, 1),
+            ("mallory-idle-old", "mallory", 30, 0),
+            ("mallory-idle-new", "mallory", 20, 0),
+            ("alice-idle-oldest", "alice", 80, 0),
+            ("bob-busy", "bob", 70, 1),
+            ("new", "bob", 0, 0),
+        ]);
+        // Mallory holds the most: her idle sessions go, the least recently used first, before
+        // Alice's older one; nobody's busy session goes while one is idle.
+        assert_eq!(over_total(&mut m, "new", 5), ["mallory-idle-old"]);
+        assert_eq!(over_total(&mut m, "new", 3), ["mallory-idle-new", "alice-idle-oldest"]);
+        // Only busy sessions and the new one left: Bob, who opened `new`, now holds the most,
+        // so his busy one goes; never `new`.
+        assert_eq!(over_total(&mut m, "new", 2), ["bob-busy"]);
+        assert_eq!(over_total(&mut m, "new", 1), ["mallory-busy"]);
+        assert!(over_total(&mut m, "new", 1).is_empty());
+        assert!(m.contains_key("new") && m.len() == 1);
     }
 
     #[test]
