@@ -448,22 +448,19 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             DEFAULT_SESSION_IDLE
         }),
     };
-    let max_sessions_per_identity = match env.max_sessions_per_identity {
-        None => DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+    let mut session_cap = |key: &str, value: Option<usize>, default: usize| match value {
         Some(0) => {
-            ctx.push(&at, "`max_sessions_per_identity = 0` would refuse every session: write 1 or more");
-            DEFAULT_MAX_SESSIONS_PER_IDENTITY
+            ctx.push(&at, format!("`{key} = 0` would refuse every session: write 1 or more"));
+            default
         }
-        Some(n) => n,
+        v => v.unwrap_or(default),
     };
-    let max_sessions = match env.max_sessions {
-        None => DEFAULT_MAX_SESSIONS,
-        Some(0) => {
-            ctx.push(&at, "`max_sessions = 0` would refuse every session: write 1 or more");
-            DEFAULT_MAX_SESSIONS
-        }
-        Some(n) => n,
-    };
+    let max_sessions_per_identity = session_cap(
+        "max_sessions_per_identity",
+        env.max_sessions_per_identity,
+        DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+    );
+    let max_sessions = session_cap("max_sessions", env.max_sessions, DEFAULT_MAX_SESSIONS);
     Some(Environment {
         name: env.name,
         production: env.production,

@@ -123,7 +123,14 @@ fn over_total(m: &mut HashMap<String, Session>, opened: &str, cap: usize) -> Vec
     let mut order: Vec<(bool, std::cmp::Reverse<usize>, Instant, String)> = m
         .iter()
         .filter(|(id, _)| *id != opened)
-        .map(|(id, s)| (s.busy > 0, std::cmp::Reverse(held[s.owner.as_str()]), s.used, id.clone()))
+        .map(|(id, s)| {
+            (
+                s.busy > 0,
+                std::cmp::Reverse(held.get(s.owner.as_str()).copied().unwrap_or(0)),
+                s.used,
+                id.clone(),
+            )
+        })
         .collect();
     order.sort();
     let extra = m.len() - cap;
