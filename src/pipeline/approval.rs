@@ -62,9 +62,10 @@ pub struct Wait {
     pub requested: Option<Duration>,
     pub progress: Option<UnboundedSender<String>>,
     /// Cancelled when the caller cancels the request (`notifications/cancelled`) or its
-    /// session closes. A cancelled wait ends pending: the call must not run later for a
-    /// caller that has stopped waiting for it, when nobody would read its result.
-    pub cancelled: Option<CancellationToken>,
+    /// session closes (the default is never cancelled). A cancelled wait ends pending: the
+    /// call must not run later for a caller that has stopped waiting for it, when nobody
+    /// would read its result.
+    pub cancelled: CancellationToken,
 }
 
 /// What became of a call that needs approval.
@@ -168,17 +169,10 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
 /// call is dropped. Returns the new status if it changed and the caller still waits.
 async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait: &Wait) -> Option<Status> {
     let events: Arc<tokio::sync::Notify> = rt.approval_events.clone();
-    let cancelled = async {
-        match &wait.cancelled {
-            Some(ct) => ct.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(cancelled);
     loop {
         // Checked before the store is read: a decision and a cancellation seen together end
         // the wait unreleased.
-        if wait.cancelled.as_ref().is_some_and(CancellationToken::is_cancelled) {
+        if wait.cancelled.is_cancelled() {
             tracing::info!(env = %rt.env.name, trace_id = %req.trace_id, "the caller cancelled its wait for approval {}; it stays pending", req.id);
             return None;
         }
@@ -205,7 +199,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
         }
         tokio::select! {
             biased;
-            () = &mut cancelled => {}
+            () = wait.cancelled.cancelled() => {}
             _ = tokio::time::timeout(left.min(POLL), events.notified()) => {}
         }
     }

@@ -81,62 +81,34 @@ impl Drop for InFlight {
     }
 }
 
-/// Removes `owner`'s sessions beyond `cap` from the table, idle ones first and the least
-/// recently used first, and returns their IDs. `opened`, the session just opened, is never
-/// one of them: it would count as idle, and a client whose other sessions are all busy would
-/// be handed an ID that is already closed.
-fn over_cap(m: &mut HashMap<String, Session>, owner: &str, opened: &str, cap: usize) -> Vec<String> {
-    let mut mine: Vec<(bool, Instant, String)> = m
-        .iter()
-        .filter(|(id, s)| s.owner == owner && *id != opened)
-        .map(|(id, s)| (s.busy > 0, s.used, id.clone()))
-        .collect();
-    // `cap` counts the session just opened.
-    let keep = cap.saturating_sub(1);
-    if mine.len() <= keep {
-        return Vec::new();
-    }
-    mine.sort();
-    let extra = mine.len() - keep;
-    mine.into_iter()
-        .take(extra)
-        .map(|(_, _, id)| {
-            m.remove(&id);
-            id
-        })
-        .collect()
-}
-
-/// Removes sessions from the table until it holds no more than `cap`, and returns their IDs:
-/// idle ones before busy ones (a busy one may be a call waiting for its approval), of the
-/// identity holding the most sessions (so that one identity opening many loses its own
-/// first), least recently used first; never `opened`.
-fn over_total(m: &mut HashMap<String, Session>, opened: &str, cap: usize) -> Vec<String> {
-    let mut gone = Vec::new();
-    if m.len() <= cap {
-        return gone;
-    }
+/// Removes sessions until `scope` (one identity's sessions, or with `None` the whole table)
+/// holds no more than `cap`, and returns their IDs. Idle ones go before busy ones (a busy one
+/// may be a call waiting for its approval); then those of the identity holding the most in
+/// the scope (so that one identity opening many loses its own first); then the least
+/// recently used. `opened`, the session just opened, is never one of them: it would count as
+/// idle, and a client whose other sessions are all busy would be handed a closed ID.
+fn over_limit(m: &mut HashMap<String, Session>, opened: &str, scope: Option<&str>, cap: usize) -> Vec<String> {
+    let in_scope = |s: &Session| scope.is_none_or(|owner| s.owner == owner);
     let mut held: HashMap<&str, usize> = HashMap::new();
-    for s in m.values() {
+    for s in m.values().filter(|s| in_scope(s)) {
         *held.entry(s.owner.as_str()).or_default() += 1;
     }
-    let mut order: Vec<(bool, std::cmp::Reverse<usize>, Instant, String)> = m
+    let total: usize = held.values().sum();
+    if total <= cap {
+        return Vec::new();
+    }
+    let mut order: Vec<(bool, std::cmp::Reverse<usize>, Instant, &String)> = m
         .iter()
-        .filter(|(id, _)| *id != opened)
+        .filter(|(id, s)| *id != opened && in_scope(s))
         .map(|(id, s)| {
-            (
-                s.busy > 0,
-                std::cmp::Reverse(held.get(s.owner.as_str()).copied().unwrap_or(0)),
-                s.used,
-                id.clone(),
-            )
+            let holds = held.get(s.owner.as_str()).copied().unwrap_or(0);
+            (s.busy > 0, std::cmp::Reverse(holds), s.used, id)
         })
         .collect();
     order.sort();
-    let extra = m.len() - cap;
-    for (_, _, _, id) in order.into_iter().take(extra) {
-        m.remove(&id);
-        gone.push(id);
+    let gone: Vec<String> = order.into_iter().take(total - cap).map(|(_, _, _, id)| id.clone()).collect();
+    for id in &gone {
+        m.remove(id);
     }
     gone
 }
@@ -490,23 +462,29 @@ pub async fn guard(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectI
     };
     drop(in_flight);
 
+    // Only an answer that opened or ended a session changes the table: every other request
+    // leaves its lock alone.
+    let opened = match &session_id {
+        None => resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()),
+        Some(_) => None,
+    };
+    let ended = session_id.as_ref().filter(|_| is_delete && resp.status().is_success());
     let mut evicted = Vec::new();
-    if let Ok(mut m) = st.sessions.lock() {
-        match (&session_id, resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())) {
-            (None, Some(new_sid)) => {
-                let session = Session {
-                    owner: owner.clone(),
-                    used: Instant::now(),
-                    busy: 0,
-                };
-                m.insert(new_sid.to_string(), session);
-                evicted = over_cap(&mut m, &owner, new_sid, rt.env.max_sessions_per_identity);
-                evicted.extend(over_total(&mut m, new_sid, rt.env.max_sessions));
-            }
-            (Some(sid), _) if is_delete && resp.status().is_success() => {
-                m.remove(sid);
-            }
-            _ => {}
+    if (opened.is_some() || ended.is_some())
+        && let Ok(mut m) = st.sessions.lock()
+    {
+        if let Some(new_sid) = opened {
+            let session = Session {
+                owner: owner.clone(),
+                used: Instant::now(),
+                busy: 0,
+            };
+            m.insert(new_sid.to_string(), session);
+            evicted = over_limit(&mut m, new_sid, Some(&owner), rt.env.max_sessions_per_identity);
+            evicted.extend(over_limit(&mut m, new_sid, None, rt.env.max_sessions));
+        }
+        if let Some(sid) = ended {
+            m.remove(sid);
         }
     }
     if !evicted.is_empty() {
@@ -605,7 +583,7 @@ mod tests {
             ("new", "alice", 0, 0),
             ("bob", "bob", 60, 0),
         ]);
-        let mut gone = over_cap(&mut m, "alice", "new", 3);
+        let mut gone = over_limit(&mut m, "new", Some("alice"), 3);
         gone.sort();
         assert_eq!(gone, ["idle-new", "idle-old"]);
         assert!(m.contains_key("new") && m.contains_key("bob") && m.len() == 4);
@@ -616,10 +594,10 @@ mod tests {
         // Every other session is busy: the least recently used of them goes, not `new`
         // (which, unused yet, would otherwise sort first).
         let mut m = table(&[("busy-old", "alice", 50, 1), ("busy-new", "alice", 5, 1), ("new", "alice", 0, 0)]);
-        assert_eq!(over_cap(&mut m, "alice", "new", 2), ["busy-old"]);
+        assert_eq!(over_limit(&mut m, "new", Some("alice"), 2), ["busy-old"]);
         assert!(m.contains_key("new"));
         // Under the cap nothing goes.
-        assert!(over_cap(&mut m, "alice", "new", 2).is_empty());
+        assert!(over_limit(&mut m, "new", Some("alice"), 2).is_empty());
     }
 
     #[test]
@@ -634,13 +612,13 @@ mod tests {
         ]);
         // Mallory holds the most: her idle sessions go, the least recently used first, before
         // Alice's older one; nobody's busy session goes while one is idle.
-        assert_eq!(over_total(&mut m, "new", 5), ["mallory-idle-old"]);
-        assert_eq!(over_total(&mut m, "new", 3), ["mallory-idle-new", "alice-idle-oldest"]);
+        assert_eq!(over_limit(&mut m, "new", None, 5), ["mallory-idle-old"]);
+        assert_eq!(over_limit(&mut m, "new", None, 3), ["mallory-idle-new", "alice-idle-oldest"]);
         // Only busy sessions and the new one left: Bob, who opened `new`, now holds the most,
         // so his busy one goes; never `new`.
-        assert_eq!(over_total(&mut m, "new", 2), ["bob-busy"]);
-        assert_eq!(over_total(&mut m, "new", 1), ["mallory-busy"]);
-        assert!(over_total(&mut m, "new", 1).is_empty());
+        assert_eq!(over_limit(&mut m, "new", None, 2), ["bob-busy"]);
+        assert_eq!(over_limit(&mut m, "new", None, 1), ["mallory-busy"]);
+        assert!(over_limit(&mut m, "new", None, 1).is_empty());
         assert!(m.contains_key("new") && m.len() == 1);
     }
 

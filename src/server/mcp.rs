@@ -185,6 +185,6 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> Wait {
     Wait {
         requested,
         progress,
-        cancelled: Some(context.ct.clone()),
+        cancelled: context.ct.clone(),
     }
 }
