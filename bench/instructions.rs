@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use bytes::Bytes;
+
 use crate::load::{self, Expect, Target};
 use crate::{World, start_world_under};
 
@@ -123,12 +125,8 @@ impl Dump {
     }
 }
 
-async fn audit_counts(http: &reqwest::Client, gw: &str) -> (u64, u64) {
-    let url = format!("{}/metrics", gw.trim_end_matches("/mcp"));
-    let text = match http.get(url).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
+async fn audit_counts(metrics: &mut load::Caller) -> (u64, u64) {
+    let text = metrics.get("/metrics").await.unwrap_or_default();
     let metric = |name: &str| {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -162,38 +160,38 @@ pub async fn run(capgate: PathBuf, n: usize, keep: Option<PathBuf>) {
             pid: w.gateway.0.id(),
         },
     ];
-    let http = load::client(4);
+    let mut metrics = load::Caller::new(&w.gateway());
     let echo = load::call_body("echo", &json!({"text": "hello"}));
     let list = load::list_body();
     let bad_args = load::call_body("echo", &json!({"text": 7}));
     let unknown = load::call_body("no_such_tool", &json!({}));
-    let rows: Vec<(&str, Target, &str, Expect)> = vec![
-        ("tools/call → upstream directly", w.direct(), echo.as_str(), Expect::Ok),
-        ("tools/call → null gateway", w.null(), echo.as_str(), Expect::Ok),
-        ("tools/call → capgate (allowed)", w.gateway(), echo.as_str(), Expect::Ok),
-        ("tools/list → upstream directly", w.direct(), list.as_str(), Expect::Ok),
-        ("tools/list → null gateway", w.null(), list.as_str(), Expect::Ok),
-        ("tools/list → capgate", w.gateway(), list.as_str(), Expect::Ok),
-        ("bad token → capgate", w.gateway_bad_token(), echo.as_str(), Expect::Unauthorized),
-        ("bad arguments → capgate", w.gateway(), bad_args.as_str(), Expect::RpcError),
-        ("unknown tool → capgate", w.gateway(), unknown.as_str(), Expect::RpcError),
+    let rows: Vec<(&str, Target, &Bytes, Expect)> = vec![
+        ("tools/call → upstream directly", w.direct(), &echo, Expect::Ok),
+        ("tools/call → null gateway", w.null(), &echo, Expect::Ok),
+        ("tools/call → capgate (allowed)", w.gateway(), &echo, Expect::Ok),
+        ("tools/list → upstream directly", w.direct(), &list, Expect::Ok),
+        ("tools/list → null gateway", w.null(), &list, Expect::Ok),
+        ("tools/list → capgate", w.gateway(), &list, Expect::Ok),
+        ("bad token → capgate", w.gateway_bad_token(), &echo, Expect::Unauthorized),
+        ("bad arguments → capgate", w.gateway(), &bad_args, Expect::RpcError),
+        ("unknown tool → capgate", w.gateway(), &unknown, Expect::RpcError),
     ];
     println!("| {n} requests, one client | upstream | null gateway | capgate | capgate: SHA-256 | audit records/commits |");
     println!("|---|---:|---:|---:|---:|---:|");
     let mut allowed: Option<Dump> = None;
     for (label, target, body, expect) in rows {
-        let sid = load::open_session(&http, &target).await;
+        let mut c = load::caller(&target).await;
         // Warm-up: connections, caches, the session, a first commit.
-        load::sequential(&http, &target, sid.as_deref(), body, 20, expect).await;
+        load::sequential(&mut c, body, 20, expect).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         for p in &procs {
             p.zero();
         }
-        let (r0, c0) = audit_counts(&http, &w.gw).await;
-        let ok = load::sequential(&http, &target, sid.as_deref(), body, n, expect).await;
+        let (r0, c0) = audit_counts(&mut metrics).await;
+        let ok = load::sequential(&mut c, body, n, expect).await;
         // Outcome records may wait a few ms for a commit: let them land inside the count.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let (r1, c1) = audit_counts(&http, &w.gw).await;
+        let (r1, c1) = audit_counts(&mut metrics).await;
         let dumps: Vec<Dump> = procs.iter().map(|p| p.dump(&dir)).collect();
         assert_eq!(ok, n, "{label}: {ok} of {n} requests got the expected answer");
         let per = |d: &Dump| d.total / n as u64;
