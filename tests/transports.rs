@@ -129,8 +129,19 @@ fn stdio_refuses_to_start_without_a_valid_token_and_refuses_duplicate_keys() {
 
 #[tokio::test]
 async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never_does() {
+    http_upstream_call_through_the_gateway(false).await;
+}
+
+/// The same over an upstream that keeps no sessions and answers with JSON bodies, which the
+/// gateway reads by another path than event streams.
+#[tokio::test]
+async fn a_json_answering_sessionless_http_upstream_works_the_same() {
+    http_upstream_call_through_the_gateway(true).await;
+}
+
+async fn http_upstream_call_through_the_gateway(json_response: bool) {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let (_upstream, url) = http_upstream_with(state.path(), "127.0.0.1:0", json_response);
     let secret_file = state.path().join("web-credential");
     std::fs::write(&secret_file, "http-upstream-secret-value\n").unwrap();
     let block = format!(
@@ -140,7 +151,8 @@ async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never
     let gw = Gateway::start(&f.config(), &ENVS);
 
     // A real MCP client (rmcp) with a bearer token, through the gateway.
-    let transport = StreamableHttpClientTransport::from_config(
+    let transport = StreamableHttpClientTransport::with_client(
+        http(),
         StreamableHttpClientTransportConfig::with_uri(gw.url("stage")).auth_header(f.token("stage", "sid", &["oncall"])),
     );
     let client = ().serve(transport).await.unwrap();
@@ -239,14 +251,17 @@ fn with_stage_upstream(block: String) -> Fixture {
 
 /// Starts the demo upstream over streamable HTTP on `addr`; returns it and its URL.
 fn http_upstream(state: &std::path::Path, addr: &str) -> (ChildGuard, String) {
-    let mut child = ChildGuard(
-        Command::new(bin())
-            .args(["upstream-demo", "--http", addr, "--state"])
-            .arg(state)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    http_upstream_with(state, addr, false)
+}
+
+/// `json_response`: without sessions, answering with JSON bodies rather than event streams.
+fn http_upstream_with(state: &std::path::Path, addr: &str, json_response: bool) -> (ChildGuard, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["upstream-demo", "--http", addr, "--state"]).arg(state);
+    if json_response {
+        cmd.arg("--json-response");
+    }
+    let mut child = ChildGuard(cmd.stdout(Stdio::piped()).spawn().unwrap());
     let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let url = line.rsplit(' ').next().unwrap().to_string();
     (child, url)

@@ -1,7 +1,13 @@
-//! A streamable-HTTP upstream session driven from the caller's own task: rmcp's transport
-//! client (`StreamableHttpClient` for reqwest: headers, JSON and SSE answers, size limits)
-//! and rmcp's message types, without rmcp's client worker, whose task hop per request cost
-//! more than the request itself (docs/BENCHMARKS.md).
+//! A streamable-HTTP upstream session driven from the caller's own task, without rmcp's
+//! client worker, whose task hop per request cost more than the request itself
+//! (docs/BENCHMARKS.md). rmcp's transport client opens the session; each request on it is
+//! then one POST of this module's own, over the same reqwest client: the URL parsed and the
+//! headers prepared once, and the answer read straight into the type the request expects
+//! (a JSON body, or the matching event of an SSE stream), where rmcp's transport parsed the
+//! URL per request and read every answer as an untagged enum of all server messages
+//! (together ~30% of an allowed call's instructions outside SHA-256). What the upstream
+//! answers is bounded as rmcp bounds it ([`MAX_ANSWER`]), and none of its text but a
+//! JSON-RPC error's message reaches the caller's error.
 //!
 //! The session is opened with `initialize` at the newest protocol version that still has
 //! one; a server that answers with a version past it is not spoken to this way (the caller
@@ -13,16 +19,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ClientNotification, ClientRequest, Implementation,
-    InitializeRequest, InitializeRequestParams, InitializedNotification, ListToolsRequest, PaginatedRequestParams, ProtocolVersion,
-    RequestId, ServerJsonRpcMessage, ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientJsonRpcMessage, ClientNotification, ClientRequest, ErrorData,
+    Implementation, InitializeRequest, InitializeRequestParams, InitializedNotification, JsonRpcVersion2_0, ListToolsRequest,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult, Tool,
 };
-use rmcp::transport::streamable_http_client::{
-    StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse, StreamableHttpResponseLimits,
-};
+use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHttpError, StreamableHttpResponseLimits};
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+/// Most bytes the gateway reads of one answer: a JSON body, or an SSE stream up to and
+/// including the event that answers. rmcp's own default for one JSON answer and for one SSE
+/// event; an SSE stream is bounded as a whole here, so that a server cannot hold an ever
+/// longer stream of notifications in front of its answer either.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// Why a request on the session failed, and whether the session is still good.
 #[derive(Debug)]
@@ -54,10 +67,11 @@ impl From<StreamableHttpError<reqwest::Error>> for SessionError {
 
 pub struct HttpSession {
     http: reqwest::Client,
-    uri: Arc<str>,
-    session: Option<Arc<str>>,
-    /// The configured credential headers plus `MCP-Protocol-Version`.
-    headers: HashMap<HeaderName, HeaderValue>,
+    /// Parsed once: reqwest parses a URL given as text (IDNA included) on every request.
+    url: reqwest::Url,
+    /// Every header of a request on the session: the configured credentials (marked
+    /// sensitive), `MCP-Protocol-Version`, `Mcp-Session-Id`, `Accept` and `Content-Type`.
+    request_headers: HeaderMap,
     next_id: AtomicI64,
     closed: AtomicBool,
 }
@@ -102,31 +116,40 @@ impl HttpSession {
         if let Ok(v) = HeaderValue::from_str(version.as_str()) {
             headers.insert(HeaderName::from_static("mcp-protocol-version"), v);
         }
-        let s = Self {
-            http,
-            uri,
-            session: session.map(Arc::from),
-            headers,
-            next_id: AtomicI64::new(1),
-            closed: AtomicBool::new(false),
-        };
+        let session: Option<Arc<str>> = session.map(Arc::from);
         let note = ClientJsonRpcMessage::notification(ClientNotification::InitializedNotification(InitializedNotification::default()));
-        s.http
-            .post_message_with_response_limits(s.uri.clone(), note, s.session.clone(), None, s.headers.clone(), limits())
+        // rmcp refuses configured headers that clash with the protocol's own (`Accept`,
+        // `Mcp-Session-Id`, ...) here, before the prepared set below is built from them.
+        http.post_message_with_response_limits(uri.clone(), note, session.clone(), None, headers.clone(), limits())
             .await?
             .expect_accepted_or_json::<reqwest::Error>()?;
-        Ok(Some(s))
+        let url = reqwest::Url::parse(&uri).map_err(|_| err("the upstream URL is not a valid URL", true))?;
+        let mut request_headers = HeaderMap::with_capacity(headers.len() + 3);
+        request_headers.extend(headers);
+        request_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        request_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(sid) = &session {
+            let value = HeaderValue::from_str(sid).map_err(|_| err("the upstream's session ID is not a valid header value", true))?;
+            request_headers.insert(HeaderName::from_static("mcp-session-id"), value);
+        }
+        Ok(Some(Self {
+            http,
+            url,
+            request_headers,
+            next_id: AtomicI64::new(1),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Sends one request and waits for its answer (JSON, or the matching message of an SSE
-    /// stream). A failure that ends the session marks it closed.
-    async fn request(&self, req: ClientRequest) -> Result<ServerResult, SessionError> {
+    /// Sends one request and waits for its answer, read as `R`. A failure that ends the
+    /// session marks it closed.
+    async fn request<R: DeserializeOwned>(&self, req: ClientRequest) -> Result<R, SessionError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let r = self.exchange(ClientJsonRpcMessage::request(req, id.clone()), &id).await;
+        let r = self.exchange(&ClientJsonRpcMessage::request(req, id.clone()), &id).await;
         if let Err(e) = &r
             && e.closed
         {
@@ -135,50 +158,54 @@ impl HttpSession {
         r
     }
 
-    async fn exchange(&self, message: ClientJsonRpcMessage, id: &RequestId) -> Result<ServerResult, SessionError> {
-        let answer = self
+    async fn exchange<R: DeserializeOwned>(&self, message: &ClientJsonRpcMessage, id: &RequestId) -> Result<R, SessionError> {
+        let body = serde_json::to_vec(message).map_err(|e| err(e, false))?;
+        let response = self
             .http
-            .post_message_with_response_limits(
-                self.uri.clone(),
-                message,
-                self.session.clone(),
-                None,
-                self.headers.clone(),
-                limits(),
-            )
-            .await?;
-        let answer = match answer {
-            StreamableHttpPostResponse::Json(m, _) => m,
-            StreamableHttpPostResponse::Sse(mut stream, _) => loop {
-                let Some(event) = stream.next().await else {
-                    return Err(err("the upstream's event stream ended without an answer", false));
-                };
-                let data = event.map_err(|e| err(e, false))?.data.unwrap_or_default();
-                if data.trim().is_empty() {
-                    continue;
+            .post(self.url.clone())
+            .headers(self.request_headers.clone())
+            .body(body)
+            .send()
+            .await
+            // The connection failed: a restarted server forgets the session too.
+            .map_err(|_| err("the upstream could not be reached", true))?;
+        let status = response.status();
+        let kind = Kind::of(response.headers());
+        if status == StatusCode::NOT_FOUND {
+            // The server forgot the session (or never had one at this URL): the next
+            // request opens a new one rather than try this one again.
+            return Err(err("the upstream answered HTTP 404: its session is gone", true));
+        }
+        if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
+            return Err(err("the upstream accepted the request without answering it", false));
+        }
+        if !status.is_success() {
+            // A JSON-RPC error may come with a failure status (not with a refusal of the
+            // gateway's own credentials, which is the status alone); anything else is
+            // named by its status, never by the body's text.
+            if kind == Kind::Json && status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+                let body = read_bounded(response).await?;
+                if let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = serde_json::from_slice(&body) {
+                    return Err(err(e.message, false));
                 }
-                let m: ServerJsonRpcMessage = serde_json::from_str(&data).map_err(|e| err(e, false))?;
-                if matches!(&m, ServerJsonRpcMessage::Response(r) if r.id == *id)
-                    || matches!(&m, ServerJsonRpcMessage::Error(e) if e.id.as_ref() == Some(id))
-                {
-                    break m;
-                }
-            },
-            // `Accepted`, or a kind of answer newer than this code: not an answer to a request.
-            _ => return Err(err("the upstream accepted the request without answering it", false)),
-        };
-        match answer {
-            ServerJsonRpcMessage::Response(r) if r.id == *id => Ok(r.result),
-            ServerJsonRpcMessage::Error(e) => Err(err(e.error.message, false)),
-            _ => Err(err("the upstream answered another request", false)),
+            }
+            return Err(err(format!("the upstream answered HTTP {}", status.as_u16()), false));
+        }
+        match kind {
+            Kind::Json => {
+                let body = read_bounded(response).await?;
+                let answer: Answer<R> = serde_json::from_slice(&body).map_err(|_| err(NOT_AN_ANSWER, false))?;
+                answer
+                    .settle(id, true)
+                    .unwrap_or_else(|| Err(err("the upstream answered another request", false)))
+            }
+            Kind::EventStream => answer_from_events(response, id).await,
+            Kind::Other => Err(err("the upstream answered with neither JSON nor an event stream", false)),
         }
     }
 
     pub async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, SessionError> {
-        match self.request(ClientRequest::CallToolRequest(CallToolRequest::new(params))).await? {
-            ServerResult::CallToolResult(r) => Ok(r),
-            _ => Err(err("the upstream answered `tools/call` with something else", false)),
-        }
+        self.request(ClientRequest::CallToolRequest(CallToolRequest::new(params))).await
     }
 
     pub async fn list_tools(&self) -> Result<Vec<Tool>, SessionError> {
@@ -188,24 +215,357 @@ impl HttpSession {
         for _ in 0..1000 {
             let mut params = PaginatedRequestParams::default();
             params.cursor = cursor;
-            match self
+            let page: ListToolsResult = self
                 .request(ClientRequest::ListToolsRequest(ListToolsRequest::with_param(params)))
-                .await?
-            {
-                ServerResult::ListToolsResult(page) => {
-                    tools.extend(page.tools);
-                    match page.next_cursor {
-                        Some(c) => cursor = Some(c),
-                        None => return Ok(tools),
-                    }
-                }
-                _ => return Err(err("the upstream answered `tools/list` with something else", false)),
+                .await?;
+            tools.extend(page.tools);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(tools),
             }
         }
         Err(err("the upstream's tool list did not end after 1000 pages", false))
     }
 }
 
+/// The handshake's limits (rmcp's transport reads it): rmcp's defaults, which are
+/// [`MAX_ANSWER`] for a JSON answer and for an event (a unit test holds them together).
 fn limits() -> StreamableHttpResponseLimits {
     StreamableHttpResponseLimits::default()
+}
+
+const NOT_AN_ANSWER: &str = "the upstream's answer is not a valid JSON-RPC answer to the request";
+
+/// What an answer's `Content-Type` says it is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Json,
+    EventStream,
+    Other,
+}
+
+impl Kind {
+    fn of(headers: &HeaderMap) -> Self {
+        // The media type's essence, before any parameter, without case (RFC 9110 §8.3.1).
+        let essence = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim_matches([' ', '\t']));
+        match essence {
+            Some(e) if e.eq_ignore_ascii_case("application/json") => Kind::Json,
+            Some(e) if e.eq_ignore_ascii_case("text/event-stream") => Kind::EventStream,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// One JSON-RPC message from the server, read in one pass as the answer to a request
+/// whose result is an `R`. A notification or a request of the server's (which a compliant
+/// server sends the gateway only inside an event stream) has neither `result` nor `error`.
+#[derive(Deserialize)]
+struct Answer<R> {
+    #[expect(dead_code, reason = "read to require `\"jsonrpc\": \"2.0\"`; nothing else to do with it")]
+    jsonrpc: JsonRpcVersion2_0,
+    #[serde(default)]
+    id: Option<RequestId>,
+    #[serde(default = "none")]
+    result: Option<R>,
+    #[serde(default)]
+    error: Option<ErrorData>,
+}
+
+/// `Option::default` without requiring `R: Default` of serde's generated bound.
+fn none<R>() -> Option<R> {
+    None
+}
+
+impl<R> Answer<R> {
+    /// What this message says of request `id`: its result or its error; `None` when it is
+    /// not about `id`. `any_error`: an error without an ID (a server that could not read the
+    /// request) answers it too, as it does in a JSON body, the only message there.
+    fn settle(self, id: &RequestId, any_error: bool) -> Option<Result<R, SessionError>> {
+        match (self.result, self.error) {
+            (Some(_), Some(_)) => Some(Err(err(NOT_AN_ANSWER, false))),
+            (Some(r), None) => (self.id.as_ref() == Some(id)).then_some(Ok(r)),
+            (None, Some(e)) => (self.id.as_ref() == Some(id) || (any_error && self.id.is_none())).then(|| Err(err(e.message, false))),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The body, refused past [`MAX_ANSWER`] (before reading, when its length is declared).
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, SessionError> {
+    let too_large = || err(format!("the upstream's answer is larger than {MAX_ANSWER} bytes"), false);
+    if response.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(response.content_length().map_or(0, |n| n as usize));
+    while let Some(chunk) = response.chunk().await.map_err(|_| err("the upstream's answer broke off", false))? {
+        if chunk.len() > MAX_ANSWER - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads an event stream up to the event that answers request `id`, skipping the server's
+/// notifications and requests (the gateway advertises no capabilities, so it answers none),
+/// refused once [`MAX_ANSWER`] bytes came without it.
+async fn answer_from_events<R: DeserializeOwned>(response: reqwest::Response, id: &RequestId) -> Result<R, SessionError> {
+    let mut seen = 0usize;
+    let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
+        let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > MAX_ANSWER { Err(Unread::TooLarge) } else { Ok(chunk) }
+    });
+    let mut events = sse_stream::SseStream::from_bytes_stream(bounded);
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| match e {
+            sse_stream::Error::Body(b) if matches!(b.downcast_ref::<Unread>(), Some(Unread::TooLarge)) => err(
+                format!("the upstream's event stream passed {MAX_ANSWER} bytes without an answer"),
+                false,
+            ),
+            _ => err("the upstream's event stream broke off", false),
+        })?;
+        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+            continue;
+        };
+        // The envelope first, so that another message's result (of another type) is skipped
+        // rather than misread; the answer itself is then read once more, as `R`.
+        let envelope: Answer<IgnoredAny> = serde_json::from_str(&data).map_err(|_| err(NOT_AN_ANSWER, false))?;
+        match envelope.settle(id, false) {
+            None => continue,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(IgnoredAny)) => {
+                let answer: Answer<R> = serde_json::from_str(&data).map_err(|_| err(NOT_AN_ANSWER, false))?;
+                return answer.settle(id, false).unwrap_or_else(|| Err(err(NOT_AN_ANSWER, false)));
+            }
+        }
+    }
+    Err(err("the upstream's event stream ended without an answer", false))
+}
+
+/// Why an event stream could not be read further.
+#[derive(Debug, thiserror::Error)]
+enum Unread {
+    #[error("the stream broke off")]
+    BrokeOff,
+    #[error("the stream is too large")]
+    TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::{IntoResponse, Response};
+    use serde_json::{Value, json};
+
+    /// What the scripted upstream answers a `tools/call` with `id`.
+    type Script = fn(Value) -> Response;
+
+    /// A real HTTP server that opens sessions as a compliant MCP server does and answers
+    /// every `tools/call` with `script`; the opened session, or the handshake's error.
+    async fn session(script: Script) -> HttpSession {
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |body: axum::body::Bytes| async move {
+                let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                match msg["method"].as_str() {
+                    Some("initialize") => (
+                        [("content-type", "application/json"), ("mcp-session-id", "s-1")],
+                        json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                            "protocolVersion": ProtocolVersion::LATEST_WITH_INITIALIZE.as_str(),
+                            "capabilities": {}, "serverInfo": {"name": "scripted", "version": "1"}}})
+                        .to_string(),
+                    )
+                        .into_response(),
+                    Some("notifications/initialized") => StatusCode::ACCEPTED.into_response(),
+                    _ => script(msg["id"].clone()),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/mcp");
+        // As the binary does at start: reqwest is built without a TLS provider of its own.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match HttpSession::open(reqwest::Client::new(), &url, HashMap::new()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => panic!("the scripted server's version is spoken"),
+            Err(e) => panic!("handshake: {}", e.detail),
+        }
+    }
+
+    fn json_answer(status: u16, body: Value) -> Response {
+        (
+            StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json; charset=utf-8")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+
+    fn sse(events: &[Value]) -> Response {
+        let text: String = events.iter().map(|e| format!("event: message\ndata: {e}\n\n")).collect();
+        ([("content-type", "text/event-stream")], format!(": priming\n\n{text}")).into_response()
+    }
+
+    fn result(text: &str) -> Value {
+        json!({"content": [{"type": "text", "text": text}], "isError": false})
+    }
+
+    async fn call(s: &HttpSession) -> Result<CallToolResult, SessionError> {
+        s.call_tool(CallToolRequestParams::new("t")).await
+    }
+
+    fn text_of(r: &CallToolResult) -> String {
+        serde_json::to_value(r).unwrap()["content"][0]["text"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_answer_bound_is_rmcps_own_default() {
+        let d = StreamableHttpResponseLimits::default();
+        assert_eq!((d.max_json_response_size, d.max_sse_event_size), (MAX_ANSWER, MAX_ANSWER));
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_is_read_as_the_result_and_headers_are_sent_every_time() {
+        let s = session(|id| json_answer(200, json!({"jsonrpc": "2.0", "id": id, "result": result("ok")}))).await;
+        for _ in 0..3 {
+            assert_eq!(text_of(&call(&s).await.unwrap()), "ok");
+        }
+        assert_eq!(s.request_headers.get("mcp-session-id").unwrap(), "s-1");
+        assert!(!s.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_read_past_notifications_and_other_answers_to_the_one_for_this_request() {
+        let s = session(|id| {
+            sse(&[
+                json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}),
+                // A server request (the gateway answers none) and another request's answer,
+                // whose result is of another type: both skipped, not misread.
+                json!({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}),
+                json!({"jsonrpc": "2.0", "id": 999, "result": {"tools": []}}),
+                json!({"jsonrpc": "2.0", "id": id, "result": result("streamed")}),
+            ])
+        })
+        .await;
+        assert_eq!(text_of(&call(&s).await.unwrap()), "streamed");
+    }
+
+    #[tokio::test]
+    async fn refusals_and_failures_are_errors_that_say_what_happened_and_echo_nothing_else() {
+        let cases: [(Script, &str, bool); 9] = [
+            (
+                |id| {
+                    json_answer(
+                        200,
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "no such tool"}}),
+                    )
+                },
+                "no such tool",
+                false,
+            ),
+            (
+                |id| {
+                    json_answer(
+                        500,
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "it broke"}}),
+                    )
+                },
+                "it broke",
+                false,
+            ),
+            (
+                |_| (StatusCode::INTERNAL_SERVER_ERROR, "secret-stack-trace").into_response(),
+                "HTTP 500",
+                false,
+            ),
+            (
+                |_| {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [("content-type", "application/json")],
+                        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"secret-detail"}}"#,
+                    )
+                        .into_response()
+                },
+                "HTTP 401",
+                false,
+            ),
+            (|_| StatusCode::NOT_FOUND.into_response(), "HTTP 404", true),
+            (|_| StatusCode::ACCEPTED.into_response(), "without answering", false),
+            (
+                |_| ([("content-type", "text/plain")], "secret-text").into_response(),
+                "neither JSON nor an event stream",
+                false,
+            ),
+            (
+                |id| {
+                    json_answer(
+                        200,
+                        json!({"jsonrpc": "2.0", "id": id, "result": result("x"), "error": {"code": 1, "message": "both"}}),
+                    )
+                },
+                "not a valid JSON-RPC answer",
+                false,
+            ),
+            (
+                |_| sse(&[json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "secret-log"}})]),
+                "ended without an answer",
+                false,
+            ),
+        ];
+        for (script, says, closes) in cases {
+            let s = session(script).await;
+            let e = call(&s).await.unwrap_err();
+            assert!(e.detail.contains(says), "`{}` should say `{says}`", e.detail);
+            assert!(!e.detail.contains("secret"), "`{}` echoes the upstream's text", e.detail);
+            assert_eq!((e.closed, s.is_closed()), (closes, closes), "{}", e.detail);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_is_refused_whether_declared_streamed_or_spread_over_events() {
+        let declared = session(|id| {
+            let big = "x".repeat(MAX_ANSWER);
+            json_answer(200, json!({"jsonrpc": "2.0", "id": id, "result": result(&big)}))
+        })
+        .await;
+        let e = call(&declared).await.unwrap_err();
+        assert!(e.detail.contains("larger than"), "{}", e.detail);
+
+        // No Content-Length: the bound is counted while reading.
+        let streamed = session(|id| {
+            let big = json!({"jsonrpc": "2.0", "id": id, "result": result(&"x".repeat(MAX_ANSWER))}).to_string();
+            let chunks = big
+                .into_bytes()
+                .chunks(1 << 20)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>();
+            (
+                [("content-type", "application/json")],
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response()
+        })
+        .await;
+        let e = call(&streamed).await.unwrap_err();
+        assert!(e.detail.contains("larger than"), "{}", e.detail);
+
+        // Many small notifications, none over the bound alone, hold no answer back forever.
+        let spread = session(|_| {
+            let note =
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "y".repeat(1 << 16)}});
+            sse(&vec![note; MAX_ANSWER / (1 << 16) + 2])
+        })
+        .await;
+        let e = call(&spread).await.unwrap_err();
+        assert!(e.detail.contains("without an answer"), "{}", e.detail);
+        assert!(e.detail.contains("passed"), "{}", e.detail);
+    }
 }

@@ -127,6 +127,9 @@ enum Command {
         /// Keep no calls log (for benchmarks)
         #[arg(long)]
         no_record: bool,
+        /// Over HTTP, serve without sessions and answer with JSON bodies instead of event streams
+        #[arg(long, requires = "http")]
+        json_response: bool,
     },
 }
 
@@ -364,7 +367,12 @@ pub fn main() -> ExitCode {
             Command::Keys {
                 command: KeysCommand::Generate { out, name },
             } => keys::generate(&out, &name).map(|_| ()),
-            Command::UpstreamDemo { state, http, no_record } => upstream_demo::run(&state, http.as_deref(), no_record).await,
+            Command::UpstreamDemo {
+                state,
+                http,
+                no_record,
+                json_response,
+            } => upstream_demo::run(&state, http.as_deref(), no_record, json_response).await,
         }
     });
     // Upstream child processes and listeners end with the runtime.

@@ -194,7 +194,7 @@ impl ServerHandler for Demo {
     }
 }
 
-pub async fn run(state: &Path, http: Option<&str>, no_record: bool) -> Result<(), Failure> {
+pub async fn run(state: &Path, http: Option<&str>, no_record: bool, json_response: bool) -> Result<(), Failure> {
     std::fs::create_dir_all(state).map_err(|e| Failure::Usage(format!("{}: {e}", state.display())))?;
     let _ = std::fs::write(state.join("upstream.pid"), std::process::id().to_string());
     let demo = Demo {
@@ -203,7 +203,7 @@ pub async fn run(state: &Path, http: Option<&str>, no_record: bool) -> Result<()
         lock: Arc::new(Mutex::new(())),
     };
     if let Some(addr) = http {
-        return serve_http(demo, addr).await;
+        return serve_http(demo, addr, json_response).await;
     }
     let running = demo
         .serve(rmcp::transport::stdio())
@@ -213,15 +213,19 @@ pub async fn run(state: &Path, http: Option<&str>, no_record: bool) -> Result<()
     Ok(())
 }
 
-async fn serve_http(demo: Demo, addr: &str) -> Result<(), Failure> {
+async fn serve_http(demo: Demo, addr: &str, json_response: bool) -> Result<(), Failure> {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::Usage(format!("{addr}: {e}")))?;
     let bound = listener.local_addr().map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut config = StreamableHttpServerConfig::default();
+    // rmcp answers with a JSON body only when it serves without sessions.
+    config.legacy_session_mode = !json_response;
+    config.json_response = json_response;
     let service: StreamableHttpService<Demo, LocalSessionManager> =
-        StreamableHttpService::new(move || Ok(demo.clone()), Default::default(), StreamableHttpServerConfig::default());
+        StreamableHttpService::new(move || Ok(demo.clone()), Default::default(), config);
     let app = axum::Router::new().nest_service("/mcp", service);
     println!("demo upstream listening on http://{bound}/mcp");
     let _ = std::io::stdout().flush();
