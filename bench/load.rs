@@ -80,6 +80,15 @@ impl Stats {
     pub fn lag_ms(&self, q: f64) -> f64 {
         self.lag.value_at_quantile(q) as f64 / 1000.0
     }
+    /// Counts one answer: its latency when it is the expected one, else a wrong answer.
+    fn count(&mut self, expected: bool, us: u64) {
+        if expected {
+            self.ok += 1;
+            let _ = self.hist.record(us.max(1));
+        } else {
+            self.wrong += 1;
+        }
+    }
     fn merge(&mut self, o: Stats) {
         self.ok += o.ok;
         self.wrong += o.wrong;
@@ -244,17 +253,16 @@ pub async fn closed(t: &Target, body: Bytes, clients: usize, dur: Duration, expe
                 if t0 < start {
                     continue;
                 }
-                let us = t0.elapsed().as_micros() as u64;
-                if holds(expect, &r) {
-                    s.ok += 1;
-                    let _ = s.hist.record(us.max(1));
-                } else {
-                    s.wrong += 1;
-                }
+                s.count(holds(expect, &r), t0.elapsed().as_micros() as u64);
             }
             s
         }));
     }
+    gather(tasks, dur).await
+}
+
+/// The callers' tallies together, over `dur`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Stats>>, dur: Duration) -> Stats {
     let mut all = Stats::new();
     for task in tasks {
         if let Ok(s) = task.await {
@@ -293,25 +301,13 @@ pub async fn open(t: &Target, body: Bytes, rate: f64, dur: Duration, expect: Exp
                     let _ = s.lag.record((due.elapsed().as_micros() as u64).max(1));
                 }
                 let r = c.post(&body).await;
-                if holds(expect, &r) {
-                    s.ok += 1;
-                    let _ = s.hist.record((due.elapsed().as_micros() as u64).max(1));
-                } else {
-                    s.wrong += 1;
-                }
+                s.count(holds(expect, &r), due.elapsed().as_micros() as u64);
                 i += conns as u64;
             }
             s
         }));
     }
-    let mut all = Stats::new();
-    for task in tasks {
-        if let Ok(s) = task.await {
-            all.merge(s);
-        }
-    }
-    all.secs = dur.as_secs_f64();
-    all
+    gather(tasks, dur).await
 }
 
 /// User + system CPU time of a process so far, in clock ticks (Linux).
