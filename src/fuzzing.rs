@@ -131,6 +131,30 @@ pub fn token(data: &[u8]) {
     }
 }
 
+/// An upstream's answer, as a JSON body and as one SSE event's data: never panics, and a
+/// result is taken only from a JSON-RPC 2.0 message that carries exactly the request's ID, a
+/// `result` and no `error` (checked against serde_json's own reading of the same text).
+pub fn upstream_answer(data: &[u8]) {
+    use rmcp::model::{CallToolResult, RequestId};
+    let id = RequestId::Number(7);
+    let model: Option<Value> = serde_json::from_slice(data).ok();
+    let answers = |m: &Value| {
+        m.get("jsonrpc") == Some(&Value::from("2.0"))
+            && m.get("id") == Some(&Value::from(7))
+            && m.get("result").is_some_and(|r| !r.is_null())
+            && m.get("error").is_none_or(Value::is_null)
+    };
+    if crate::backend::direct::answer_in_body::<CallToolResult>(data, &id).is_ok() && !model.as_ref().is_some_and(answers) {
+        panic!("a JSON body that does not answer the request was taken as its result");
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Some(Ok(_)) = crate::backend::direct::answer_in_event::<CallToolResult>(text, &id)
+        && !model.as_ref().is_some_and(answers)
+    {
+        panic!("an event that does not answer the request was taken as its result");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -155,5 +179,29 @@ mod tests {
         }
         super::token(b"\0eyJhbGciOiJub25lIn0.e30.");
         super::token(b"\0not a token");
+    }
+
+    /// The committed seeds (regressions among them) hold under `cargo test` too, and the
+    /// readers are not vacuous: a real answer is taken, from a body and from an event.
+    #[test]
+    fn the_upstream_answer_target_holds_on_its_seeds_and_takes_a_real_answer() {
+        use rmcp::model::{CallToolResult, RequestId};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/upstream_answer");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            super::upstream_answer(&std::fs::read(entry.unwrap().path()).unwrap());
+            seeds += 1;
+        }
+        assert!(seeds >= 9, "{seeds} seeds in {}", dir.display());
+        let id = RequestId::Number(7);
+        let real = std::fs::read(dir.join("result.json")).unwrap();
+        assert!(crate::backend::direct::answer_in_body::<CallToolResult>(&real, &id).is_ok());
+        let text = String::from_utf8(real).unwrap();
+        assert!(matches!(
+            crate::backend::direct::answer_in_event::<CallToolResult>(&text, &id),
+            Some(Ok(_))
+        ));
+        let bad = std::fs::read(dir.join("invalid_utf8_in_a_skipped_field.json")).unwrap();
+        assert!(crate::backend::direct::answer_in_body::<CallToolResult>(&bad, &id).is_err());
     }
 }

@@ -192,13 +192,7 @@ impl HttpSession {
             return Err(err(format!("the upstream answered HTTP {}", status.as_u16()), false));
         }
         match kind {
-            Kind::Json => {
-                let body = read_bounded(response).await?;
-                let answer: Answer<R> = serde_json::from_slice(&body).map_err(|_| err(NOT_AN_ANSWER, false))?;
-                answer
-                    .settle(id, true)
-                    .unwrap_or_else(|| Err(err("the upstream answered another request", false)))
-            }
+            Kind::Json => answer_in_body(&read_bounded(response).await?, id),
             Kind::EventStream => answer_from_events(response, id).await,
             Kind::Other => Err(err("the upstream answered with neither JSON nor an event stream", false)),
         }
@@ -332,19 +326,40 @@ async fn answer_from_events<R: DeserializeOwned>(response: reqwest::Response, id
         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
             continue;
         };
-        // The envelope first, so that another message's result (of another type) is skipped
-        // rather than misread; the answer itself is then read once more, as `R`.
-        let envelope: Answer<IgnoredAny> = serde_json::from_str(&data).map_err(|_| err(NOT_AN_ANSWER, false))?;
-        match envelope.settle(id, false) {
-            None => continue,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(IgnoredAny)) => {
-                let answer: Answer<R> = serde_json::from_str(&data).map_err(|_| err(NOT_AN_ANSWER, false))?;
-                return answer.settle(id, false).unwrap_or_else(|| Err(err(NOT_AN_ANSWER, false)));
-            }
+        if let Some(answer) = answer_in_event(&data, id) {
+            return answer;
         }
     }
     Err(err("the upstream's event stream ended without an answer", false))
+}
+
+/// A JSON body's answer to request `id`: the body is the one message, so it must answer.
+pub(crate) fn answer_in_body<R: DeserializeOwned>(body: &[u8], id: &RequestId) -> Result<R, SessionError> {
+    // serde_json does not check the UTF-8 of what it skips (an unknown field's strings): the
+    // whole body is checked first, so that no answer is taken from text that is not JSON.
+    let text = std::str::from_utf8(body).map_err(|_| err(NOT_AN_ANSWER, false))?;
+    let answer: Answer<R> = serde_json::from_str(text).map_err(|_| err(NOT_AN_ANSWER, false))?;
+    answer
+        .settle(id, true)
+        .unwrap_or_else(|| Err(err("the upstream answered another request", false)))
+}
+
+/// What one event's data says of request `id`; `None`: it is about something else (a
+/// notification, a request of the server's, another request's answer), read on.
+pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -> Option<Result<R, SessionError>> {
+    // The envelope first, so that another message's result (of another type) is skipped
+    // rather than misread; the answer itself is then read once more, as `R`.
+    let envelope: Answer<IgnoredAny> = match serde_json::from_str(data) {
+        Ok(e) => e,
+        Err(_) => return Some(Err(err(NOT_AN_ANSWER, false))),
+    };
+    match envelope.settle(id, false)? {
+        Err(e) => Some(Err(e)),
+        Ok(IgnoredAny) => Some(match serde_json::from_str::<Answer<R>>(data) {
+            Ok(answer) => answer.settle(id, false).unwrap_or_else(|| Err(err(NOT_AN_ANSWER, false))),
+            Err(_) => Err(err(NOT_AN_ANSWER, false)),
+        }),
+    }
 }
 
 /// Why an event stream could not be read further.
@@ -459,7 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_and_failures_are_errors_that_say_what_happened_and_echo_nothing_else() {
-        let cases: [(Script, &str, bool); 9] = [
+        let cases: [(Script, &str, bool); 10] = [
             (
                 |id| {
                     json_answer(
@@ -517,6 +532,16 @@ mod tests {
             (
                 |_| sse(&[json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "secret-log"}})]),
                 "ended without an answer",
+                false,
+            ),
+            // Found by the fuzzer: invalid UTF-8 where serde_json skips without checking.
+            (
+                |id| {
+                    let mut body = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[],"extra":"#).into_bytes();
+                    body.extend_from_slice(b"\"\x80\"}}");
+                    ([("content-type", "application/json")], body).into_response()
+                },
+                "not a valid JSON-RPC answer",
                 false,
             ),
         ];

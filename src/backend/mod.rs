@@ -7,7 +7,7 @@
 //! them and no error message carries them. A tool call is never retried automatically: it
 //! may have run before the connection broke.
 
-mod direct;
+pub(crate) mod direct;
 
 use std::collections::HashMap;
 use std::process::Stdio;
