@@ -159,7 +159,8 @@ impl HttpSession {
     }
 
     async fn exchange<R: DeserializeOwned>(&self, message: &ClientJsonRpcMessage, id: &RequestId) -> Result<R, SessionError> {
-        let body = serde_json::to_vec(message).map_err(|e| err(e, false))?;
+        // A fixed text: serde's could one day name what it failed on, the call's arguments.
+        let body = serde_json::to_vec(message).map_err(|_| err("the request could not be encoded", false))?;
         let response = self
             .http
             .post(self.url.clone())
@@ -184,8 +185,7 @@ impl HttpSession {
             // gateway's own credentials, which is the status alone); anything else is
             // named by its status, never by the body's text.
             if kind == Kind::Json && status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
-                let body = read_bounded(response).await?;
-                if let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = serde_json::from_slice(&body) {
+                if let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = parse_body(&read_bounded(response).await?) {
                     return Err(err(e.message, false));
                 }
             }
@@ -227,6 +227,9 @@ impl HttpSession {
 fn limits() -> StreamableHttpResponseLimits {
     StreamableHttpResponseLimits::default()
 }
+
+/// Most of a body reserved before its bytes arrive: a usual answer fits in one reservation.
+const PREALLOCATE: usize = 64 * 1024;
 
 const NOT_AN_ANSWER: &str = "the upstream's answer is not a valid JSON-RPC answer to the request";
 
@@ -294,7 +297,9 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Sessio
     if response.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(response.content_length().map_or(0, |n| n as usize));
+    // The declared length only refuses early: sizing the buffer by it would let an upstream
+    // make every concurrent call allocate MAX_ANSWER at the cost of one header line.
+    let mut body = Vec::with_capacity(response.content_length().map_or(0, |n| n as usize).min(PREALLOCATE));
     while let Some(chunk) = response.chunk().await.map_err(|_| err("the upstream's answer broke off", false))? {
         if chunk.len() > MAX_ANSWER - body.len() {
             return Err(too_large());
@@ -335,13 +340,17 @@ async fn answer_from_events<R: DeserializeOwned>(response: reqwest::Response, id
 
 /// A JSON body's answer to request `id`: the body is the one message, so it must answer.
 pub(crate) fn answer_in_body<R: DeserializeOwned>(body: &[u8], id: &RequestId) -> Result<R, SessionError> {
-    // serde_json does not check the UTF-8 of what it skips (an unknown field's strings): the
-    // whole body is checked first, so that no answer is taken from text that is not JSON.
-    let text = std::str::from_utf8(body).map_err(|_| err(NOT_AN_ANSWER, false))?;
-    let answer: Answer<R> = serde_json::from_str(text).map_err(|_| err(NOT_AN_ANSWER, false))?;
-    answer
+    parse_body::<R>(body)?
         .settle(id, true)
         .unwrap_or_else(|| Err(err("the upstream answered another request", false)))
+}
+
+/// A JSON body read as one message, for a result or for a failure's error alike.
+fn parse_body<R: DeserializeOwned>(body: &[u8]) -> Result<Answer<R>, SessionError> {
+    // serde_json does not check the UTF-8 of what it skips (an unknown field's strings): the
+    // whole body is checked first, so that nothing is taken from text that is not JSON.
+    let text = std::str::from_utf8(body).map_err(|_| err(NOT_AN_ANSWER, false))?;
+    serde_json::from_str(text).map_err(|_| err(NOT_AN_ANSWER, false))
 }
 
 /// What one event's data says of request `id`; `None`: it is about something else (a
@@ -474,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_and_failures_are_errors_that_say_what_happened_and_echo_nothing_else() {
-        let cases: [(Script, &str, bool); 10] = [
+        let cases: [(Script, &str, bool); 11] = [
             (
                 |id| {
                     json_answer(
@@ -542,6 +551,17 @@ mod tests {
                     ([("content-type", "application/json")], body).into_response()
                 },
                 "not a valid JSON-RPC answer",
+                false,
+            ),
+            // The same on a failure: its error message is not taken from text that is not JSON.
+            (
+                |id| {
+                    let mut body =
+                        format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":1,"message":"secret-msg"}},"extra":"#).into_bytes();
+                    body.extend_from_slice(b"\"\x80\"}");
+                    (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/json")], body).into_response()
+                },
+                "HTTP 500",
                 false,
             ),
         ];
