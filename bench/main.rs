@@ -21,8 +21,10 @@ mod upstream;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use load::{Expect, Stats, Target};
 use serde_json::{Value, json};
@@ -371,10 +373,6 @@ async fn closed(t: &Target, body: &Bytes, clients: usize, dur: Duration, expect:
     }
     s
 }
-
-use std::sync::Arc;
-
-use bytes::Bytes;
 
 /// Connections of an open-loop run of authenticated calls (each with its session).
 const OPEN_CONNS: usize = 128;
