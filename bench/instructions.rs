@@ -65,16 +65,16 @@ impl Counted {
 }
 
 /// One callgrind dump: its total and each function's own (exclusive) instructions.
-pub struct Dump {
-    pub total: u64,
-    pub by_fn: HashMap<String, u64>,
+pub(crate) struct Dump {
+    pub(crate) total: u64,
+    pub(crate) by_fn: HashMap<String, u64>,
 }
 
 impl Dump {
     /// Reads callgrind's format: `fn=` opens a function (names are compressed as `(id) name`
     /// the first time, `(id)` after), cost lines below it are its own, and the one cost line
     /// after each `calls=` is a callee's inclusive cost, which belongs to the callee.
-    pub fn read(path: &Path) -> Self {
+    pub(crate) fn read(path: &Path) -> Self {
         let text = std::fs::read_to_string(path).expect("read callgrind dump");
         let mut names: HashMap<String, String> = HashMap::new();
         let mut by_fn: HashMap<String, u64> = HashMap::new();
@@ -120,7 +120,7 @@ impl Dump {
     }
 
     /// Own instructions of the functions whose name contains `part`.
-    pub fn of(&self, part: &str) -> u64 {
+    pub(crate) fn of(&self, part: &str) -> u64 {
         self.by_fn.iter().filter(|(f, _)| f.contains(part)).map(|(_, v)| v).sum()
     }
 }
@@ -139,7 +139,7 @@ async fn audit_counts(metrics: &mut load::Caller) -> (u64, u64) {
 
 /// Counts every scenario and prints the table of docs/BENCHMARKS.md; `keep` keeps the dumps
 /// (for `callgrind_annotate`).
-pub async fn run(capgate: PathBuf, n: usize, keep: Option<PathBuf>) {
+pub(crate) async fn run(capgate: PathBuf, n: usize, keep: Option<PathBuf>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).expect("output directory");

@@ -14,16 +14,16 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 #[derive(Clone)]
-pub struct Target {
-    pub url: String,
-    pub token: Option<String>,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
     /// Open an MCP session per client first (a refused token cannot).
-    pub session: bool,
+    pub(crate) session: bool,
 }
 
 /// What a reply must look like to count as the expected answer.
 #[derive(Clone, Copy)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// HTTP 200 and a result that is not an error.
     Ok,
     /// HTTP 200 and a JSON-RPC error (refused arguments, unknown tool).
@@ -42,19 +42,19 @@ impl Expect {
     }
 }
 
-pub struct Stats {
-    pub ok: u64,
-    pub wrong: u64,
+pub(crate) struct Stats {
+    pub(crate) ok: u64,
+    pub(crate) wrong: u64,
     /// Every answered request, warm-up included (what CPU time is divided by).
-    pub all: u64,
-    pub secs: f64,
-    pub hist: Histogram<u64>,
+    pub(crate) all: u64,
+    pub(crate) secs: f64,
+    pub(crate) hist: Histogram<u64>,
     /// CPU time the measured process spent per answered request, when measured.
-    pub cpu_us: f64,
+    pub(crate) cpu_us: f64,
     /// Open loop: how late the generator woke for each request it was idle waiting for, in
     /// µs. tokio's timer has 1 ms granularity, so this is the generator's own share of every
     /// open-loop latency (counted from when a request was due), the same on every path.
-    pub lag: Histogram<u64>,
+    pub(crate) lag: Histogram<u64>,
 }
 
 impl Stats {
@@ -69,15 +69,15 @@ impl Stats {
             lag: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
-    pub fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         if self.secs > 0.0 { self.ok as f64 / self.secs } else { 0.0 }
     }
     /// Milliseconds at quantile `q`.
-    pub fn ms(&self, q: f64) -> f64 {
+    pub(crate) fn ms(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }
     /// The generator's own send lag at quantile `q`, in milliseconds (open loop).
-    pub fn lag_ms(&self, q: f64) -> f64 {
+    pub(crate) fn lag_ms(&self, q: f64) -> f64 {
         self.lag.value_at_quantile(q) as f64 / 1000.0
     }
     /// Counts one answer: its latency when it is the expected one, else a wrong answer.
@@ -102,7 +102,7 @@ impl Stats {
 /// reqwest (its URL parsing, pool and header map built per request) cost the generator
 /// ~33 µs of CPU per request, taken from the 2 cores the measured servers run on; a
 /// caller's request here is a cloned header map, a shared body and hyper's own encoding.
-pub struct Caller {
+pub(crate) struct Caller {
     authority: String,
     path: Uri,
     headers: HeaderMap,
@@ -113,7 +113,7 @@ pub struct Caller {
 type Answer = (u16, Option<String>, Bytes);
 
 impl Caller {
-    pub fn new(t: &Target) -> Self {
+    pub(crate) fn new(t: &Target) -> Self {
         let uri: Uri = t.url.parse().expect("a target URL");
         let authority = uri.authority().expect("a URL with host and port").to_string();
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).parse().expect("a path");
@@ -184,18 +184,18 @@ impl Caller {
         }
     }
 
-    pub async fn post(&mut self, body: &Bytes) -> anyhow::Result<Answer> {
+    pub(crate) async fn post(&mut self, body: &Bytes) -> anyhow::Result<Answer> {
         self.exchange(Method::POST, self.path.clone(), body.clone()).await
     }
 
     /// A GET of `path` on the same server (e.g. `/metrics`), as text.
-    pub async fn get(&mut self, path: &str) -> anyhow::Result<String> {
+    pub(crate) async fn get(&mut self, path: &str) -> anyhow::Result<String> {
         let (_, _, body) = self.exchange(Method::GET, path.parse()?, Bytes::new()).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Opens an MCP session for the caller's later requests when `t` asks for one.
-    pub async fn open_session(&mut self, t: &Target) -> Option<String> {
+    pub(crate) async fn open_session(&mut self, t: &Target) -> Option<String> {
         if !t.session {
             return None;
         }
@@ -213,17 +213,17 @@ impl Caller {
 }
 
 /// A caller on `t` with its session open (when `t` asks for one).
-pub async fn caller(t: &Target) -> Caller {
+pub(crate) async fn caller(t: &Target) -> Caller {
     let mut c = Caller::new(t);
     c.open_session(t).await;
     c
 }
 
-pub fn call_body(tool: &str, args: &Value) -> Bytes {
+pub(crate) fn call_body(tool: &str, args: &Value) -> Bytes {
     Bytes::from(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": args}}).to_string())
 }
 
-pub fn list_body() -> Bytes {
+pub(crate) fn list_body() -> Bytes {
     Bytes::from(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}).to_string())
 }
 
@@ -233,7 +233,7 @@ fn holds(expect: Expect, r: &anyhow::Result<Answer>) -> bool {
 
 /// `clients` concurrent callers, each with its own connection and session, sending `body`
 /// back to back for `dur` (after a short warm-up that is not counted).
-pub async fn closed(t: &Target, body: Bytes, clients: usize, dur: Duration, expect: Expect) -> Stats {
+pub(crate) async fn closed(t: &Target, body: Bytes, clients: usize, dur: Duration, expect: Expect) -> Stats {
     let warm = Duration::from_millis(300);
     let start = Instant::now() + warm;
     let end = start + dur;
@@ -279,7 +279,7 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Stats>>, dur: Duration) -> St
 /// that comes late delays the requests queued behind it on that connection and is charged
 /// for them (no coordinated omission). [`Stats::lag`] is how late the generator itself
 /// woke for each request it was idle waiting for: its own lag, not the server's.
-pub async fn open(t: &Target, body: Bytes, rate: f64, dur: Duration, expect: Expect, conns: usize) -> Stats {
+pub(crate) async fn open(t: &Target, body: Bytes, rate: f64, dur: Duration, expect: Expect, conns: usize) -> Stats {
     let conns = conns.max(1);
     let mut callers = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -311,7 +311,7 @@ pub async fn open(t: &Target, body: Bytes, rate: f64, dur: Duration, expect: Exp
 }
 
 /// User + system CPU time of a process so far, in clock ticks (Linux).
-pub fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -324,7 +324,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Busy clock ticks of the whole machine so far (all but idle and iowait), from /proc/stat.
-pub fn busy_ticks() -> u64 {
+pub(crate) fn busy_ticks() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
@@ -342,7 +342,7 @@ pub fn busy_ticks() -> u64 {
 }
 
 /// Microseconds of CPU per request, from clock ticks (USER_HZ, 100 on Linux).
-pub fn cpu_us_per(ticks: u64, requests: u64) -> f64 {
+pub(crate) fn cpu_us_per(ticks: u64, requests: u64) -> f64 {
     if requests == 0 {
         0.0
     } else {
@@ -351,7 +351,7 @@ pub fn cpu_us_per(ticks: u64, requests: u64) -> f64 {
 }
 
 /// Resident memory of a process, in MiB (Linux).
-pub fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -365,7 +365,7 @@ pub fn rss_mib(pid: u32) -> f64 {
 
 /// `n` requests one after another on one caller; how many got the expected answer. One
 /// client and no clock: what callgrind counts then depends on the requests alone.
-pub async fn sequential(c: &mut Caller, body: &Bytes, n: usize, expect: Expect) -> usize {
+pub(crate) async fn sequential(c: &mut Caller, body: &Bytes, n: usize, expect: Expect) -> usize {
     let mut ok = 0;
     for _ in 0..n {
         if holds(expect, &c.post(body).await) {

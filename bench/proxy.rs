@@ -44,7 +44,7 @@ async fn forward(State(p): State<Arc<Proxy>>, headers: HeaderMap, body: Bytes) -
 }
 
 /// Serves on `addr`, forwarding every POST to `upstream`; returns the bound address.
-pub async fn start(addr: &str, upstream: String) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start(addr: &str, upstream: String) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(512).tcp_nodelay(true).build()?;

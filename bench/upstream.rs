@@ -74,7 +74,7 @@ async fn mcp(State(t): State<Arc<Tools>>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 /// Serves on `addr` until the process ends; returns the bound address.
-pub async fn start(addr: &str, n_tools: usize) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start(addr: &str, n_tools: usize) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let state = Arc::new(Tools { list: tools(n_tools) });

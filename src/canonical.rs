@@ -21,7 +21,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex of `bytes`, written into one buffer: `hex::encode` collects an iterator of
 /// chars, which cost several times more per digest, and every call takes a few digests.
-pub fn lower_hex(bytes: &[u8]) -> String {
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
     let mut buf = vec![0u8; bytes.len() * 2];
     // The buffer has exactly twice the length, the one case in which this cannot fail, and
     // hex digits are ASCII.
@@ -44,7 +44,7 @@ impl std::io::Write for HashWriter<'_> {
 
 /// SHA-256 (hex) of the compact serialization of `value`. For a `Value`, or a struct whose
 /// fields are declared in code-point order, that is the digest of its canonical JSON.
-pub fn digest_of<T: Serialize + ?Sized>(value: &T) -> String {
+pub(crate) fn digest_of<T: Serialize + ?Sized>(value: &T) -> String {
     let mut h = Sha256::new();
     // Serializing plain data into a hasher cannot fail; were it to, the digest would still
     // differ from any honest one, so nothing could match it by accident.
@@ -52,7 +52,7 @@ pub fn digest_of<T: Serialize + ?Sized>(value: &T) -> String {
     lower_hex(&h.finalize())
 }
 
-pub fn digest(value: &Value) -> String {
+pub(crate) fn digest(value: &Value) -> String {
     digest_of(value)
 }
 
@@ -62,7 +62,7 @@ pub(crate) mod model {
     //! model the fast path is checked against.
     use serde_json::Value;
 
-    pub fn canonical_json(value: &Value) -> String {
+    pub(crate) fn canonical_json(value: &Value) -> String {
         let mut out = String::new();
         write_value(value, &mut out);
         out
@@ -108,7 +108,7 @@ pub(crate) mod strategies {
 
     /// Arbitrary JSON, keys and strings from all of Unicode (escapes, surrogate-range
     /// neighbours, control characters), numbers of every kind.
-    pub fn json() -> impl Strategy<Value = Value> {
+    pub(crate) fn json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),

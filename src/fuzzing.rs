@@ -144,11 +144,11 @@ pub fn upstream_answer(data: &[u8]) {
             && m.get("result").is_some_and(|r| !r.is_null())
             && m.get("error").is_none_or(Value::is_null)
     };
-    if crate::backend::direct::answer_in_body::<CallToolResult>(data, &id).is_ok() && !model.as_ref().is_some_and(answers) {
+    if crate::backend::http_session::answer_in_body::<CallToolResult>(data, &id).is_ok() && !model.as_ref().is_some_and(answers) {
         panic!("a JSON body that does not answer the request was taken as its result");
     }
     if let Ok(text) = std::str::from_utf8(data)
-        && let Some(Ok(_)) = crate::backend::direct::answer_in_event::<CallToolResult>(text, &id)
+        && let Some(Ok(_)) = crate::backend::http_session::answer_in_event::<CallToolResult>(text, &id)
         && !model.as_ref().is_some_and(answers)
     {
         panic!("an event that does not answer the request was taken as its result");
@@ -195,13 +195,13 @@ mod tests {
         assert!(seeds >= 9, "{seeds} seeds in {}", dir.display());
         let id = RequestId::Number(7);
         let real = std::fs::read(dir.join("result.json")).unwrap();
-        assert!(crate::backend::direct::answer_in_body::<CallToolResult>(&real, &id).is_ok());
+        assert!(crate::backend::http_session::answer_in_body::<CallToolResult>(&real, &id).is_ok());
         let text = String::from_utf8(real).unwrap();
         assert!(matches!(
-            crate::backend::direct::answer_in_event::<CallToolResult>(&text, &id),
+            crate::backend::http_session::answer_in_event::<CallToolResult>(&text, &id),
             Some(Ok(_))
         ));
         let bad = std::fs::read(dir.join("invalid_utf8_in_a_skipped_field.json")).unwrap();
-        assert!(crate::backend::direct::answer_in_body::<CallToolResult>(&bad, &id).is_err());
+        assert!(crate::backend::http_session::answer_in_body::<CallToolResult>(&bad, &id).is_err());
     }
 }

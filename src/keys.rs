@@ -61,7 +61,7 @@ pub fn generate_files(out: &Path, name: &str) -> anyhow::Result<Generated> {
 }
 
 /// Refuses a private key file that group or others can read.
-pub fn check_private_file(path: &Path) -> Result<(), String> {
+pub(crate) fn check_private_file(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     #[cfg(unix)]
     {
@@ -80,20 +80,14 @@ pub fn check_private_file(path: &Path) -> Result<(), String> {
 }
 
 /// Reads an Ed25519 private key (PKCS#8 PEM), refusing a file others can read.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
+pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey, String> {
     check_private_file(path)?;
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| format!("`{}` is not an Ed25519 private key in PKCS#8 PEM", path.display()))
 }
 
-/// The key id of a verifying key (same rule as [`kid_of`]).
-pub fn kid_of_public(key: &VerifyingKey) -> String {
-    let digest = crate::canonical::sha256_hex(key.as_bytes());
-    digest.get(..16).unwrap_or(&digest).to_string()
-}
-
 /// Reads an Ed25519 public key (SPKI PEM, as `keys generate` writes NAME.pub.pem).
-pub fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
+pub(crate) fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {}", path.display(), e.kind()))?;
     VerifyingKey::from_public_key_pem(&pem).map_err(|_| format!("`{}` is not an Ed25519 public key in PEM", path.display()))
 }

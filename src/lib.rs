@@ -1,20 +1,29 @@
-//! capgate: a zero-trust gateway for agent tools. See docs/pipeline.md for the stage order.
+//! capgate: a zero-trust gateway for agent tools. docs/ARCHITECTURE.md draws a call's way
+//! through these modules; docs/pipeline.md, the stage order.
+//!
+//! The library is the binary's: its public surface is what the binary, the benchmark
+//! harness and the tests need (`cli::main`, key helpers, canonical digests), and the proof
+//! types of the pipeline, public so that the compile-fail examples on
+//! [`pipeline::Audited`] can show an outside caller cannot forge or reuse one.
 #![forbid(unsafe_code)]
 
-pub mod approval;
-pub mod audit;
-pub mod backend;
+mod audit;
+mod backend;
 pub mod canonical;
 pub mod cli;
-pub mod config;
-pub mod contract;
-pub mod decision;
-#[doc(hidden)]
+mod config;
+mod contract;
+mod decision;
+mod denial;
+#[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+mod identity;
 pub mod keys;
-pub mod metrics;
+mod metrics;
 pub mod pipeline;
-pub mod probe;
-pub mod secret;
+mod policy;
+mod probe;
+mod request;
+mod secret;
 pub mod server;
-pub mod trace;
+mod trace;

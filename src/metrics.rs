@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of every latency histogram's buckets.
-pub const BUCKETS: [f64; 11] = [0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
+pub(crate) const BUCKETS: [f64; 11] = [0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
 
 /// A Prometheus histogram with fixed buckets, updated without locks.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Observations at or under each bound of [`BUCKETS`] (not cumulative).
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
@@ -17,7 +17,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(b) = BUCKETS.iter().position(|bound| secs <= *bound).and_then(|i| self.buckets.get(i)) {
             b.fetch_add(1, Ordering::Relaxed);
@@ -28,7 +28,7 @@ impl Histogram {
     }
 
     /// The Prometheus text of this histogram under `name`, with `labels` (`key="value"`).
-    pub fn render(&self, name: &str, labels: &str) -> String {
+    pub(crate) fn render(&self, name: &str, labels: &str) -> String {
         let mut out = String::new();
         let mut cumulative = 0;
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {

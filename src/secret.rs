@@ -1,20 +1,20 @@
 //! `Secret<T>`: the only type that holds a credential (token, backend credential, key bytes).
 //!
-//! INVARIANT: a secret never reaches a log or an error through `Debug` or `Display`; its
-//! memory is wiped on drop, and equality is compared in constant time.
+//! INVARIANT: a secret never reaches a log or an error through `Debug` or `Display`, and its
+//! memory is wiped on drop. It has no equality: a secret is never compared as a value (the
+//! token caches compare SHA-256 fingerprints).
 
-use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-pub struct Secret<T: Zeroize>(T);
+pub(crate) struct Secret<T: Zeroize>(T);
 
 impl<T: Zeroize> Secret<T> {
-    pub fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         Self(value)
     }
 
     /// The one way to read a secret: the call site names what it exposes.
-    pub fn expose(&self) -> &T {
+    pub(crate) fn expose(&self) -> &T {
         &self.0
     }
 }
@@ -37,12 +37,6 @@ impl<T: Zeroize + Clone> Clone for Secret<T> {
     }
 }
 
-impl Secret<String> {
-    pub fn ct_eq(&self, other: &str) -> bool {
-        self.0.as_bytes().ct_eq(other.as_bytes()).into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,7 +45,5 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = Secret::new("hunter2".to_string());
         assert_eq!(format!("{s:?}"), "[redacted]");
-        assert!(s.ct_eq("hunter2"));
-        assert!(!s.ct_eq("hunter3"));
     }
 }

@@ -3,13 +3,16 @@
 
 use rand::RngCore;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceId(String);
+/// Serialized as its 32 hex digits (the `trace_id` of an audit record); read back as
+/// written, since a stored record is checked by its hash, not by its shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct TraceId(String);
 
 impl TraceId {
     /// The trace ID of a valid `traceparent` header (version 00, lowercase hex, non-zero
     /// IDs); any other value is ignored rather than trusted, and a fresh ID is generated.
-    pub fn from_traceparent_or_new(header: Option<&str>) -> Self {
+    pub(crate) fn from_traceparent_or_new(header: Option<&str>) -> Self {
         header.and_then(parse_traceparent).unwrap_or_else(Self::generate)
     }
 
@@ -18,22 +21,28 @@ impl TraceId {
         Self(id.to_string())
     }
 
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let mut bytes = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut bytes);
         Self(crate::canonical::lower_hex(&bytes))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// A `traceparent` for a call this gateway makes on behalf of the request, with a span
     /// of its own.
-    pub fn child_traceparent(&self) -> String {
+    pub(crate) fn child_traceparent(&self) -> String {
         let mut span = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut span);
         format!("00-{}-{}-01", self.0, crate::canonical::lower_hex(&span))
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -13,23 +13,23 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub env: String,
-    pub seq: u64,
-    pub head_hash: String,
-    pub ts: String,
-    pub key_id: String,
+pub(crate) struct Checkpoint {
+    pub(crate) env: String,
+    pub(crate) seq: u64,
+    pub(crate) head_hash: String,
+    pub(crate) ts: String,
+    pub(crate) key_id: String,
     /// Ed25519 signature over [`Checkpoint::message`], base64url without padding.
-    pub signature: String,
+    pub(crate) signature: String,
 }
 
 impl Checkpoint {
     /// The exact bytes that are signed; versioned so the format can change safely.
-    pub fn message(env: &str, seq: u64, head_hash: &str, ts: &str) -> String {
+    pub(crate) fn message(env: &str, seq: u64, head_hash: &str, ts: &str) -> String {
         format!("capgate-audit-checkpoint/v1\nenv={env}\nseq={seq}\nhead={head_hash}\nts={ts}\n")
     }
 
-    pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
+    pub(crate) fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&self.signature)
             .ok()
@@ -40,14 +40,14 @@ impl Checkpoint {
     }
 }
 
-pub struct Signer {
+pub(crate) struct Signer {
     env: String,
     key: SigningKey,
     key_id: String,
 }
 
 impl Signer {
-    pub fn new(env: &str, key: SigningKey) -> Self {
+    pub(crate) fn new(env: &str, key: SigningKey) -> Self {
         let key_id = crate::keys::kid_of(&key);
         Self {
             env: env.to_string(),
@@ -56,7 +56,7 @@ impl Signer {
         }
     }
 
-    pub fn sign(&self, seq: u64, head_hash: &str) -> Checkpoint {
+    pub(crate) fn sign(&self, seq: u64, head_hash: &str) -> Checkpoint {
         let ts = super::record::now_rfc3339();
         let sig = self.key.sign(Checkpoint::message(&self.env, seq, head_hash, &ts).as_bytes());
         Checkpoint {
@@ -71,7 +71,7 @@ impl Signer {
 }
 
 /// A second place a checkpoint goes.
-pub enum Sink {
+pub(crate) enum Sink {
     /// A JSON line appended (O_APPEND, fsync) to a file the operator makes append-only
     /// (`chattr +a`) or ships elsewhere.
     File(PathBuf),
@@ -90,7 +90,7 @@ impl std::fmt::Display for Sink {
 }
 
 impl Sink {
-    pub fn write(&self, cp: &Checkpoint) -> Result<(), String> {
+    pub(crate) fn write(&self, cp: &Checkpoint) -> Result<(), String> {
         let line = serde_json::to_string(cp).map_err(|e| e.to_string())?;
         match self {
             Sink::File(path) => {

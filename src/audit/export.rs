@@ -8,8 +8,9 @@
 use serde_json::{Value, json};
 
 use super::record::AuditRecord;
+use crate::decision::Decision;
 
-pub fn jsonl(rec: &AuditRecord) -> String {
+pub(crate) fn jsonl(rec: &AuditRecord) -> String {
     serde_json::to_string(rec).unwrap_or_default()
 }
 
@@ -21,7 +22,7 @@ fn epoch_ms(ts: &str) -> i64 {
 
 /// OCSF 1.1 API Activity (class 6003): one event per record, allowed or blocked by capgate
 /// as the security control, with the trace ID as correlation UID.
-pub fn ocsf(rec: &AuditRecord) -> Value {
+pub(crate) fn ocsf(rec: &AuditRecord) -> Value {
     let (status, status_id) = match (rec.decision.as_str(), rec.outcome.as_ref().map(|o| o.status.as_str())) {
         ("allow", None | Some("ok")) => ("Success", 1),
         ("pending", _) => ("Other", 99),
@@ -33,7 +34,7 @@ pub fn ocsf(rec: &AuditRecord) -> Value {
         "pending" => ("Delayed", 5),
         _ => ("Error", 19),
     };
-    let severity_id = if rec.decision == "deny" { 3 } else { 1 };
+    let severity_id = if rec.decision == Decision::Deny { 3 } else { 1 };
     let (ip, port) = rec
         .client
         .addr
@@ -91,7 +92,7 @@ pub fn ocsf(rec: &AuditRecord) -> Value {
 }
 
 /// Escapes every control character (and nothing else) for terminal output.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
@@ -103,7 +104,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-pub fn tail_line(rec: &AuditRecord) -> String {
+pub(crate) fn tail_line(rec: &AuditRecord) -> String {
     let args = rec.args.as_ref().map(|a| a.to_string()).unwrap_or_default();
     escape(&format!(
         "#{} {} {} {:<7} {:<20} tool={} sub={} trace={} args={} reason={}",

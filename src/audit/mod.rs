@@ -15,16 +15,21 @@
 //! costs one fsync per batch, not per call.
 //!
 //! Approval state lives in the same store and changes only through the writer, in the same
-//! transaction as the records of each step (see [`crate::approval`]).
+//! transaction as the records of each step (see [`approval`]).
+//!
+//! Which store holds an environment is its configuration's business ([`StoreLocation`]);
+//! [`open`] starts the writer over it and hands back a reader ([`AuditReader`]), and nothing
+//! outside this module names the store behind them.
 
-pub mod checkpoint;
-pub mod export;
-pub mod record;
+pub(crate) mod approval;
+pub(crate) mod checkpoint;
+pub(crate) mod export;
+pub(crate) mod record;
 mod sqlite;
-pub mod verify;
+pub(crate) mod store;
+pub(crate) mod verify;
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -34,53 +39,75 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Histogram;
 
-pub use checkpoint::{Checkpoint, Sink};
-pub use record::{ApprovalRef, AuditRecord, ClientRef, Outcome, PrincipalRef};
-pub use sqlite::{ApprovalReader, SqliteStore, read_checkpoints, read_records};
+pub(crate) use checkpoint::Sink;
+pub(crate) use record::{ApprovalRef, AuditRecord, Outcome};
+pub(crate) use store::{AuditReader, AuditStore, StoreLock};
 
-use crate::approval;
+use crate::config::StoreLocation;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error("the audit log is unavailable")]
     Unavailable { detail: String },
+    /// A reader could not read the store; the message names the store and the cause (for
+    /// the operator running a command, never for a client).
+    #[error("{0}")]
+    Unreadable(String),
 }
 
-pub fn unavailable(e: impl std::fmt::Display) -> AuditError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
     AuditError::Unavailable { detail: e.to_string() }
+}
+
+/// Opens an environment's store for the gateway: its writer thread, and a reader for the
+/// API, the console and waiting calls.
+pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy) -> Result<(AuditLog, Arc<dyn AuditReader>), AuditError> {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            let store = sqlite::SqliteStore::open(path, env)?;
+            let log = AuditLog::start(Box::new(store), env, policy)?;
+            let reader = sqlite::SqliteReader::open(path, env, false)?;
+            Ok((log, Arc::new(reader)))
+        }
+    }
+}
+
+/// Opens an environment's store to read only (`audit verify | export | tail`, `probe`);
+/// refused if it does not exist.
+pub(crate) fn open_reader(location: &StoreLocation, env: &str) -> Result<Arc<dyn AuditReader>, AuditError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Arc::new(sqlite::SqliteReader::open(path, env, true)?)),
+    }
+}
+
+/// Makes the store refuse every write until the returned lock is dropped
+/// (`probe --simulate-outage`; never in production).
+pub(crate) fn lock(location: &StoreLocation) -> Result<Box<dyn StoreLock>, AuditError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::ExclusiveLock::take(path)?)),
+    }
 }
 
 /// One unit of work for the writer: a record to append, or an approval step (which appends
 /// the records describing it in the same transaction).
 #[derive(Debug)]
-pub enum Entry {
+pub(crate) enum Entry {
     Record(Box<AuditRecord>),
     Approval(approval::Op),
 }
 
 /// What one entry came to.
 #[derive(Debug)]
-pub enum Done {
+pub(crate) enum Done {
     /// The appended record's sequence number.
     Seq(u64),
     Approval(approval::Answer),
 }
 
 /// A committed batch: one result per entry, in order, and how many records it appended.
-pub struct Committed {
-    pub results: Vec<Done>,
-    pub records: usize,
-}
-
-/// Where records, checkpoints and approval state are kept. The writer thread owns one; the
-/// pipeline never sees which.
-pub trait AuditStore: Send + 'static {
-    /// Applies a batch in one durable transaction, chaining (seq, prev_hash, hash) every
-    /// record it appends; all or nothing.
-    fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError>;
-    /// The last record's sequence number and hash (0 and the genesis hash when empty).
-    fn head(&mut self) -> Result<(u64, String), AuditError>;
-    fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
+pub(crate) struct Committed {
+    pub(crate) results: Vec<Done>,
+    pub(crate) records: usize,
 }
 
 /// Where the outcome of one entry goes; `None` for a queued record nobody waits on.
@@ -105,39 +132,39 @@ enum Msg {
 
 /// Counters for the group-commit figures (records per fsync) reported in metrics.
 #[derive(Default)]
-pub struct AuditStats {
-    pub records: AtomicU64,
-    pub commits: AtomicU64,
-    pub checkpoints: AtomicU64,
+pub(crate) struct AuditStats {
+    pub(crate) records: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
     /// How long each durable transaction took, begin to fsync'd commit.
-    pub commit_seconds: Histogram,
+    pub(crate) commit_seconds: Histogram,
     /// How long an awaited append took from submission to durable: what an allowed call
     /// waits before it is forwarded (queueing behind the current commit included).
-    pub wait_seconds: Histogram,
+    pub(crate) wait_seconds: Histogram,
 }
 
 /// Handle to one environment's audit log. Cloning shares the one writer.
 #[derive(Clone)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     tx: SyncSender<Msg>,
     side: Arc<SideQueue>,
     healthy: Arc<AtomicBool>,
-    pub stats: Arc<AuditStats>,
+    pub(crate) stats: Arc<AuditStats>,
 }
 
 /// Most records one transaction takes; bounds the latency of the first in a batch.
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 /// Longest a queued record nobody waits for stays uncommitted, waiting for an awaited
 /// entry to share its fsync.
-pub const LINGER: Duration = Duration::from_millis(5);
+pub(crate) const LINGER: Duration = Duration::from_millis(5);
 /// Queue depth before `append` waits: back-pressure instead of unbounded memory.
 const QUEUE: usize = 4096;
 
 /// How checkpoints are made: who signs, how often, and where copies go.
-pub struct CheckpointPolicy {
-    pub signer: checkpoint::Signer,
-    pub interval: Duration,
-    pub sinks: Vec<Sink>,
+pub(crate) struct CheckpointPolicy {
+    pub(crate) signer: checkpoint::Signer,
+    pub(crate) interval: Duration,
+    pub(crate) sinks: Vec<Sink>,
 }
 
 /// Entries that may linger, queued without waking the writer (only the first entry into an
@@ -351,13 +378,7 @@ impl Writer {
 }
 
 impl AuditLog {
-    /// Opens the environment's SQLite store and starts its writer thread.
-    pub fn open(path: &Path, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
-        let store = SqliteStore::open(path, env)?;
-        Self::start(Box::new(store), env, policy)
-    }
-
-    pub fn start(mut store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
+    pub(crate) fn start(mut store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(AuditStats::default());
@@ -380,13 +401,13 @@ impl AuditLog {
     }
 
     /// Appends one record and waits until it is durable. Returns its sequence number.
-    pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+    pub(crate) async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
         self.append_record(record, true).await
     }
 
     /// Like [`Self::append`], but the record may wait up to [`LINGER`] to share the next
     /// commit: for refusals whose answer is held back longer than that anyway.
-    pub async fn append_unhurried(&self, record: AuditRecord) -> Result<u64, AuditError> {
+    pub(crate) async fn append_unhurried(&self, record: AuditRecord) -> Result<u64, AuditError> {
         self.append_record(record, false).await
     }
 
@@ -398,7 +419,7 @@ impl AuditLog {
     }
 
     /// Applies one approval step, with its audit records, durably.
-    pub async fn approval(&self, op: approval::Op) -> Result<approval::Answer, AuditError> {
+    pub(crate) async fn approval(&self, op: approval::Op) -> Result<approval::Answer, AuditError> {
         match self.submit(Entry::Approval(op), true).await? {
             Done::Approval(a) => Ok(a),
             Done::Seq(_) => Err(unavailable("the store answered an approval with a record")),
@@ -408,7 +429,7 @@ impl AuditLog {
     /// Queues a record behind everything appended before it, without waiting for it to be
     /// durable. Only for records that permit nothing: see the module's invariant. A failed
     /// write is logged by the writer and marks the log unhealthy.
-    pub async fn enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
+    pub(crate) async fn enqueue(&self, record: AuditRecord) -> Result<(), AuditError> {
         self.linger(Entry::Record(Box::new(record)), None).await
     }
 
@@ -467,7 +488,7 @@ impl AuditLog {
     }
 
     /// Writes a final checkpoint and stops the writer; later appends fail.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.send(Msg::Shutdown { done }).await.is_ok() {
             let _ = wait.await;
@@ -475,7 +496,7 @@ impl AuditLog {
     }
 
     /// Whether the last write succeeded (for readiness).
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 }
@@ -483,6 +504,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use checkpoint::Checkpoint;
 
     /// Keeps the trace IDs of each committed batch.
     #[derive(Clone, Default)]
@@ -508,7 +530,7 @@ mod tests {
                     return Err(unavailable("records only"));
                 };
                 seq += 1;
-                batch.push(r.trace_id.clone());
+                batch.push(r.trace_id.as_str().to_string());
                 results.push(Done::Seq(seq));
             }
             let records = batch.len();

@@ -14,83 +14,133 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::pipeline::authn::{CertIdentity, Principal};
+use crate::decision::{Decision, ReasonCode};
+use crate::identity::Principal;
+use crate::request::{CallCtx, ClientRef};
+use crate::trace::TraceId;
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct ClientRef {
-    pub addr: Option<String>,
-    pub user_agent: Option<String>,
+/// The `prev_hash` of a chain's first record.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+// Fields in code-point order: their serialization is their canonical form.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct ApprovalRef {
+    pub(crate) approver: Option<String>,
+    pub(crate) id: String,
 }
 
 // Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ApprovalRef {
-    pub approver: Option<String>,
-    pub id: String,
-}
-
-// Fields in code-point order: their serialization is their canonical form.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Rounded to microseconds. Hashed records must round-trip exactly through JSON, which
     /// is why serde_json's `float_roundtrip` is on.
-    pub latency_ms: f64,
-    pub result_digest: Option<String>,
-    pub status: String,
+    pub(crate) latency_ms: f64,
+    pub(crate) result_digest: Option<String>,
+    pub(crate) status: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AuditRecord {
-    pub seq: u64,
-    pub ts: String,
-    pub env: String,
-    pub trace_id: String,
-    pub request_id: Option<String>,
-    pub session_id: Option<String>,
-    /// Empty (`null`) when authentication failed.
-    pub principal: Option<PrincipalRef>,
-    pub client: ClientRef,
-    pub tool: Option<String>,
-    pub args_digest: Option<String>,
-    pub args: Option<Value>,
-    pub decision: String,
-    pub reason_code: String,
-    pub reason: String,
-    pub contract_digest: Option<String>,
-    pub approval: Option<ApprovalRef>,
-    pub outcome: Option<Outcome>,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
+/// Which policies decided, where a policy set took part (SPEC section 6): their ids, and
+/// the digest of the whole set in force.
 // Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PrincipalRef {
-    pub auth_method: String,
-    /// Only on mTLS listeners; absent (not null) otherwise, so records written before the
-    /// field existed hash the same.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert: Option<CertIdentity>,
-    pub iss: String,
-    pub roles: Vec<String>,
-    pub sub: String,
-    pub token_id: Option<String>,
+pub(crate) struct PolicyRef {
+    pub(crate) ids: Vec<String>,
+    pub(crate) set_digest: String,
 }
 
-impl From<&Principal> for PrincipalRef {
-    fn from(p: &Principal) -> Self {
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct AuditRecord {
+    pub(crate) seq: u64,
+    pub(crate) ts: String,
+    pub(crate) env: String,
+    pub(crate) trace_id: TraceId,
+    pub(crate) request_id: Option<String>,
+    pub(crate) session_id: Option<String>,
+    /// Empty (`null`) when authentication failed.
+    pub(crate) principal: Option<Principal>,
+    pub(crate) client: ClientRef,
+    pub(crate) tool: Option<String>,
+    pub(crate) args_digest: Option<String>,
+    pub(crate) args: Option<Value>,
+    pub(crate) decision: Decision,
+    pub(crate) reason_code: ReasonCode,
+    pub(crate) reason: String,
+    pub(crate) contract_digest: Option<String>,
+    pub(crate) approval: Option<ApprovalRef>,
+    pub(crate) outcome: Option<Outcome>,
+    /// Absent (not null) unless a policy set decided, so records written before the field
+    /// existed, and records of role-only decisions, hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) policy: Option<PolicyRef>,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+impl AuditRecord {
+    /// A record of `decision` about the request `ctx` in environment `env`; the methods
+    /// below add what else is known about it. Sequence and hashes are the store's to set.
+    pub(crate) fn new(env: &str, ctx: &CallCtx, decision: Decision, code: ReasonCode, reason: String) -> Self {
         Self {
-            sub: p.sub.clone(),
-            iss: p.iss.clone(),
-            roles: p.roles.clone(),
-            token_id: p.token_id.clone(),
-            auth_method: p.auth_method.clone(),
-            cert: p.cert.clone(),
+            seq: 0,
+            ts: now_rfc3339(),
+            env: env.to_string(),
+            trace_id: ctx.trace.clone(),
+            request_id: ctx.request_id.clone(),
+            session_id: ctx.session_id.clone(),
+            principal: None,
+            client: ctx.client.clone(),
+            tool: None,
+            args_digest: None,
+            args: None,
+            decision,
+            reason_code: code,
+            reason,
+            contract_digest: None,
+            approval: None,
+            outcome: None,
+            policy: None,
+            prev_hash: String::new(),
+            hash: String::new(),
         }
+    }
+
+    pub(crate) fn principal(mut self, p: Option<&Principal>) -> Self {
+        self.principal = p.cloned();
+        self
+    }
+
+    pub(crate) fn tool(mut self, tool: Option<String>) -> Self {
+        self.tool = tool;
+        self
+    }
+
+    pub(crate) fn args_digest(mut self, digest: Option<String>) -> Self {
+        self.args_digest = digest;
+        self
+    }
+
+    pub(crate) fn args(mut self, args: Option<Value>) -> Self {
+        self.args = args;
+        self
+    }
+
+    pub(crate) fn contract_digest(mut self, digest: &str) -> Self {
+        self.contract_digest = Some(digest.to_string());
+        self
+    }
+
+    pub(crate) fn approval(mut self, approval: Option<ApprovalRef>) -> Self {
+        self.approval = approval;
+        self
+    }
+
+    pub(crate) fn policy(mut self, policy: Option<PolicyRef>) -> Self {
+        self.policy = policy;
+        self
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
@@ -105,19 +155,25 @@ struct CanonicalBody<'a> {
     args_digest: &'a Option<String>,
     client: &'a ClientRef,
     contract_digest: &'a Option<String>,
-    decision: &'a str,
+    decision: Decision,
     env: &'a str,
     outcome: &'a Option<Outcome>,
+    #[serde(skip_serializing_if = "absent")]
+    policy: &'a Option<PolicyRef>,
     prev_hash: &'a str,
-    principal: &'a Option<PrincipalRef>,
+    principal: &'a Option<Principal>,
     reason: &'a str,
-    reason_code: &'a str,
+    reason_code: ReasonCode,
     request_id: &'a Option<String>,
     seq: u64,
     session_id: &'a Option<String>,
     tool: &'a Option<String>,
-    trace_id: &'a str,
+    trace_id: &'a TraceId,
     ts: &'a str,
+}
+
+fn absent(p: &&Option<PolicyRef>) -> bool {
+    p.is_none()
 }
 
 impl AuditRecord {
@@ -128,13 +184,14 @@ impl AuditRecord {
             args_digest: &self.args_digest,
             client: &self.client,
             contract_digest: &self.contract_digest,
-            decision: &self.decision,
+            decision: self.decision,
             env: &self.env,
             outcome: &self.outcome,
+            policy: &self.policy,
             prev_hash: &self.prev_hash,
             principal: &self.principal,
             reason: &self.reason,
-            reason_code: &self.reason_code,
+            reason_code: self.reason_code,
             request_id: &self.request_id,
             seq: self.seq,
             session_id: &self.session_id,
@@ -145,18 +202,19 @@ impl AuditRecord {
     }
 
     /// The text the hash is taken over (everything but `hash`).
-    pub fn canonical_body(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn canonical_body(&self) -> String {
         serde_json::to_string(&self.body()).unwrap_or_default()
     }
 
-    pub fn compute_hash(&self) -> String {
+    pub(crate) fn compute_hash(&self) -> String {
         crate::canonical::digest_of(&self.body())
     }
 
     /// Sets `hash` and returns the text to store: the canonical body with `hash` appended,
     /// so that a record is serialized once to be both hashed and stored. An error means
     /// "not recorded": the caller fails the write.
-    pub fn seal(&mut self) -> Result<String, serde_json::Error> {
+    pub(crate) fn seal(&mut self) -> Result<String, serde_json::Error> {
         let mut text = serde_json::to_string(&self.body())?;
         self.hash = crate::canonical::sha256_hex(text.as_bytes());
         // The body is a JSON object with at least one key; its last byte is its `}`.
@@ -172,31 +230,20 @@ impl AuditRecord {
 pub(crate) mod tests {
     use super::*;
     use crate::canonical::strategies::json;
+    use crate::identity::CertIdentity;
     use proptest::prelude::*;
 
     /// A record with nothing in it but its environment and trace ID, for tests to fill in.
-    pub fn blank(env: &str, trace_id: &str) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            ts: String::new(),
-            env: env.into(),
-            trace_id: trace_id.into(),
+    pub(crate) fn blank(env: &str, trace_id: &str) -> AuditRecord {
+        let ctx = CallCtx {
+            trace: TraceId::from_record(trace_id),
             request_id: None,
             session_id: None,
-            principal: None,
             client: ClientRef::default(),
-            tool: None,
-            args_digest: None,
-            args: None,
-            decision: String::new(),
-            reason_code: String::new(),
-            reason: String::new(),
-            contract_digest: None,
-            approval: None,
-            outcome: None,
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
+        };
+        let mut r = AuditRecord::new(env, &ctx, Decision::Deny, ReasonCode::MalformedRequest, String::new());
+        r.ts = String::new();
+        r
     }
 
     fn text() -> impl Strategy<Value = String> {
@@ -204,27 +251,30 @@ pub(crate) mod tests {
     }
 
     prop_compose! {
-        pub fn record()(
+        pub(crate) fn record()(
             seq in any::<u64>(), texts in prop::collection::vec(text(), 12),
             opt in prop::collection::vec(prop::option::of(text()), 8),
             args in prop::option::of(json()), roles in prop::collection::vec(text(), 0..3),
             latency in any::<f64>().prop_filter("finite", |f| f.is_finite()),
-            has in prop::collection::vec(any::<bool>(), 4),
+            has in prop::collection::vec(any::<bool>(), 5),
+            decision in prop::sample::select(Decision::ALL), code in prop::sample::select(ReasonCode::ALL),
+            ids in prop::collection::vec(text(), 0..3),
         ) -> AuditRecord {
             let t = |i: usize| texts.get(i).cloned().unwrap_or_default();
             let o = |i: usize| opt.get(i).cloned().flatten();
             let b = |i: usize| has.get(i).copied().unwrap_or(false);
             AuditRecord {
-                seq, ts: t(0), env: t(1), trace_id: t(2), request_id: o(0), session_id: o(1),
-                principal: b(0).then(|| PrincipalRef {
+                seq, ts: t(0), env: t(1), trace_id: TraceId::from_record(&t(2)), request_id: o(0), session_id: o(1),
+                principal: b(0).then(|| Principal {
                     auth_method: t(3), iss: t(4), sub: t(5), roles: roles.clone(), token_id: o(2),
                     cert: b(3).then(|| CertIdentity { subject: t(6), x5t_s256: t(7) }),
                 }),
                 client: ClientRef { addr: o(3), user_agent: o(4) },
                 tool: o(5), args_digest: o(6), args,
-                decision: t(8), reason_code: t(9), reason: t(10), contract_digest: o(7),
+                decision, reason_code: code, reason: t(10), contract_digest: o(7),
                 approval: b(1).then(|| ApprovalRef { id: t(11), approver: o(0) }),
                 outcome: b(2).then(|| Outcome { status: t(0), latency_ms: latency, result_digest: o(1) }),
+                policy: b(4).then(|| PolicyRef { ids: ids.clone(), set_digest: t(8) }),
                 prev_hash: t(6), hash: t(7),
             }
         }

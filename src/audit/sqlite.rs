@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::approval::{self, Binding, Request, Status, Verdict, Vote};
 use super::checkpoint::Checkpoint;
 use super::record::AuditRecord;
+use super::record::GENESIS;
+use super::store::{AuditReader, Reading, StoreLock, StoredRow};
 use super::{AuditError, AuditStore, Committed, Done, Entry, unavailable};
-use crate::approval::{self, Binding, Request, Status, Verdict, Vote};
 
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Connection,
     env: String,
     /// Tells the checkpointer thread that a commit added WAL frames; dropping it with the
@@ -61,7 +61,7 @@ fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
+    pub(crate) fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -234,11 +234,8 @@ fn with_votes(conn: &Connection, mut reqs: Vec<Request>) -> rusqlite::Result<Vec
                 Ok(Vote {
                     approver_iss: r.get(0)?,
                     approver_sub: r.get(1)?,
-                    verdict: if r.get::<_, String>(2)? == "approve" {
-                        Verdict::Approve
-                    } else {
-                        Verdict::Deny
-                    },
+                    // Anything but an approval counts as a denial: it never releases a request.
+                    verdict: Verdict::parse(&r.get::<_, String>(2)?).unwrap_or(Verdict::Deny),
                     reason: r.get(3)?,
                     at_ms: r.get(4)?,
                 })
@@ -369,10 +366,7 @@ impl approval::Table for Chain<'_> {
     }
 
     fn add_vote(&mut self, id: &str, v: &Vote) -> Result<(), AuditError> {
-        let verdict = match v.verdict {
-            Verdict::Approve => "approve",
-            Verdict::Deny => "deny",
-        };
+        let verdict = v.verdict.as_str();
         self.tx
             .execute(
                 "INSERT INTO approval_votes (approval_id, approver_iss, approver_sub, verdict, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -407,9 +401,9 @@ impl approval::Table for Chain<'_> {
                     i64::try_from(r.seq).unwrap_or(i64::MAX),
                     r.ts,
                     r.env,
-                    r.trace_id,
-                    r.decision,
-                    r.reason_code,
+                    r.trace_id.as_str(),
+                    r.decision.as_str(),
+                    r.reason_code.as_str(),
                     r.tool,
                     r.principal.as_ref().map(|p| p.sub.as_str()),
                     json,
@@ -446,40 +440,65 @@ impl AuditStore for SqliteStore {
     }
 }
 
-/// Read access to one environment's approval queue and audit trail, for the API, the
-/// console and waiting calls. Changes go through the writer only.
-#[derive(Clone)]
-pub struct ApprovalReader {
+/// Read access to one environment's store. The gateway's reader opens it read-write (it
+/// shares the WAL with the writer); the commands' reader opens it read-only and refuses a
+/// store that does not exist. Queries run off the async workers, one at a time.
+pub(crate) struct SqliteReader {
     conn: Arc<Mutex<Connection>>,
     env: String,
 }
 
-impl ApprovalReader {
-    pub fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(unavailable)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+impl SqliteReader {
+    pub(crate) fn open(path: &Path, env: &str, read_only: bool) -> Result<Self, AuditError> {
+        let conn = if read_only {
+            if !path.is_file() {
+                return Err(AuditError::Unreadable(format!("no audit store at `{}`", path.display())));
+            }
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| AuditError::Unreadable(format!("cannot open `{}`: {e}", path.display())))?
+        } else {
+            let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(unavailable)?;
+            c.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
+            c
+        };
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             env: env.to_string(),
         })
     }
 
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection, &str) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, AuditError> {
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&Connection, &str) -> rusqlite::Result<T> + Send + 'static) -> Reading<'static, T> {
         let conn = self.conn.clone();
         let env = self.env.clone();
-        tokio::task::spawn_blocking(move || {
-            let c = conn.lock().map_err(|_| unavailable("approval reader poisoned"))?;
-            f(&c, &env).map_err(unavailable)
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let c = conn.lock().map_err(|_| unavailable("the audit reader is poisoned"))?;
+                f(&c, &env).map_err(|e| AuditError::Unreadable(e.to_string()))
+            })
+            .await
+            .map_err(unavailable)?
         })
-        .await
-        .map_err(unavailable)?
+    }
+}
+
+impl AuditReader for SqliteReader {
+    fn records(&self, after: i64) -> Reading<'_, Vec<StoredRow>> {
+        self.with(move |c, _| read_records(c, after))
     }
 
-    /// Requests of this environment, newest first; only `status` ones when given.
-    pub async fn list(&self, status: Option<Status>, limit: u32) -> Result<Vec<Request>, AuditError> {
+    fn checkpoints(&self) -> Reading<'_, Vec<Result<Checkpoint, String>>> {
+        self.with(|c, _| {
+            let mut stmt = c.prepare("SELECT checkpoint FROM checkpoints ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(serde_json::from_str(&row?).map_err(|e| format!("unreadable checkpoint: {e}")));
+            }
+            Ok(out)
+        })
+    }
+
+    fn approvals(&self, status: Option<Status>, limit: u32) -> Reading<'_, Vec<Request>> {
         self.with(move |c, env| match status {
             Some(s) => query_requests(
                 c,
@@ -488,17 +507,14 @@ impl ApprovalReader {
             ),
             None => query_requests(c, "env = ?1 ORDER BY created_ms DESC LIMIT ?2", &[&env, &limit]),
         })
-        .await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Request>, AuditError> {
+    fn approval(&self, id: &str) -> Reading<'_, Option<Request>> {
         let id = id.to_string();
         self.with(move |c, env| Ok(query_requests(c, "env = ?1 AND id = ?2", &[&env, &id])?.into_iter().next()))
-            .await
     }
 
-    /// Every audit record of one approval request, in order: its whole history.
-    pub async fn trail(&self, approval_id: &str) -> Result<Vec<AuditRecord>, AuditError> {
+    fn trail(&self, approval_id: &str) -> Reading<'_, Vec<AuditRecord>> {
         let id = approval_id.to_string();
         self.with(move |c, _| {
             let mut stmt =
@@ -512,84 +528,63 @@ impl ApprovalReader {
             }
             Ok(out)
         })
-        .await
     }
-}
-
-/// One row as stored: the indexed columns and the record text, for the verifier to compare.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub seq: i64,
-    pub columns: [Option<String>; 8],
-    pub record: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-pub const COLUMN_NAMES: [&str; 8] = ["ts", "env", "trace_id", "decision", "reason_code", "tool", "subject", "approval_id"];
-
-fn open_read(path: &Path) -> Result<Connection, String> {
-    if !path.is_file() {
-        return Err(format!("no audit store at `{}`", path.display()));
-    }
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| format!("cannot open `{}`: {e}", path.display()))
 }
 
 /// Every record row in sequence order, from `after` on (exclusive).
-pub fn read_records(path: &Path, after: i64) -> Result<Vec<Row>, String> {
-    let conn = open_read(path)?;
-    // Readers open the store read-only, so a store no gateway of this version has opened yet
-    // (an archived log, say) has no `approval_id` column: its value is then read from the
-    // record itself, which is what the column holds once the gateway has migrated it.
-    let has_column = has_approval_column(&conn).map_err(|e| e.to_string())?;
-    let approval_id = if has_column {
+fn read_records(conn: &Connection, after: i64) -> rusqlite::Result<Vec<StoredRow>> {
+    // Readers may open a store no gateway of this version has opened yet (an archived log,
+    // say), which has no `approval_id` column: its value is then read from the record
+    // itself, which is what the column holds once the gateway has migrated it.
+    let approval_id = if has_approval_column(conn)? {
         "approval_id"
     } else {
         "json_extract(record, '$.approval.id')"
     };
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, {approval_id} FROM audit WHERE seq > ?1 ORDER BY seq"
-        ))
-        .map_err(|e| e.to_string())?;
-    let rows = stmt
-        .query_map([after], |r| {
-            Ok(Row {
-                seq: r.get(0)?,
-                columns: [
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(11)?,
-                ],
-                record: r.get(8)?,
-                prev_hash: r.get(9)?,
-                hash: r.get(10)?,
-            })
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, {approval_id} FROM audit WHERE seq > ?1 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([after], |r| {
+        Ok(StoredRow {
+            seq: r.get(0)?,
+            columns: [
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(11)?,
+            ],
+            record: r.get(8)?,
+            prev_hash: r.get(9)?,
+            hash: r.get(10)?,
         })
-        .map_err(|e| e.to_string())?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    })?;
+    rows.collect()
 }
 
-/// Every checkpoint stored beside the records, oldest first. Unreadable ones are returned
-/// as errors so the verifier can name them.
-pub fn read_checkpoints(path: &Path) -> Result<Vec<Result<Checkpoint, String>>, String> {
-    let conn = open_read(path)?;
-    let mut stmt = conn
-        .prepare("SELECT checkpoint FROM checkpoints ORDER BY id")
-        .map_err(|e| e.to_string())?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for row in rows {
-        let text = row.map_err(|e| e.to_string())?;
-        out.push(serde_json::from_str(&text).map_err(|e| format!("unreadable checkpoint: {e}")));
+/// `BEGIN EXCLUSIVE` on a connection of its own: every other connection's write fails with
+/// "database is locked" until it is dropped.
+pub(crate) struct ExclusiveLock(Connection);
+
+impl ExclusiveLock {
+    pub(crate) fn take(path: &Path) -> Result<Self, AuditError> {
+        let conn = Connection::open(path).map_err(|e| AuditError::Unreadable(format!("cannot open the store: {e}")))?;
+        conn.execute_batch("BEGIN EXCLUSIVE")
+            .map_err(|e| AuditError::Unreadable(format!("cannot lock the store: {e}")))?;
+        Ok(Self(conn))
     }
-    Ok(out)
 }
+
+impl Drop for ExclusiveLock {
+    fn drop(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+}
+
+impl StoreLock for ExclusiveLock {}
 
 #[cfg(test)]
 mod tests {

@@ -11,35 +11,22 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 
 use super::checkpoint::Checkpoint;
-use super::record::AuditRecord;
-use super::sqlite::{COLUMN_NAMES, GENESIS, read_checkpoints, read_records};
+use super::record::{AuditRecord, GENESIS};
+use super::store::{AuditReader, COLUMN_NAMES, StoredRow, column_of};
 
 #[derive(Debug, Default)]
-pub struct Report {
-    pub records: u64,
-    pub checkpoints: usize,
-    pub external_checkpoints: usize,
-    pub head: Option<(u64, String)>,
+pub(crate) struct Report {
+    pub(crate) records: u64,
+    pub(crate) checkpoints: usize,
+    pub(crate) external_checkpoints: usize,
+    pub(crate) head: Option<(u64, String)>,
     /// The first problem found, naming the record; `None` when the log verifies.
-    pub first_problem: Option<String>,
-    pub warnings: Vec<String>,
+    pub(crate) first_problem: Option<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
-fn column_of(rec: &AuditRecord, i: usize) -> Option<String> {
-    match i {
-        0 => Some(rec.ts.clone()),
-        1 => Some(rec.env.clone()),
-        2 => Some(rec.trace_id.clone()),
-        3 => Some(rec.decision.clone()),
-        4 => Some(rec.reason_code.clone()),
-        5 => rec.tool.clone(),
-        6 => rec.principal.as_ref().map(|p| p.sub.clone()),
-        _ => rec.approval.as_ref().map(|a| a.id.clone()),
-    }
-}
-
-pub fn verify(store: &Path, env: &str, keys: &[VerifyingKey], external: Option<&Path>) -> Result<Report, String> {
-    let rows = read_records(store, 0)?;
+pub(crate) async fn verify(store: &dyn AuditReader, env: &str, keys: &[VerifyingKey], external: Option<&Path>) -> Result<Report, String> {
+    let rows = store.records(0).await.map_err(|e| e.to_string())?;
     let mut report = Report::default();
     let mut hashes: Vec<String> = Vec::with_capacity(rows.len());
     let mut prev = GENESIS.to_string();
@@ -79,7 +66,7 @@ pub fn verify(store: &Path, env: &str, keys: &[VerifyingKey], external: Option<&
             Some(_) => None,
         }
     };
-    for cp in read_checkpoints(store)? {
+    for cp in store.checkpoints().await.map_err(|e| e.to_string())? {
         report.checkpoints += 1;
         let problem = match cp {
             Ok(cp) => check_cp(&cp, "a stored"),
@@ -112,7 +99,7 @@ pub fn verify(store: &Path, env: &str, keys: &[VerifyingKey], external: Option<&
     Ok(report)
 }
 
-fn check_row(row: &super::sqlite::Row, expected: i64, prev: &str, env: &str) -> Option<String> {
+fn check_row(row: &StoredRow, expected: i64, prev: &str, env: &str) -> Option<String> {
     if row.seq != expected {
         return Some(if row.seq > expected {
             format!("record #{expected} is missing (deleted); the next record is #{}", row.seq)

@@ -1,13 +1,13 @@
 //! Upstream MCP servers: stdio child processes (spawned with a cleared environment plus the
 //! configured credentials, restarted when they die) through `rmcp`'s client service, and
 //! streamable HTTP servers through rmcp's transport client driven from the caller's task
-//! (`direct.rs`).
+//! (`http_session.rs`).
 //!
 //! INVARIANT: credentials in `env`/`headers` go to the upstream only; the agent never sees
 //! them and no error message carries them. A tool call is never retried automatically: it
 //! may have run before the connection broke.
 
-pub(crate) mod direct;
+pub(crate) mod http_session;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use crate::config::{Upstream, UpstreamTarget};
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     #[error("upstream `{upstream}` is unavailable")]
     Unavailable { upstream: String, detail: String },
     #[error("upstream `{upstream}` did not answer within {secs}s")]
@@ -35,7 +35,7 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),
             BackendError::Timeout { .. } | BackendError::Withheld { .. } => self.to_string(),
@@ -50,10 +50,10 @@ const WITHHELD: &str = "(the upstream's error text held a backend credential and
 
 /// One live connection to an upstream.
 enum Client {
-    /// A stdio child, or an HTTP server past the protocol versions [`direct::HttpSession`]
+    /// A stdio child, or an HTTP server past the protocol versions [`http_session::HttpSession`]
     /// speaks: rmcp's client service.
     Service(Service),
-    Http(direct::HttpSession),
+    Http(http_session::HttpSession),
 }
 
 impl Client {
@@ -65,7 +65,7 @@ impl Client {
     }
 }
 
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     cfg: Arc<Upstream>,
     /// The live connection. Read on every call without waiting; replaced under `connecting`.
     conn: std::sync::RwLock<Option<Arc<Client>>>,
@@ -74,7 +74,7 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(cfg: Arc<Upstream>) -> Self {
+    pub(crate) fn new(cfg: Arc<Upstream>) -> Self {
         Self {
             cfg,
             conn: std::sync::RwLock::new(None),
@@ -82,13 +82,13 @@ impl UpstreamClient {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.cfg.name
     }
 
     /// Whether a text holds any of this upstream's credential values. Values shorter than 8
     /// characters are not matched (too likely to occur by chance).
-    pub fn leaks_credential(&self, text: &str) -> bool {
+    pub(crate) fn leaks_credential(&self, text: &str) -> bool {
         self.cfg
             .env
             .iter()
@@ -155,7 +155,7 @@ impl UpstreamClient {
                         .redirect(reqwest::redirect::Policy::none())
                         .build()
                         .map_err(|e| self.unavailable(format!("http client: {e}")))?;
-                    match direct::HttpSession::open(http.clone(), url.as_str(), headers).await {
+                    match http_session::HttpSession::open(http.clone(), url.as_str(), headers).await {
                         Ok(Some(session)) => Ok(Client::Http(session)),
                         Ok(None) => {
                             let transport = StreamableHttpClientTransport::with_client(http, config);
@@ -214,7 +214,7 @@ impl UpstreamClient {
         Ok(c)
     }
 
-    pub async fn list_tools(&self) -> Result<Vec<Tool>, BackendError> {
+    pub(crate) async fn list_tools(&self) -> Result<Vec<Tool>, BackendError> {
         self.list_tools_unscrubbed().await.map_err(|e| self.scrub(e))
     }
 
@@ -234,7 +234,7 @@ impl UpstreamClient {
             })?
     }
 
-    pub async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
+    pub(crate) async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
         self.call_unscrubbed(tool, args, traceparent).await.map_err(|e| self.scrub(e))
     }
 

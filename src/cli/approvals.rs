@@ -66,7 +66,7 @@ fn shown(v: &Value, max: usize) -> String {
     out
 }
 
-pub async fn list(url: Option<&str>, status: &str, as_json: bool) -> Result<(), Failure> {
+pub(super) async fn list(url: Option<&str>, status: &str, as_json: bool) -> Result<(), Failure> {
     let base = endpoint(url)?;
     let (code, body) = call(reqwest::Method::GET, &format!("{base}/api/approvals?status={status}"), None).await?;
     if code != 200 {
@@ -100,7 +100,7 @@ pub async fn list(url: Option<&str>, status: &str, as_json: bool) -> Result<(), 
     Ok(())
 }
 
-pub async fn decide(url: Option<&str>, id: &str, verdict: &str, reason: &str) -> Result<(), Failure> {
+pub(super) async fn decide(url: Option<&str>, id: &str, verdict: &str, reason: &str) -> Result<(), Failure> {
     let base = endpoint(url)?;
     let (code, body) = call(
         reqwest::Method::POST,

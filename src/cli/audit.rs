@@ -1,40 +1,43 @@
 //! `capgate audit verify | export | tail`: reading an environment's log, never writing it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Failure, load_config};
-use crate::audit::{AuditRecord, export, read_records, verify};
+use crate::audit::{AuditReader, AuditRecord, export, verify};
 
-pub struct Filter {
-    pub decision: Option<String>,
-    pub tool: Option<String>,
-    pub subject: Option<String>,
-    pub trace: Option<String>,
+pub(crate) struct Filter {
+    pub(crate) decision: Option<String>,
+    pub(crate) tool: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) trace: Option<String>,
 }
 
 impl Filter {
     fn matches(&self, r: &AuditRecord) -> bool {
-        self.decision.as_ref().is_none_or(|d| *d == r.decision)
+        self.decision.as_ref().is_none_or(|d| d == r.decision.as_str())
             && self.tool.as_ref().is_none_or(|t| Some(t) == r.tool.as_ref())
             && self
                 .subject
                 .as_ref()
                 .is_none_or(|s| Some(s) == r.principal.as_ref().map(|p| &p.sub))
-            && self.trace.as_ref().is_none_or(|t| *t == r.trace_id)
+            && self.trace.as_ref().is_none_or(|t| t == r.trace_id.as_str())
     }
 }
 
-fn store_of(config: &Path, env: &str) -> Result<(PathBuf, crate::config::Config), Failure> {
+/// The environment's store, opened to read only; and the configuration.
+fn store_of(config: &Path, env: &str) -> Result<(Arc<dyn AuditReader>, crate::config::Config), Failure> {
     let cfg = load_config(config)?;
     let e = cfg
         .environment(env)
         .ok_or_else(|| Failure::Usage(format!("no environment `{env}` in {}", config.display())))?;
-    Ok((e.audit_store.clone(), cfg))
+    let reader = crate::audit::open_reader(&e.audit_store, env).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok((reader, cfg))
 }
 
-pub fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: Option<&Path>) -> Result<(), Failure> {
+pub(crate) async fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: Option<&Path>) -> Result<(), Failure> {
     let (store, cfg) = store_of(config, env)?;
     let e = cfg
         .environment(env)
@@ -58,7 +61,9 @@ pub fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: 
     let external = checkpoints
         .map(Path::to_path_buf)
         .or_else(|| e.checkpoint_file.clone().filter(|p| p.exists()));
-    let report = verify::verify(&store, env, &keys, external.as_deref()).map_err(Failure::Usage)?;
+    let report = verify::verify(store.as_ref(), env, &keys, external.as_deref())
+        .await
+        .map_err(Failure::Usage)?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -79,9 +84,11 @@ pub fn verify(config: &Path, env: &str, public_key: Option<&Path>, checkpoints: 
     }
 }
 
-fn records(store: &Path, after: i64) -> Result<Vec<AuditRecord>, Failure> {
-    read_records(store, after)
-        .map_err(Failure::Usage)?
+async fn records(store: &dyn AuditReader, after: i64) -> Result<Vec<AuditRecord>, Failure> {
+    store
+        .records(after)
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?
         .into_iter()
         .map(|row| {
             serde_json::from_str(&row.record)
@@ -90,10 +97,11 @@ fn records(store: &Path, after: i64) -> Result<Vec<AuditRecord>, Failure> {
         .collect()
 }
 
-pub fn export(config: &Path, env: &str, format: &str) -> Result<(), Failure> {
+pub(crate) async fn export(config: &Path, env: &str, format: &str) -> Result<(), Failure> {
     let (store, _) = store_of(config, env)?;
+    let all = records(store.as_ref(), 0).await?;
     let mut out = std::io::stdout().lock();
-    for r in records(&store, 0)? {
+    for r in all {
         let line = match format {
             "jsonl" => export::jsonl(&r),
             "ocsf" => export::ocsf(&r).to_string(),
@@ -106,22 +114,20 @@ pub fn export(config: &Path, env: &str, format: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn tail(config: &Path, env: &str, lines: usize, follow: bool, filter: Filter) -> Result<(), Failure> {
+pub(crate) async fn tail(config: &Path, env: &str, lines: usize, follow: bool, filter: Filter) -> Result<(), Failure> {
     let (store, _) = store_of(config, env)?;
-    let all: Vec<AuditRecord> = records(&store, 0)?.into_iter().filter(|r| filter.matches(r)).collect();
-    let mut last = 0i64;
-    for r in all.iter().skip(all.len().saturating_sub(lines)) {
+    let all = records(store.as_ref(), 0).await?;
+    let mut last = all.last().map_or(0, |r| i64::try_from(r.seq).unwrap_or(0));
+    let shown: Vec<&AuditRecord> = all.iter().filter(|r| filter.matches(r)).collect();
+    for r in shown.iter().skip(shown.len().saturating_sub(lines)) {
         println!("{}", export::tail_line(r));
-    }
-    if let Ok(rows) = read_records(&store, 0) {
-        last = rows.last().map_or(0, |r| r.seq);
     }
     if !follow {
         return Ok(());
     }
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for r in records(&store, last)? {
+        for r in records(store.as_ref(), last).await? {
             last = last.max(i64::try_from(r.seq).unwrap_or(last));
             if filter.matches(&r) {
                 println!("{}", export::tail_line(&r));

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::Failure;
 
-pub async fn run(config_path: &Path, offline: bool) -> Result<(), Failure> {
+pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure> {
     let config = match crate::config::load(config_path) {
         Ok(c) => c,
         Err(problems) => {
@@ -32,7 +32,7 @@ pub async fn run(config_path: &Path, offline: bool) -> Result<(), Failure> {
         if let Err(e) = crate::pipeline::authn::Authenticator::new(env).await {
             problems.push(e);
         }
-        if !offline && let Err(p) = crate::server::resolve_routes(&config, env).await {
+        if !offline && let Err(p) = crate::pipeline::check_routes(&config, env).await {
             problems.extend(p);
         }
     }

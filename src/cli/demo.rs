@@ -93,7 +93,7 @@ fn write_demo(dir: &Path, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Failure> {
+pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Failure> {
     let config_path = dir.join("capgate.toml");
     if !config_path.exists() {
         write_demo(dir, port)?;

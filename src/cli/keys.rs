@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-pub use crate::keys::*;
+pub(super) use crate::keys::*;
 
 use super::Failure;
 
-pub fn generate(out: &Path, name: &str) -> Result<Generated, Failure> {
+pub(super) fn generate(out: &Path, name: &str) -> Result<Generated, Failure> {
     let g = generate_files(out, name)?;
     println!(
         "wrote {} (private, mode 0600), {}.pub.pem and {} (kid {})",

@@ -10,7 +10,7 @@ mod probe;
 mod serve;
 mod tabletop;
 mod token;
-pub mod upstream_demo;
+pub(crate) mod upstream_demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -240,7 +240,7 @@ enum KeysCommand {
 }
 
 /// Error type of the CLI: which exit code, and what to say.
-pub enum Failure {
+pub(crate) enum Failure {
     /// A check or verification found problems (exit 1); they were printed already.
     CheckFailed,
     /// Usage or configuration error (exit 2).
@@ -286,10 +286,10 @@ pub fn main() -> ExitCode {
                         public_key,
                         checkpoints,
                     },
-            } => audit::verify(&config, &env, public_key.as_deref(), checkpoints.as_deref()),
+            } => audit::verify(&config, &env, public_key.as_deref(), checkpoints.as_deref()).await,
             Command::Audit {
                 command: AuditCommand::Export { config, env, format },
-            } => audit::export(&config, &env, &format),
+            } => audit::export(&config, &env, &format).await,
             Command::Audit {
                 command:
                     AuditCommand::Tail {
@@ -388,7 +388,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Loads a config, printing every problem.
-pub fn load_config(path: &std::path::Path) -> Result<crate::config::Config, Failure> {
+pub(crate) fn load_config(path: &std::path::Path) -> Result<crate::config::Config, Failure> {
     crate::config::load(path).map_err(|problems| {
         Failure::Usage(format!(
             "the configuration has {} problem(s):\n{}",

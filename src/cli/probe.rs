@@ -8,17 +8,17 @@ use std::path::Path;
 use super::{Failure, load_config};
 use crate::probe::{Options, Probe};
 
-pub struct Args<'a> {
-    pub config: &'a Path,
-    pub env: &'a str,
-    pub url: &'a str,
-    pub json: bool,
-    pub junit: Option<&'a Path>,
-    pub simulate_outage: bool,
-    pub skip_audit: bool,
+pub(super) struct Args<'a> {
+    pub(crate) config: &'a Path,
+    pub(crate) env: &'a str,
+    pub(crate) url: &'a str,
+    pub(crate) json: bool,
+    pub(crate) junit: Option<&'a Path>,
+    pub(crate) simulate_outage: bool,
+    pub(crate) skip_audit: bool,
 }
 
-pub async fn run(a: Args<'_>) -> Result<(), Failure> {
+pub(super) async fn run(a: Args<'_>) -> Result<(), Failure> {
     let config = load_config(a.config)?;
     let env = config
         .environment(a.env)

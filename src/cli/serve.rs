@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{Failure, load_config};
 use crate::secret::Secret;
 
-pub async fn run(config_path: &Path, env: Option<&str>, stdio: bool) -> Result<(), Failure> {
+pub(super) async fn run(config_path: &Path, env: Option<&str>, stdio: bool) -> Result<(), Failure> {
     let config = load_config(config_path)?;
     let envs = match env {
         Some(name) => vec![

@@ -8,7 +8,7 @@ use super::{Failure, load_config};
 use crate::probe::Report;
 use crate::probe::tabletop::{Runner, load};
 
-pub async fn run(files: &[PathBuf], config: &Path, env: &str, url: &str, json: bool, junit: Option<&Path>) -> Result<(), Failure> {
+pub(super) async fn run(files: &[PathBuf], config: &Path, env: &str, url: &str, json: bool, junit: Option<&Path>) -> Result<(), Failure> {
     let config = load_config(config)?;
     let env = config
         .environment(env)

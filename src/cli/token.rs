@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{Failure, load_config};
 use crate::config::Environment;
 
-pub fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -> Result<String, Failure> {
+pub(super) fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -> Result<String, Failure> {
     if env.production {
         return Err(Failure::Usage(format!(
             "environment `{}` is marked production: tokens are never minted for it",
@@ -40,7 +40,7 @@ pub fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs: u64) -
     super::keys::sign_jwt(&key, &super::keys::kid_of(&key), &claims).map_err(Failure::Usage)
 }
 
-pub fn mint(config: &Path, env: &str, sub: &str, roles: &str, ttl: &str) -> Result<(), Failure> {
+pub(super) fn mint(config: &Path, env: &str, sub: &str, roles: &str, ttl: &str) -> Result<(), Failure> {
     let config = load_config(config)?;
     let env = config
         .environment(env)

@@ -194,7 +194,7 @@ impl ServerHandler for Demo {
     }
 }
 
-pub async fn run(state: &Path, http: Option<&str>, no_record: bool, json_response: bool) -> Result<(), Failure> {
+pub(crate) async fn run(state: &Path, http: Option<&str>, no_record: bool, json_response: bool) -> Result<(), Failure> {
     std::fs::create_dir_all(state).map_err(|e| Failure::Usage(format!("{}: {e}", state.display())))?;
     let _ = std::fs::write(state.join("upstream.pid"), std::process::id().to_string());
     let demo = Demo {

@@ -1,6 +1,6 @@
 //! Configuration: `raw` is the TOML as written, `resolved` is what the gateway runs on.
 
-pub mod raw;
-pub mod resolved;
+pub(crate) mod raw;
+pub(crate) mod resolved;
 
-pub use resolved::{Config, Environment, Issuer, JwksSource, Problem, Tls, Upstream, UpstreamTarget, load};
+pub(crate) use resolved::{Config, Environment, Issuer, JwksSource, StoreLocation, Tls, Upstream, UpstreamTarget, load};

@@ -12,95 +12,121 @@ use crate::secret::Secret;
 
 use super::raw::{RawConfig, RawCredential, RawEnvironment, RawUpstream};
 
-pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Authentication failures per source address before refusals are held back (`server::budget`).
-pub const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
-pub const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 256;
+pub(crate) const DEFAULT_AUTH_FAILURE_LIMIT: &str = "50/s";
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 256;
 /// Sessions cost ~120 KiB each: 4,000 opened with this total left the gateway at 150–155 MiB
 /// resident (277 MiB with 2,048), whatever the number of identities.
-pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// rmcp's own default for an idle session, kept now that the gateway closes them itself.
-pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
+
+/// Where an environment's audit log, checkpoints and approval queue are kept
+/// (`[environment.audit] store`), by scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreLocation {
+    /// `sqlite://PATH`: the embedded store, one file (relative to the config's folder).
+    Sqlite(PathBuf),
+}
+
+impl StoreLocation {
+    /// Reads a `store` setting; the error says what to write instead.
+    fn parse(text: &str, ctx: &Ctx<'_>) -> Result<Self, String> {
+        match text.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => Ok(Self::Sqlite(ctx.path(p))),
+            _ => Err(format!("`audit.store = \"{text}\"`: write `sqlite://PATH` (the embedded store)")),
+        }
+    }
+}
+
+/// The store as messages name it: the SQLite file's path.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum JwksSource {
+pub(crate) enum JwksSource {
     File(PathBuf),
     Url(String),
 }
 
 #[derive(Debug, Clone)]
-pub struct Issuer {
-    pub issuer: String,
-    pub jwks: JwksSource,
-    pub roles_claim: String,
-    pub mint_key: Option<PathBuf>,
+pub(crate) struct Issuer {
+    pub(crate) issuer: String,
+    pub(crate) jwks: JwksSource,
+    pub(crate) roles_claim: String,
+    pub(crate) mint_key: Option<PathBuf>,
 }
 
 #[derive(Debug)]
-pub struct Environment {
-    pub name: String,
-    pub production: bool,
-    pub listen: String,
-    pub public_url: String,
-    pub approver_roles: Vec<String>,
-    pub roles: Option<Vec<String>>,
-    pub issuers: Vec<Issuer>,
-    pub audit_store: PathBuf,
-    pub audit_signing_key: PathBuf,
+pub(crate) struct Environment {
+    pub(crate) name: String,
+    pub(crate) production: bool,
+    pub(crate) listen: String,
+    pub(crate) public_url: String,
+    pub(crate) approver_roles: Vec<String>,
+    pub(crate) issuers: Vec<Issuer>,
+    pub(crate) audit_store: StoreLocation,
+    pub(crate) audit_signing_key: PathBuf,
     /// Public halves of retired audit signing keys (rotation).
-    pub audit_previous_keys: Vec<PathBuf>,
-    pub checkpoint_interval: Duration,
-    pub checkpoint_file: Option<PathBuf>,
-    pub checkpoint_command: Option<Vec<String>>,
-    pub allowed_origins: Vec<String>,
-    pub allowed_hosts: Vec<String>,
-    pub max_body_bytes: usize,
+    pub(crate) audit_previous_keys: Vec<PathBuf>,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) checkpoint_file: Option<PathBuf>,
+    pub(crate) checkpoint_command: Option<Vec<String>>,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) max_body_bytes: usize,
     /// `None`: refusals are never held back (see `server::budget`).
-    pub auth_failure_limit: Option<crate::contract::RateLimit>,
+    pub(crate) auth_failure_limit: Option<crate::contract::RateLimit>,
     /// How long an MCP session may go unused before the gateway closes it.
-    pub session_idle_timeout: Duration,
+    pub(crate) session_idle_timeout: Duration,
     /// Open MCP sessions per identity (issuer + subject) before the least recently used one
     /// is closed: each costs ~100 KiB, and a client that never closes them must not exhaust
     /// the gateway's memory.
-    pub max_sessions_per_identity: usize,
+    pub(crate) max_sessions_per_identity: usize,
     /// Open MCP sessions in the environment in all: the per-identity cap alone bounds memory
     /// per identity, and the number of identities is the identity provider's.
-    pub max_sessions: usize,
-    pub tls: Option<Tls>,
+    pub(crate) max_sessions: usize,
+    pub(crate) tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
-    pub contracts: BTreeMap<String, Arc<Contract>>,
+    pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Tls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    pub require_bound_tokens: bool,
+pub(crate) struct Tls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
+    pub(crate) require_bound_tokens: bool,
 }
 
 impl Environment {
     /// The URL of this environment's RFC 9728 metadata document.
-    pub fn resource_metadata_url(&self) -> String {
+    pub(crate) fn resource_metadata_url(&self) -> String {
         let base = origin_of(&self.public_url).unwrap_or_else(|| self.public_url.clone());
         format!("{base}/.well-known/oauth-protected-resource")
     }
 }
 
 /// `scheme://host[:port]` of a URL.
-pub fn origin_of(url: &str) -> Option<String> {
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let host = rest.split(['/', '?', '#']).next()?;
     Some(format!("{scheme}://{host}"))
 }
 
-pub fn host_of(url: &str) -> Option<String> {
+pub(crate) fn host_of(url: &str) -> Option<String> {
     let origin = origin_of(url)?;
     let authority = origin.split_once("://")?.1;
     Some(authority.to_string())
 }
 
-pub enum UpstreamTarget {
+pub(crate) enum UpstreamTarget {
     Command { program: String, args: Vec<String> },
     Url(String),
     Builtin { name: String, args: Vec<String> },
@@ -108,7 +134,7 @@ pub enum UpstreamTarget {
 
 impl UpstreamTarget {
     /// What the upstream is, for comparing two upstreams.
-    pub fn identity(&self) -> String {
+    pub(crate) fn identity(&self) -> String {
         match self {
             UpstreamTarget::Command { program, args } => format!("command:{program} {}", args.join(" ")),
             UpstreamTarget::Url(u) => format!("url:{u}"),
@@ -117,37 +143,36 @@ impl UpstreamTarget {
     }
 }
 
-pub struct Upstream {
-    pub name: String,
-    pub environment: String,
-    pub target: UpstreamTarget,
-    pub env: Vec<(String, Secret<String>)>,
-    pub headers: Vec<(String, Secret<String>)>,
-    pub timeout: Duration,
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) environment: String,
+    pub(crate) target: UpstreamTarget,
+    pub(crate) env: Vec<(String, Secret<String>)>,
+    pub(crate) headers: Vec<(String, Secret<String>)>,
+    pub(crate) timeout: Duration,
     /// Identity of the credentials, for the cross-environment check without keeping the
     /// values around: SHA-256 of each value.
-    pub credential_digests: Vec<String>,
+    pub(crate) credential_digests: Vec<String>,
 }
 
-pub struct Config {
-    pub path: PathBuf,
-    pub environments: Vec<Arc<Environment>>,
-    pub upstreams: Vec<Arc<Upstream>>,
+pub(crate) struct Config {
+    pub(crate) environments: Vec<Arc<Environment>>,
+    pub(crate) upstreams: Vec<Arc<Upstream>>,
 }
 
 impl Config {
-    pub fn environment(&self, name: &str) -> Option<&Arc<Environment>> {
+    pub(crate) fn environment(&self, name: &str) -> Option<&Arc<Environment>> {
         self.environments.iter().find(|e| e.name == name)
     }
 
-    pub fn upstreams_of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a Arc<Upstream>> + 'a {
+    pub(crate) fn upstreams_of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a Arc<Upstream>> + 'a {
         self.upstreams.iter().filter(move |u| u.environment == env)
     }
 }
 
 /// One thing wrong with a configuration: where, and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem(pub String);
+pub(crate) struct Problem(pub String);
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,7 +196,7 @@ impl Ctx<'_> {
     }
 }
 
-pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+pub(crate) fn load(path: &Path) -> Result<Config, Vec<Problem>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| vec![Problem(format!("{file}: cannot read: {e}"))])?;
     let raw: RawConfig = toml::from_str(&text).map_err(|e| {
@@ -188,7 +213,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
         base: &base,
         problems: Vec::new(),
     };
-    let config = resolve(raw, &mut ctx, path);
+    let config = resolve(raw, &mut ctx);
     if ctx.problems.is_empty() { Ok(config) } else { Err(ctx.problems) }
 }
 
@@ -196,7 +221,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
-fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>, path: &Path) -> Config {
+fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
     if raw.environment.is_empty() {
         ctx.push(
             "[[environment]]",
@@ -257,11 +282,7 @@ fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>, path: &Path) -> Config {
         }
     }
     cross_environment_checks(&environments, &upstreams, ctx);
-    Config {
-        path: path.to_path_buf(),
-        environments,
-        upstreams,
-    }
+    Config { environments, upstreams }
 }
 
 fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'_>) -> Option<Environment> {
@@ -324,19 +345,10 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             "no `[environment.identity]`: every caller must be authenticated, so at least one issuer is required",
         );
     }
-    let audit_store = match env.audit.store.strip_prefix("sqlite://") {
-        Some(p) if !p.is_empty() => ctx.path(p),
-        _ => {
-            ctx.push(
-                &at,
-                format!(
-                    "`audit.store = \"{}\"`: write `sqlite://PATH` (the embedded store)",
-                    env.audit.store
-                ),
-            );
-            PathBuf::new()
-        }
-    };
+    let audit_store = StoreLocation::parse(&env.audit.store, ctx).unwrap_or_else(|e| {
+        ctx.push(&at, e);
+        StoreLocation::Sqlite(PathBuf::new())
+    });
     let audit_signing_key = ctx.path(&env.audit.signing_key);
     let mut audit_previous_keys = Vec::new();
     for k in &env.audit.previous_public_keys {
@@ -467,7 +479,6 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         listen: env.listen,
         public_url: env.public_url,
         approver_roles: env.approver_roles,
-        roles: env.roles,
         issuers,
         audit_store,
         audit_signing_key,
@@ -658,7 +669,7 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
             claim("listen address", e.listen.clone(), &e.name, ctx);
         }
         claim("public_url (token audience)", e.public_url.clone(), &e.name, ctx);
-        claim("audit store", e.audit_store.display().to_string(), &e.name, ctx);
+        claim("audit store", e.audit_store.to_string(), &e.name, ctx);
         claim("audit signing key", e.audit_signing_key.display().to_string(), &e.name, ctx);
         if let Some(f) = &e.checkpoint_file {
             claim("checkpoint file", f.display().to_string(), &e.name, ctx);

@@ -5,7 +5,7 @@
 //! INVARIANT: a contract that cannot be fully understood is refused at load; nothing about a
 //! contract is guessed at call time.
 
-pub mod types;
+pub(crate) mod types;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,11 +15,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-pub use types::{ArgSpec, ArgType, IpFamily};
+pub(crate) use types::{ArgSpec, ArgType, IpFamily};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum SideEffects {
+pub(crate) enum SideEffects {
     None,
     Read,
     Write,
@@ -27,7 +27,7 @@ pub enum SideEffects {
 }
 
 impl SideEffects {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SideEffects::None => "none",
             SideEffects::Read => "read",
@@ -40,86 +40,96 @@ impl SideEffects {
 /// Where an allowed call goes.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct BackendRef {
-    pub upstream: String,
-    pub tool: Option<String>,
+pub(crate) struct BackendRef {
+    pub(crate) upstream: String,
+    pub(crate) tool: Option<String>,
 }
 
 /// A contract file's fields, as written. Unknown fields are refused so that a misspelt
 /// `requires_aproval` can never silently disable a control.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawContract {
-    pub tool: String,
-    pub allowed_roles: Vec<String>,
-    pub arg_schema: BTreeMap<String, Value>,
+pub(crate) struct RawContract {
+    pub(crate) tool: String,
+    pub(crate) allowed_roles: Vec<String>,
+    pub(crate) arg_schema: BTreeMap<String, Value>,
     #[serde(default)]
-    pub requires_approval: bool,
-    pub description: Option<String>,
-    pub environments: Option<Vec<String>>,
-    pub side_effects: Option<SideEffects>,
-    pub approver_roles: Option<Vec<String>>,
-    pub approval_ttl: Option<String>,
-    pub approvals_required: Option<u32>,
-    pub approval_wait: Option<String>,
-    pub rate_limit: Option<String>,
+    pub(crate) requires_approval: bool,
+    pub(crate) description: Option<String>,
+    pub(crate) environments: Option<Vec<String>>,
+    pub(crate) side_effects: Option<SideEffects>,
+    pub(crate) approver_roles: Option<Vec<String>>,
+    pub(crate) approval_ttl: Option<String>,
+    pub(crate) approvals_required: Option<u32>,
+    pub(crate) approval_wait: Option<String>,
+    pub(crate) rate_limit: Option<String>,
     #[serde(default)]
-    pub sensitive: Vec<String>,
-    pub backend: Option<BackendRef>,
+    pub(crate) sensitive: Vec<String>,
+    pub(crate) backend: Option<BackendRef>,
     #[serde(default)]
-    pub fixed_args: BTreeMap<String, Value>,
+    pub(crate) fixed_args: BTreeMap<String, Value>,
+}
+
+/// One offending argument and the rule it broke; never its value.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub(crate) struct ArgError {
+    pub(crate) argument: String,
+    pub(crate) rule: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub count: u32,
-    pub per: Duration,
+pub(crate) struct RateLimit {
+    pub(crate) count: u32,
+    pub(crate) per: Duration,
 }
 
 /// A loaded, compiled contract. Shared read-only by every call.
 #[derive(Debug)]
-pub struct Contract {
-    pub tool: String,
-    pub description: Option<String>,
-    pub allowed_roles: Vec<String>,
-    pub args: BTreeMap<String, ArgSpec>,
-    pub requires_approval: bool,
-    pub environments: Option<Vec<String>>,
-    pub side_effects: SideEffects,
-    pub approver_roles: Option<Vec<String>>,
-    pub approval_ttl: Duration,
+pub(crate) struct Contract {
+    pub(crate) tool: String,
+    pub(crate) description: Option<String>,
+    pub(crate) allowed_roles: Vec<String>,
+    /// The id of each role rule (`allowed_roles:ROLE`), in the order of `allowed_roles`: what
+    /// a policy decision names when that role let a caller in. Built once.
+    pub(crate) role_rule_ids: Vec<Arc<str>>,
+    pub(crate) args: BTreeMap<String, ArgSpec>,
+    pub(crate) requires_approval: bool,
+    pub(crate) environments: Option<Vec<String>>,
+    pub(crate) side_effects: SideEffects,
+    pub(crate) approver_roles: Option<Vec<String>>,
+    pub(crate) approval_ttl: Duration,
     /// Distinct approvers a request needs (1 unless the contract says more).
-    pub approvals_required: u32,
+    pub(crate) approvals_required: u32,
     /// How long a call waits for the decision unless the caller asks otherwise (0: answer
     /// pending at once).
-    pub approval_wait: Duration,
-    pub rate_limit: Option<RateLimit>,
-    pub backend: Option<BackendRef>,
-    pub fixed_args: Map<String, Value>,
+    pub(crate) approval_wait: Duration,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) backend: Option<BackendRef>,
+    pub(crate) fixed_args: Map<String, Value>,
     /// SHA-256 of the contract's canonical JSON: ties an audit record to the exact rule
     /// that decided it.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Where it was loaded from, for error messages.
-    pub source: String,
+    pub(crate) source: String,
     /// The published tool, built once.
-    pub published: Arc<Map<String, Value>>,
+    pub(crate) published: Arc<Map<String, Value>>,
 }
 
 impl Contract {
-    pub fn applies_to(&self, env: &str) -> bool {
+    pub(crate) fn applies_to(&self, env: &str) -> bool {
         self.environments.as_ref().is_none_or(|envs| envs.iter().any(|e| e == env))
     }
 
-    pub fn allows_any(&self, roles: &[String]) -> bool {
+    pub(crate) fn allows_any(&self, roles: &[String]) -> bool {
         self.allowed_roles.iter().any(|r| roles.contains(r))
     }
 
-    pub fn is_sensitive(&self, arg: &str) -> bool {
+    pub(crate) fn is_sensitive(&self, arg: &str) -> bool {
         self.args.get(arg).is_some_and(|a| a.sensitive)
     }
 
     /// The tool as MCP publishes it: name, description, JSON Schema, side-effect hints.
-    pub fn to_tool(&self) -> rmcp::model::Tool {
+    pub(crate) fn to_tool(&self) -> rmcp::model::Tool {
         use rmcp::model::{Tool, ToolAnnotations};
         let ann = ToolAnnotations::new()
             .read_only(matches!(self.side_effects, SideEffects::None | SideEffects::Read))
@@ -142,9 +152,9 @@ impl Contract {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}: {message}")]
-pub struct ContractError {
-    pub source_name: String,
-    pub message: String,
+pub(crate) struct ContractError {
+    pub(crate) source_name: String,
+    pub(crate) message: String,
 }
 
 fn cerr(source: &str, message: impl Into<String>) -> ContractError {
@@ -155,7 +165,7 @@ fn cerr(source: &str, message: impl Into<String>) -> ContractError {
 }
 
 /// `15m`, `30s`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (num, unit) = s.split_at(split);
@@ -170,7 +180,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-pub fn parse_rate(s: &str) -> Option<RateLimit> {
+pub(crate) fn parse_rate(s: &str) -> Option<RateLimit> {
     let (count, per) = s.split_once('/')?;
     let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
     let per = match per.trim() {
@@ -193,7 +203,7 @@ fn valid_tool_name(name: &str) -> bool {
 
 impl Contract {
     /// Compiles one contract. `raw_value` is the contract as read, for the digest.
-    pub fn compile(raw: RawContract, raw_value: &Value, source: &str) -> Result<Self, ContractError> {
+    pub(crate) fn compile(raw: RawContract, raw_value: &Value, source: &str) -> Result<Self, ContractError> {
         if !valid_tool_name(&raw.tool) {
             return Err(cerr(
                 source,
@@ -266,10 +276,12 @@ impl Contract {
             return Err(cerr(&ctx, "`environments` is empty: leave it out to mean every environment"));
         }
         let published = Arc::new(input_schema(&args));
+        let role_rule_ids = raw.allowed_roles.iter().map(|r| Arc::from(format!("allowed_roles:{r}"))).collect();
         Ok(Contract {
             tool: raw.tool,
             description: raw.description,
             allowed_roles: raw.allowed_roles,
+            role_rule_ids,
             args,
             requires_approval: raw.requires_approval,
             environments: raw.environments,
@@ -305,7 +317,7 @@ fn input_schema(args: &BTreeMap<String, ArgSpec>) -> Map<String, Value> {
 
 /// Parses one contract file's text: JSON (an object or an array of objects) or TOML (one
 /// contract's fields at top level, or `[[contract]]` tables).
-pub fn parse_file_text(text: &str, source: &str, is_toml: bool) -> Result<Vec<Contract>, ContractError> {
+pub(crate) fn parse_file_text(text: &str, source: &str, is_toml: bool) -> Result<Vec<Contract>, ContractError> {
     let values: Vec<Value> = if is_toml {
         let v: toml::Value = toml::from_str(text).map_err(|e| cerr(source, format!("not valid TOML: {}", e.message())))?;
         let v = serde_json::to_value(v).map_err(|e| cerr(source, e.to_string()))?;
@@ -330,7 +342,7 @@ pub fn parse_file_text(text: &str, source: &str, is_toml: bool) -> Result<Vec<Co
 }
 
 /// Loads every `*.json` and `*.toml` file of a folder, in name order.
-pub fn load_dir(dir: &Path) -> Result<Vec<Contract>, ContractError> {
+pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Contract>, ContractError> {
     let shown = dir.display().to_string();
     let entries = std::fs::read_dir(dir).map_err(|e| cerr(&shown, format!("cannot read the contracts folder: {e}")))?;
     let mut paths: Vec<_> = entries

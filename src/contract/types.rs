@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 /// Longest string accepted by a `string` argument that names no bound of its own: contracts
 /// stay narrow even when their author forgets a bound.
-pub const DEFAULT_STRING_MAX: usize = 4096;
+pub(crate) const DEFAULT_STRING_MAX: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpFamily {
+pub(crate) enum IpFamily {
     Any,
     V4,
     V6,
@@ -33,7 +33,7 @@ impl IpFamily {
 }
 
 #[derive(Debug, Clone)]
-pub enum ArgType {
+pub(crate) enum ArgType {
     Cidr {
         family: IpFamily,
         min_prefix: u8,
@@ -61,17 +61,17 @@ pub enum ArgType {
 /// One argument of a contract: its type, whether it may be left out, and whether its value
 /// must be kept out of logs.
 #[derive(Debug, Clone)]
-pub struct ArgSpec {
-    pub ty: ArgType,
-    pub optional: bool,
-    pub sensitive: bool,
-    pub description: Option<String>,
+pub(crate) struct ArgSpec {
+    pub(crate) ty: ArgType,
+    pub(crate) optional: bool,
+    pub(crate) sensitive: bool,
+    pub(crate) description: Option<String>,
 }
 
 /// Why a type declaration was refused at load time (a config error, never a call error).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
-pub struct TypeError(pub String);
+pub(crate) struct TypeError(pub String);
 
 fn terr(msg: impl Into<String>) -> TypeError {
     TypeError(msg.into())
@@ -80,7 +80,7 @@ fn terr(msg: impl Into<String>) -> TypeError {
 impl ArgSpec {
     /// Parses the compact form (`"cidr"`, `"1-240"`, `"string(1..64)?"`, …) or the object
     /// form (`{type = "cidr", min_prefix = 16}`).
-    pub fn parse(decl: &Value) -> Result<Self, TypeError> {
+    pub(crate) fn parse(decl: &Value) -> Result<Self, TypeError> {
         match decl {
             Value::String(s) => parse_compact(s),
             Value::Object(map) => parse_object(map),
@@ -92,7 +92,7 @@ impl ArgSpec {
 
     /// Checks one value against this argument's rule. The message names the rule, never
     /// the value, so it is safe to return for sensitive arguments too.
-    pub fn check(&self, value: &Value) -> Result<(), String> {
+    pub(crate) fn check(&self, value: &Value) -> Result<(), String> {
         check_type(&self.ty, value)
     }
 }
@@ -471,7 +471,7 @@ fn is_hostname(s: &str) -> bool {
 
 /// The JSON Schema that publishes the same rule to clients. It is as narrow as JSON Schema
 /// can say; the gateway's own check stays the authority (canonical forms are beyond it).
-pub fn json_schema(spec: &ArgSpec) -> Value {
+pub(crate) fn json_schema(spec: &ArgSpec) -> Value {
     let mut schema = match &spec.ty {
         ArgType::Bool => json!({"type": "boolean"}),
         ArgType::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),

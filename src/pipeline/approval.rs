@@ -7,7 +7,6 @@
 //! denied and nothing runs. A caller (or the contract) may ask to wait, bounded, for the
 //! decision, with progress notifications while it waits.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -15,69 +14,79 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use super::Runtime;
 use super::audit::Audited;
 use super::authn::Authenticated;
+use super::authz::Authorized;
 use super::validate::ValidatedArgs;
-use super::{CallCtx, Refusal, Runtime, base_record, unavailable};
-use crate::approval::{self as rules, Answer, Binding, Op, Request, Status};
-use crate::audit::ApprovalRef;
+use crate::audit::approval::{self as rules, Answer, Binding, Op, Request, Status};
+use crate::audit::{ApprovalRef, AuditRecord};
 use crate::decision::{Decision, ReasonCode};
+use crate::denial::{Denial, Outage};
+use crate::request::CallCtx;
 use crate::trace::TraceId;
 
 /// The longest any call waits for a decision, whatever it asks.
-pub const MAX_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How often a waiting call looks at the store (a decision taken by another gateway
 /// process sharing the store is seen this late at most).
 const POLL: Duration = Duration::from_secs(1);
 
 /// Proof that a call may execute as far as approval is concerned. Only [`check`] and
 /// [`decide`] build it.
-pub struct Approved {
-    validated: ValidatedArgs,
+pub(crate) struct Approved {
+    authorized: Authorized,
     approval: Option<ApprovalRef>,
 }
 
 impl Approved {
-    pub fn validated(&self) -> &ValidatedArgs {
-        &self.validated
+    pub(crate) fn authorized(&self) -> &Authorized {
+        &self.authorized
     }
-    pub fn approval(&self) -> Option<&ApprovalRef> {
+    pub(crate) fn validated(&self) -> &ValidatedArgs {
+        self.authorized.validated()
+    }
+    pub(crate) fn approval(&self) -> Option<&ApprovalRef> {
         self.approval.as_ref()
     }
 }
 
 /// Contracts without `requires_approval` pass; the rest go to [`decide`].
-pub fn check(validated: ValidatedArgs) -> Result<Approved, Box<ValidatedArgs>> {
-    if validated.authorized().contract().requires_approval {
-        Err(Box::new(validated))
+pub(crate) fn check(authorized: Authorized) -> Result<Approved, Box<Authorized>> {
+    if authorized.validated().listed().contract().requires_approval {
+        Err(Box::new(authorized))
     } else {
-        Ok(Approved { validated, approval: None })
+        Ok(Approved {
+            authorized,
+            approval: None,
+        })
     }
 }
 
 /// How long a call may wait for the decision, where its progress goes, and what ends the
 /// wait early.
 #[derive(Default)]
-pub struct Wait {
-    pub requested: Option<Duration>,
-    pub progress: Option<UnboundedSender<String>>,
+pub(crate) struct Wait {
+    pub(crate) requested: Option<Duration>,
+    pub(crate) progress: Option<UnboundedSender<String>>,
     /// Cancelled when the caller cancels the request (`notifications/cancelled`) or its
     /// session closes (the default is never cancelled). A cancelled wait ends pending: the
     /// call must not run later for a caller that has stopped waiting for it, when nobody
     /// would read its result.
-    pub cancelled: CancellationToken,
+    pub(crate) cancelled: CancellationToken,
 }
 
 /// What became of a call that needs approval.
-pub enum Flow {
-    /// Released: the allow record is durable; run it under the original call's trace.
-    Run(Box<Audited>, CallCtx),
+pub(crate) enum Flow {
+    /// Released: the allow record is durable; the proof runs it under the original call's
+    /// trace.
+    Run(Box<Audited>),
     /// Nothing runs; this is the answer.
     Answer(CallToolResult),
 }
 
 fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Request {
-    let contract = v.authorized().contract();
+    let contract = v.listed().contract();
     let p = auth.principal();
     let now = rules::now_ms();
     let ttl = i64::try_from(contract.approval_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -103,32 +112,32 @@ fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedA
     }
 }
 
-async fn submit(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Result<Answer, Refusal> {
-    let template = base_record(
-        rt,
-        ctx,
-        Some(auth),
-        Some(&v.authorized().contract().tool),
-        Decision::Pending,
-        ReasonCode::ApprovalRequired,
-        "",
-    );
+async fn submit(
+    rt: &Runtime,
+    auth: &Authenticated,
+    ctx: &CallCtx,
+    v: &ValidatedArgs,
+    policy: Option<crate::audit::record::PolicyRef>,
+) -> Result<Answer, Denial> {
+    let template = AuditRecord::new(&rt.env.name, ctx, Decision::Pending, ReasonCode::ApprovalRequired, String::new())
+        .principal(Some(auth.principal()))
+        .tool(Some(v.listed().contract().tool.clone()))
+        .policy(policy);
     let op = Op::Call {
         new: Box::new(new_request(rt, auth, ctx, v)),
         template: Box::new(template),
     };
     rt.audit.approval(op).await.map_err(|e| {
         tracing::error!(env = %rt.env.name, trace_id = %ctx.trace.as_str(), "refusing call: approval store: {e:?}");
-        unavailable(
-            ReasonCode::AuditUnavailable,
-            "the approval store or audit log is unavailable; the call was refused and nothing ran",
-        )
+        Denial::Unavailable(Outage::ApprovalStore)
     })
 }
 
-pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated: ValidatedArgs, wait: Wait) -> Result<Flow, Refusal> {
-    let contract = validated.authorized().contract().clone();
-    let mut answer = submit(rt, auth, ctx, &validated).await?;
+pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, authorized: Authorized, wait: Wait) -> Result<Flow, Denial> {
+    let policy = super::authz::policy_ref(rt, authorized.decision());
+    let validated = authorized.validated();
+    let contract = validated.listed().contract().clone();
+    let mut answer = submit(rt, auth, ctx, validated, policy.clone()).await?;
     let budget = wait.requested.unwrap_or(contract.approval_wait).min(MAX_WAIT);
     if let Answer::Opened(req) | Answer::StillPending(req) = &answer
         && !budget.is_zero()
@@ -137,7 +146,7 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
         let deadline = Instant::now() + budget.min(Duration::from_millis(u64::try_from(req.expires_ms - rules::now_ms()).unwrap_or(0)));
         if let Some(decided) = wait_for_decision(rt, &req, deadline, &wait).await {
             // Decided while waiting: ask again, which releases it if granted.
-            answer = submit(rt, auth, ctx, &validated).await?;
+            answer = submit(rt, auth, ctx, validated, policy.clone()).await?;
             if decided == Status::Approved && !matches!(answer, Answer::Released { .. }) {
                 tracing::info!(env = %rt.env.name, "approval {} was used by a concurrent call", req.id);
             }
@@ -146,21 +155,18 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
     Ok(match answer {
         Answer::Released { request, seq } => {
             let approved = Approved {
-                validated,
+                authorized,
                 approval: Some(request.approval_ref()),
             };
             let mut run_ctx = ctx.clone();
             run_ctx.trace = TraceId::from_record(&request.trace_id);
-            Flow::Run(Box::new(Audited::released(approved, seq)), run_ctx)
+            Flow::Run(Box::new(Audited::released(approved, seq, run_ctx)))
         }
         Answer::Opened(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired)),
         Answer::StillPending(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending)),
         Answer::Denied(req) => Flow::Answer(denied_result(&req)),
         Answer::Decided(_) | Answer::Refused { .. } | Answer::Expired(_) => {
-            return Err(unavailable(
-                ReasonCode::AuditUnavailable,
-                "the approval store answered out of turn; refused",
-            ));
+            return Err(Denial::Unavailable(Outage::OutOfTurn));
         }
     })
 }
@@ -168,7 +174,7 @@ pub async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, validated
 /// Waits until the request leaves `pending`, the deadline passes, the caller cancels, or the
 /// call is dropped. Returns the new status if it changed and the caller still waits.
 async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait: &Wait) -> Option<Status> {
-    let events: Arc<tokio::sync::Notify> = rt.approval_events.clone();
+    let events = &rt.approval_events;
     loop {
         // Checked before the store is read: a decision and a cancellation seen together end
         // the wait unreleased.
@@ -176,7 +182,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
             tracing::info!(env = %rt.env.name, trace_id = %req.trace_id, "the caller cancelled its wait for approval {}; it stays pending", req.id);
             return None;
         }
-        let current = match rt.approvals.get(&req.id).await {
+        let current = match rt.store.approval(&req.id).await {
             Ok(Some(r)) => r,
             // A store we cannot read decides nothing: stop waiting, answer pending.
             _ => return None,

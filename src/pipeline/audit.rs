@@ -1,54 +1,61 @@
-//! Stage 5, the write-ahead audit record: the allow decision is durable before anything runs.
+//! Stage 6, the write-ahead audit record: the allow decision is durable before anything runs.
 //!
-//! Runs after approval. Outcome: [`Audited`], the only thing [`super::forward`] accepts; or
-//! an audit error, on which the call is refused (fail closed).
+//! Runs after approval. Outcome: [`Audited`], the only thing that can send a call upstream
+//! ([`Audited::forward`], in `forward.rs`); or an audit error, on which the call is refused
+//! (fail closed).
 
+use super::Runtime;
 use super::approval::Approved;
-use super::{CallCtx, Runtime};
 use crate::audit::{AuditError, AuditRecord};
 use crate::decision::{Decision, ReasonCode};
+use crate::request::CallCtx;
 
-/// Proof that the allow decision for this call is on durable storage.
+/// Proof that the allow decision for one call is on durable storage, bound to that call.
+///
+/// Only the pipeline makes one, and [`Audited::forward`] spends it: it is not `Clone`, its
+/// fields are private, and forwarding takes it by value, so one proof sends one call, once.
+/// `tests/compile_fail/` holds what an outside caller would have to write to forge, copy,
+/// alter or reuse one, or to reach an upstream around it; `tests/proofs.rs` shows that none
+/// of it compiles.
 pub struct Audited {
     approved: Approved,
     seq: u64,
-}
-
-impl Audited {
-    pub fn approved(&self) -> &Approved {
-        &self.approved
-    }
-    pub fn seq(&self) -> u64 {
-        self.seq
-    }
+    /// The call it was made for; a released approval runs under the original call's trace.
+    ctx: CallCtx,
 }
 
 impl Audited {
     /// A call released by the approval store, whose allow record (`seq`) was written in the
     /// same transaction that used the approval up.
-    pub(super) fn released(approved: Approved, seq: u64) -> Self {
-        Self { approved, seq }
+    pub(super) fn released(approved: Approved, seq: u64, ctx: CallCtx) -> Self {
+        Self { approved, seq, ctx }
+    }
+
+    /// Taken apart by the only step that spends it.
+    pub(super) fn into_parts(self) -> (Approved, u64, CallCtx) {
+        (self.approved, self.seq, self.ctx)
     }
 }
 
-pub async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved) -> Result<Audited, (Approved, AuditError)> {
-    let v = approved.validated();
-    let a = v.authorized();
-    let mut rec: AuditRecord = super::base_record(
-        rt,
+pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved) -> Result<Audited, AuditError> {
+    let authorized = approved.authorized();
+    let v = authorized.validated();
+    let rec = AuditRecord::new(
+        &rt.env.name,
         ctx,
-        Some(a.auth()),
-        Some(&a.contract().tool),
         Decision::Allow,
         ReasonCode::Allowed,
-        "authorized: identity, role, arguments and approval checks passed",
-    );
-    rec.args_digest = Some(v.digest().to_string());
-    rec.args = Some(v.redacted().clone());
-    rec.contract_digest = Some(a.contract().digest.clone());
-    rec.approval = approved.approval().cloned();
-    match rt.audit.append(rec).await {
-        Ok(seq) => Ok(Audited { approved, seq }),
-        Err(e) => Err((approved, e)),
-    }
+        "authorized: identity, role, arguments and approval checks passed".into(),
+    )
+    .principal(Some(v.listed().auth().principal()));
+    let rec = v
+        .describe(rec)
+        .approval(approved.approval().cloned())
+        .policy(super::authz::policy_ref(rt, authorized.decision()));
+    let seq = rt.audit.append(rec).await?;
+    Ok(Audited {
+        approved,
+        seq,
+        ctx: ctx.clone(),
+    })
 }

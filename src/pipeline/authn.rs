@@ -3,9 +3,9 @@
 //!
 //! Runs first, on every request, before anything of the tool surface is looked at. Needs the
 //! environment's trusted issuers and their keys (JWKS file or URL, cached; a URL is fetched
-//! again when a token names an unknown `kid`). Outcomes: `Authenticated`; a client error
-//! (401: missing, malformed, expired, wrong issuer/audience/key); or `KeysUnavailable`
-//! (503: the keys cannot be read, so nobody is let in).
+//! again when a token names an unknown `kid`). Outcomes: `Authenticated`, or a client error
+//! (401: missing, malformed, expired, wrong issuer/audience/key). Keys that cannot be read
+//! stop the start (fail closed); a refresh that fails keeps the keys already held.
 //!
 //! INVARIANT: the algorithm is the key's, never the token's. A token whose header names
 //! another algorithm than its key's (HS256 signed with a public key, `none`) is refused.
@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{Environment, Issuer, JwksSource};
-use crate::decision::ReasonCode;
+pub(crate) use crate::identity::AuthnError;
+use crate::identity::{CertIdentity, Principal};
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -30,30 +30,10 @@ const LEEWAY_SECS: u64 = 30;
 /// forged `kid`s cannot turn the gateway into a load generator against the IdP.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Who is calling, as proven by a verified token.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Principal {
-    pub sub: String,
-    pub iss: String,
-    pub roles: Vec<String>,
-    pub token_id: Option<String>,
-    pub auth_method: String,
-    /// The TLS client certificate the request came with, on an mTLS listener.
-    pub cert: Option<CertIdentity>,
-}
-
-/// A verified TLS client certificate: its subject, and its SHA-256 thumbprint in the form
-/// RFC 8705 binds tokens with (`cnf.x5t#S256`, base64url).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct CertIdentity {
-    pub subject: String,
-    pub x5t_s256: String,
-}
-
 /// Proof that a request's caller was authenticated for one environment. Only
 /// [`Authenticator::verify`] builds it.
 #[derive(Debug, Clone)]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     principal: Arc<Principal>,
     env: Arc<str>,
     expires_at: u64,
@@ -62,20 +42,17 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    pub fn principal(&self) -> &Principal {
+    pub(crate) fn principal(&self) -> &Principal {
         &self.principal
     }
-    pub fn env(&self) -> &str {
+    pub(crate) fn env(&self) -> &str {
         &self.env
-    }
-    pub fn expires_at(&self) -> u64 {
-        self.expires_at
     }
 
     /// Joins the client certificate's identity to the token's: both must pass. A token
     /// bound to a certificate (RFC 8705) is only good with that certificate; with
     /// `require_bound`, every token must be bound.
-    pub fn with_client_cert(self, cert: &CertIdentity, require_bound: bool) -> Result<Self, AuthnError> {
+    pub(crate) fn with_client_cert(self, cert: &CertIdentity, require_bound: bool) -> Result<Self, AuthnError> {
         match &self.bound_to {
             Some(t) if *t != cert.x5t_s256 => {
                 return Err(AuthnError::Invalid {
@@ -102,51 +79,13 @@ impl Authenticated {
     }
 
     /// A bound token presented without any client certificate.
-    pub fn is_bound(&self) -> bool {
+    pub(crate) fn is_bound(&self) -> bool {
         self.bound_to.is_some()
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuthnError {
-    #[error("no bearer token in the Authorization header")]
-    Missing,
-    #[error("the token must be sent in the Authorization header only")]
-    OutsideHeader,
-    #[error("the token is malformed")]
-    Malformed,
-    #[error("the token has expired")]
-    Expired,
-    /// Signature, issuer, audience, `nbf`, `kid` or algorithm: one answer for all, so the
-    /// client learns nothing about which check failed. The detail is for the log only.
-    #[error("the token is not valid for this resource")]
-    Invalid { detail: String },
-    #[error("the identity keys are unavailable")]
-    KeysUnavailable { detail: String },
-}
-
-impl AuthnError {
-    pub fn reason_code(&self) -> ReasonCode {
-        match self {
-            AuthnError::Missing => ReasonCode::TokenMissing,
-            AuthnError::OutsideHeader => ReasonCode::TokenOutsideHeader,
-            AuthnError::Malformed | AuthnError::Invalid { .. } => ReasonCode::TokenInvalid,
-            AuthnError::Expired => ReasonCode::TokenExpired,
-            AuthnError::KeysUnavailable { .. } => ReasonCode::KeysUnavailable,
-        }
-    }
-
-    /// What the audit record says: specific, but never the token itself.
-    pub fn audit_reason(&self) -> String {
-        match self {
-            AuthnError::Invalid { detail } | AuthnError::KeysUnavailable { detail } => format!("{self}: {detail}"),
-            other => other.to_string(),
-        }
-    }
-}
-
 /// A refusal from full verification, and whether it stands for as long as the keys do
-/// (and may be remembered): not for unavailable keys, nor for a token whose `nbf` is ahead.
+/// (and may be remembered): not for a token whose `nbf` is ahead.
 struct NotVerified {
     error: AuthnError,
     lasting: bool,
@@ -154,12 +93,11 @@ struct NotVerified {
 
 impl From<AuthnError> for NotVerified {
     fn from(error: AuthnError) -> Self {
-        let lasting = !matches!(error, AuthnError::KeysUnavailable { .. });
-        Self { error, lasting }
+        Self { error, lasting: true }
     }
 }
 
-pub struct Key {
+pub(crate) struct Key {
     key: DecodingKey,
     alg: Algorithm,
 }
@@ -171,7 +109,7 @@ struct IssuerKeys {
 }
 
 /// One environment's token verifier. Environments never share one.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     env: Arc<str>,
     audience: String,
     issuers: Vec<IssuerKeys>,
@@ -216,7 +154,7 @@ fn algorithm_for(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 
 /// Parses a JWKS document into usable keys; keys of an unsupported kind or without `kid`
 /// are skipped (never guessed at).
-pub fn parse_jwks(text: &str) -> Result<HashMap<String, Arc<Key>>, String> {
+pub(crate) fn parse_jwks(text: &str) -> Result<HashMap<String, Arc<Key>>, String> {
     let set: JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut out = HashMap::new();
     for jwk in &set.keys {
@@ -232,7 +170,7 @@ pub fn parse_jwks(text: &str) -> Result<HashMap<String, Arc<Key>>, String> {
 
 impl Authenticator {
     /// Loads every issuer's keys now, so that a gateway with unreadable keys does not start.
-    pub async fn new(env: &Environment) -> Result<Self, String> {
+    pub(crate) async fn new(env: &Environment) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -260,8 +198,8 @@ impl Authenticator {
     }
 
     /// A verifier over an in-memory JWKS, never refreshed (for the fuzz target).
-    #[doc(hidden)]
-    pub fn offline(env: &str, audience: &str, issuer: &str, jwks: &str) -> Result<Self, String> {
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn offline(env: &str, audience: &str, issuer: &str, jwks: &str) -> Result<Self, String> {
         let cfg = Issuer {
             issuer: issuer.to_string(),
             jwks: JwksSource::File(std::path::PathBuf::new()),
@@ -286,7 +224,7 @@ impl Authenticator {
     }
 
     /// Finds the bearer token of a request: exactly one `Authorization: Bearer …` header.
-    pub fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthnError> {
+    pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<&str, AuthnError> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Err(AuthnError::Missing);
@@ -306,7 +244,7 @@ impl Authenticator {
         Ok(token)
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Authenticated, AuthnError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Authenticated, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthnError::Malformed);
         }
@@ -332,8 +270,7 @@ impl Authenticator {
         }
         let (verified, kid) = match self.verify_uncached(token).await {
             Ok(v) => v,
-            // Unavailable keys are not the token's fault, and a token not valid *yet* will
-            // be: neither is remembered.
+            // A token not valid *yet* will be: it is not remembered.
             Err(NotVerified { error, lasting: false }) => return Err(error),
             Err(NotVerified { error: e, .. }) => {
                 // Only refusals of tokens signed under a key we hold are remembered: a token
@@ -489,10 +426,6 @@ impl Authenticator {
                 Err(e) => tracing::warn!(env = %self.env, issuer = %i.cfg.issuer, "JWKS refresh failed: {e}"),
             }
         }
-    }
-
-    pub fn env(&self) -> &str {
-        &self.env
     }
 }
 

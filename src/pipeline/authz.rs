@@ -1,68 +1,78 @@
-//! Stage 2, contract lookup and authorization: is there a contract for this tool in this
-//! environment, and do the caller's roles allow it?
+//! Stage 4, authorization: may this caller make this call, with these validated arguments?
 //!
-//! Runs after authentication. Outcomes: [`Authorized`], or one refusal that is the same for
-//! an unknown tool and a forbidden one, so that no caller can probe which tools exist.
-//! Also owns the per-caller rate limits, which are keyed by environment, caller and tool.
+//! Runs after validation, so that the policy engine sees only values the contract accepted.
+//! Asks the policy's `may_call`. Outcomes: [`Authorized`], carrying the policy's decision
+//! (the ids of the rules that allowed it go into the allow record); or a refusal, which the
+//! caller sees exactly as an unknown tool. Also owns the per-caller rate limits, which are
+//! keyed by environment, caller and tool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::contract::Contract;
-
 use super::Runtime;
-use super::authn::Authenticated;
+use super::validate::ValidatedArgs;
+use crate::audit::record::PolicyRef;
+use crate::policy::{CallFacts, PolicyDecision};
 
-/// Proof that the caller may call this contract's tool. Only [`authorize`] builds it.
-pub struct Authorized {
-    auth: Authenticated,
-    contract: Arc<Contract>,
+/// Proof that the policy allows this call. Only [`authorize`] builds it.
+pub(crate) struct Authorized {
+    validated: ValidatedArgs,
+    decision: PolicyDecision,
 }
 
 impl Authorized {
-    pub fn auth(&self) -> &Authenticated {
-        &self.auth
+    pub(crate) fn validated(&self) -> &ValidatedArgs {
+        &self.validated
     }
-    pub fn contract(&self) -> &Arc<Contract> {
-        &self.contract
+    pub(crate) fn decision(&self) -> &PolicyDecision {
+        &self.decision
     }
 }
 
-pub struct NotAvailable;
+/// A call the policy refused, with its decision (for the record).
+pub(crate) type Refused = Box<(ValidatedArgs, PolicyDecision)>;
 
-pub fn authorize(rt: &Runtime, auth: &Authenticated, tool: &str) -> Result<Authorized, NotAvailable> {
-    // INVARIANT: the environment of the proof must be this runtime's; a proof from another
-    // environment is worth nothing here.
-    if auth.env() != rt.env.name {
-        return Err(NotAvailable);
+pub(crate) fn authorize(rt: &Runtime, validated: ValidatedArgs) -> Result<Authorized, Refused> {
+    let listed = validated.listed();
+    let facts = CallFacts {
+        env: &rt.env.name,
+        caller: listed.auth().principal(),
+        contract: listed.contract(),
+        args: validated.forward_args(),
+    };
+    let decision = rt.policy.may_call(&facts);
+    if decision.allowed() {
+        Ok(Authorized { validated, decision })
+    } else {
+        Err(Box::new((validated, decision)))
     }
-    let contract = rt.env.contracts.get(tool).ok_or(NotAvailable)?;
-    if !rt.routes.contains_key(tool) || !contract.allows_any(&auth.principal().roles) {
-        return Err(NotAvailable);
-    }
-    Ok(Authorized {
-        auth: auth.clone(),
-        contract: contract.clone(),
+}
+
+/// What a record says of a policy decision: only where a policy set took part (the
+/// contracts' own role rules are pinned by the contract digest every record carries).
+pub(crate) fn policy_ref(rt: &Runtime, decision: &PolicyDecision) -> Option<PolicyRef> {
+    rt.policy.set_digest().map(|digest| PolicyRef {
+        ids: decision.reasons().iter().map(|id| id.to_string()).collect(),
+        set_digest: digest.to_string(),
     })
 }
 
 /// Fixed-window counters per (caller, tool). State is per environment runtime.
 #[derive(Default)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     windows: Mutex<HashMap<(String, String), (Instant, u32)>>,
 }
 
 impl RateLimiter {
     /// `Err(retry_after)` when the caller has used up the contract's allowance.
-    pub fn check(&self, a: &Authorized) -> Result<(), Duration> {
-        let Some(limit) = a.contract.rate_limit else {
+    pub(crate) fn check(&self, a: &Authorized) -> Result<(), Duration> {
+        let listed = a.validated.listed();
+        let contract = listed.contract();
+        let Some(limit) = contract.rate_limit else {
             return Ok(());
         };
-        let key = (
-            format!("{}\u{0}{}", a.auth.principal().iss, a.auth.principal().sub),
-            a.contract.tool.clone(),
-        );
+        let key = (listed.auth().principal().owner_key(), contract.tool.clone());
         let now = Instant::now();
         // A poisoned lock means a panic elsewhere: refuse rather than count wrongly.
         let Ok(mut map) = self.windows.lock() else {

@@ -1,50 +1,98 @@
-//! Stage 6, forwarding: sends an audited call to the upstream that serves the contract.
+//! Stage 7, forwarding: sends an audited call to the upstream that serves the contract.
 //!
-//! Accepts only [`Audited`], so the compiler proves no unchecked or unrecorded call runs.
+//! [`Audited::forward`] is the only code that reaches an upstream, and it takes its proof by
+//! value: the compiler proves that no unchecked or unrecorded call runs, and that none runs
+//! twice on one decision.
 
 use std::time::Instant;
 
 use rmcp::model::CallToolResult;
 
+use super::Runtime;
+use super::approval::Approved;
 use super::audit::Audited;
-use super::{CallCtx, Runtime};
+use crate::audit::AuditRecord;
 use crate::backend::BackendError;
+use crate::decision::{Decision, ReasonCode};
+use crate::identity::Principal;
+use crate::request::CallCtx;
 
 /// What came back from the upstream, with the digest of its canonical JSON for the outcome
-/// record.
+/// record, and the call it answers.
 pub struct Forwarded {
-    pub result: Result<(CallToolResult, String), BackendError>,
-    pub latency_ms: f64,
+    pub(crate) result: Result<(CallToolResult, String), BackendError>,
+    pub(crate) latency_ms: f64,
+    pub(crate) call: Executed,
 }
 
-pub async fn forward(rt: &Runtime, ctx: &CallCtx, call: &Audited) -> Forwarded {
-    let v = call.approved().validated();
-    let tool = &v.authorized().contract().tool;
-    let started = Instant::now();
-    let result = match rt.routes.get(tool) {
-        Some(route) => {
-            let r = route
-                .upstream
-                .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent())
+/// A call that went upstream: what its outcome record says of it.
+pub(crate) struct Executed {
+    pub(crate) ctx: CallCtx,
+    approved: Approved,
+    allow_seq: u64,
+}
+
+impl Executed {
+    /// The outcome record's facts; the caller sets its outcome (and, on failure, its
+    /// decision). The arguments are in the decision record this one names; the digest ties
+    /// the two.
+    pub(crate) fn outcome_record(&self, env: &str, who: Option<&Principal>) -> AuditRecord {
+        let v = self.approved.validated();
+        AuditRecord::new(
+            env,
+            &self.ctx,
+            Decision::Allow,
+            ReasonCode::Executed,
+            format!("executed (decision record #{})", self.allow_seq),
+        )
+        .principal(who)
+        .tool(Some(v.listed().contract().tool.clone()))
+        .args_digest(Some(v.digest().to_string()))
+        .contract_digest(&v.listed().contract().digest)
+        .approval(self.approved.approval().cloned())
+    }
+}
+
+impl Audited {
+    /// Sends the call this proof was made for to its upstream, once.
+    pub async fn forward(self, rt: &Runtime) -> Forwarded {
+        let (approved, allow_seq, ctx) = self.into_parts();
+        let v = approved.validated();
+        let tool = &v.listed().contract().tool;
+        let started = Instant::now();
+        let result = match rt.routes.get(tool) {
+            Some(route) => {
+                // Boxed: the HTTP client's future is most of a call's state, and every future
+                // that holds this one (the call's task, the transport's) is moved as a whole.
+                let r = Box::pin(
+                    route
+                        .upstream
+                        .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent()),
+                )
                 .await;
-            r.and_then(|ok| {
-                // One canonical text serves the credential check and the digest.
-                // INVARIANT: a backend credential never reaches the agent, even when the
-                // upstream itself echoes it; a result that cannot be checked is withheld too.
-                match serde_json::to_value(&ok).map(|v| v.to_string()) {
-                    Ok(text) if !route.upstream.leaks_credential(&text) => Ok((ok, crate::canonical::sha256_hex(text.as_bytes()))),
-                    _ => Err(BackendError::Withheld {
-                        upstream: route.upstream.name().to_string(),
-                    }),
-                }
-            })
+                r.and_then(|ok| {
+                    // One canonical text serves the credential check and the digest.
+                    // INVARIANT: a backend credential never reaches the agent, even when the
+                    // upstream itself echoes it; a result that cannot be checked is withheld too.
+                    match serde_json::to_value(&ok).map(|v| v.to_string()) {
+                        Ok(text) if !route.upstream.leaks_credential(&text) => Ok((ok, crate::canonical::sha256_hex(text.as_bytes()))),
+                        _ => Err(BackendError::Withheld {
+                            upstream: route.upstream.name().to_string(),
+                        }),
+                    }
+                })
+            }
+            None => Err(BackendError::Unavailable {
+                upstream: "(none)".into(),
+                detail: "no route".into(),
+            }),
+        };
+        // Microsecond resolution: enough, and short in the record.
+        let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        Forwarded {
+            result,
+            latency_ms,
+            call: Executed { ctx, approved, allow_seq },
         }
-        None => Err(BackendError::Unavailable {
-            upstream: "(none)".into(),
-            detail: "no route".into(),
-        }),
-    };
-    // Microsecond resolution: enough, and short in the record.
-    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    Forwarded { result, latency_ms }
+    }
 }

@@ -1,274 +1,242 @@
-//! The call pipeline. `call_tool` below is the whole of what happens to a `tools/call`, in
-//! order (see docs/pipeline.md):
+//! The call pipeline. [`Runtime::call_tool`] below is the whole of what happens to a
+//! `tools/call`, in order (docs/ARCHITECTURE.md, docs/pipeline.md):
 //!
-//! authn (in the transport, before MCP) → authz → validate → rate limit → approval →
+//! authn (in the transport, before MCP) → contract (known and usable by this caller) →
+//! validate → authz (the policy, with the validated arguments) → rate limit → approval →
 //! audit (write-ahead) → forward → audit (outcome).
+//!
+//! Each stage hands the next a proof only it can build ([`authn::Authenticated`],
+//! [`contract::Listed`], [`validate::ValidatedArgs`], [`authz::Authorized`],
+//! [`approval::Approved`], [`Audited`]); the only way to an upstream is
+//! [`Audited::forward`], which consumes its proof. The routes to the upstreams are private
+//! to this module, so nothing else can reach one.
 //!
 //! INVARIANT: every call ends in exactly one decision record (allow, deny, pending or error)
 //! and, when it ran, one outcome record. Any stage error is a refusal.
 
-pub mod approval;
-pub mod audit;
-pub mod authn;
-pub mod authz;
-pub mod forward;
-pub mod validate;
+pub(crate) mod approval;
+pub(crate) mod audit;
+pub(crate) mod authn;
+pub(crate) mod authz;
+pub(crate) mod contract;
+pub(crate) mod forward;
+mod routes;
+pub(crate) mod validate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rmcp::model::{CallToolResult, ContentBlock, Tool};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::audit::{AuditLog, AuditRecord, ClientRef, Outcome, record};
+use crate::audit::{AuditLog, AuditReader, AuditRecord, Outcome};
 use crate::backend::UpstreamClient;
-use crate::config::Environment;
+use crate::config::{Config, Environment};
 use crate::decision::{Decision, ReasonCode};
-use crate::trace::TraceId;
+use crate::denial::{Denial, Outage};
+use crate::policy::PolicyEngine;
+use crate::request::CallCtx;
 use authn::{Authenticated, Authenticator};
 
-/// Where a contract's calls go: an upstream and the tool name it knows.
-pub struct Route {
-    pub upstream: Arc<UpstreamClient>,
-    pub tool: String,
+pub use audit::Audited;
+pub use forward::Forwarded;
+pub(crate) use routes::check_routes;
+
+/// Where a contract's calls go: an upstream and the tool name it knows. Private to the
+/// pipeline: only [`Audited::forward`] reads it.
+struct Route {
+    upstream: Arc<UpstreamClient>,
+    tool: String,
 }
 
-/// Everything one environment runs on. Nothing in it is shared with another environment.
+/// Everything one environment runs on. Nothing in it is shared with another environment,
+/// and none of it is reachable from outside but through the methods below.
 pub struct Runtime {
-    pub env: Arc<Environment>,
-    pub authn: Authenticator,
-    pub audit: AuditLog,
-    pub routes: HashMap<String, Route>,
-    pub rate: authz::RateLimiter,
-    pub upstreams: Vec<Arc<UpstreamClient>>,
-    /// The approval queue as read by the API, the console and waiting calls.
-    pub approvals: crate::audit::ApprovalReader,
+    env: Arc<Environment>,
+    authn: Authenticator,
+    audit: AuditLog,
+    store: Arc<dyn AuditReader>,
+    policy: Arc<dyn PolicyEngine>,
+    routes: HashMap<String, Route>,
+    rate: authz::RateLimiter,
+    /// Upstreams connected (for readiness).
+    upstreams: usize,
     /// Woken when a decision is taken in this process; waiting calls also poll the store
     /// for decisions taken by other processes.
-    pub approval_events: Arc<tokio::sync::Notify>,
-}
-
-/// What is known about one request besides its caller.
-#[derive(Debug, Clone)]
-pub struct CallCtx {
-    pub trace: TraceId,
-    pub request_id: Option<String>,
-    pub session_id: Option<String>,
-    pub client: ClientRef,
-}
-
-/// A call refused or failed; `server::respond` turns it into the client's answer.
-#[derive(Debug)]
-pub struct Refusal {
-    pub kind: RefusalKind,
-    pub reason_code: ReasonCode,
-    pub message: String,
-    pub data: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// JSON-RPC -32602: the tool is unavailable or its arguments are invalid.
-    InvalidParams,
-    /// A client-side limit (rate).
-    Limited,
-    /// The gateway cannot decide or record safely: refused, nothing ran (503 class).
-    Unavailable,
-}
-
-pub fn base_record(
-    rt: &Runtime,
-    ctx: &CallCtx,
-    auth: Option<&Authenticated>,
-    tool: Option<&str>,
-    decision: Decision,
-    code: ReasonCode,
-    reason: &str,
-) -> AuditRecord {
-    AuditRecord {
-        seq: 0,
-        ts: record::now_rfc3339(),
-        env: rt.env.name.clone(),
-        trace_id: ctx.trace.as_str().to_string(),
-        request_id: ctx.request_id.clone(),
-        session_id: ctx.session_id.clone(),
-        principal: auth.map(|a| a.principal().into()),
-        client: ctx.client.clone(),
-        tool: tool.map(str::to_string),
-        args_digest: None,
-        args: None,
-        decision: decision.as_str().to_string(),
-        reason_code: code.as_str().to_string(),
-        reason: reason.to_string(),
-        contract_digest: None,
-        approval: None,
-        outcome: None,
-        prev_hash: String::new(),
-        hash: String::new(),
-    }
+    approval_events: tokio::sync::Notify,
 }
 
 impl Runtime {
+    /// Builds an environment's runtime whole or not at all: unreadable keys, an unopenable
+    /// audit store or a contract without exactly one upstream tool stop the start (fail
+    /// closed).
+    pub(crate) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Self> {
+        routes::build(config, env).await
+    }
+
+    pub(crate) fn env(&self) -> &Environment {
+        &self.env
+    }
+
+    pub(crate) fn authn(&self) -> &Authenticator {
+        &self.authn
+    }
+
+    pub(crate) fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The store as read by the API, the console and waiting calls.
+    pub(crate) fn store(&self) -> &dyn AuditReader {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn policy(&self) -> &Arc<dyn PolicyEngine> {
+        &self.policy
+    }
+
+    pub(crate) fn approval_events(&self) -> &tokio::sync::Notify {
+        &self.approval_events
+    }
+
+    pub(crate) fn upstream_count(&self) -> usize {
+        self.upstreams
+    }
+
     /// Tools this caller may call here: the rest do not exist for them.
-    pub fn list_tools(&self, auth: &Authenticated) -> Vec<Tool> {
-        if auth.env() != self.env.name {
-            return Vec::new();
-        }
+    pub(crate) fn list_tools(&self, auth: &Authenticated) -> Vec<Tool> {
         self.env
             .contracts
-            .values()
-            .filter(|c| self.routes.contains_key(&c.tool) && c.allows_any(&auth.principal().roles))
+            .keys()
+            .filter_map(|tool| contract::usable(self, auth, tool))
             .map(|c| c.to_tool())
             .collect()
+    }
+
+    /// Whether `tool` is in this caller's list: what a transport may look at before the
+    /// call is decided, without learning more than `tools/list` tells the caller anyway.
+    pub(crate) fn usable(&self, auth: &Authenticated, tool: &str) -> Option<&crate::contract::Contract> {
+        contract::usable(self, auth, tool).map(Arc::as_ref)
     }
 
     /// Records a refusal and returns it; if even the refusal cannot be recorded, the answer
     /// becomes "unavailable" (the caller must not believe a refusal was logged when it was
     /// not).
-    async fn refuse(&self, mut rec: AuditRecord, refusal: Refusal) -> Refusal {
-        rec.decision = Decision::Deny.as_str().into();
+    async fn refuse(&self, denial: Denial, rec: AuditRecord) -> Denial {
         match self.audit.append(rec).await {
-            Ok(_) => refusal,
-            Err(_) => unavailable(ReasonCode::AuditUnavailable, "the audit log is unavailable; the call was refused"),
+            Ok(_) => denial,
+            Err(_) => Denial::Unavailable(Outage::RefusalUnrecorded),
         }
     }
 
-    pub async fn call_tool(
+    pub(crate) async fn call_tool(
         &self,
         auth: &Authenticated,
         ctx: &CallCtx,
         tool: &str,
         args: Option<Map<String, Value>>,
         wait: approval::Wait,
-    ) -> Result<CallToolResult, Refusal> {
-        // Refusal records carry the digest of the arguments as given; computed only for them.
-        let digest_of = |a: &Option<Map<String, Value>>| a.as_ref().map(|m| crate::canonical::digest(&Value::Object(m.clone())));
+    ) -> Result<CallToolResult, Denial> {
+        let env = self.env.name.as_str();
+        let who = Some(auth.principal());
 
-        // authz: unknown and forbidden tools answer alike.
-        let authorized = match authz::authorize(self, auth, tool) {
-            Ok(a) => a,
-            Err(authz::NotAvailable) => {
-                let mut rec = base_record(
-                    self,
-                    ctx,
-                    Some(auth),
-                    Some(&printable(tool)),
-                    Decision::Deny,
-                    ReasonCode::ToolNotAvailable,
-                    "no contract for this tool in this environment allows the caller's roles",
-                );
-                rec.args_digest = digest_of(&args);
-                let msg = if printable(tool) == tool {
-                    format!("tool `{tool}` is not available")
-                } else {
-                    "the requested tool is not available".to_string()
-                };
-                return Err(self
-                    .refuse(rec, refusal(RefusalKind::InvalidParams, ReasonCode::ToolNotAvailable, msg))
-                    .await);
+        // contract: unknown and unusable tools answer alike, before anything about the
+        // arguments is said.
+        let listed = match contract::find(self, auth, tool) {
+            Ok(l) => l,
+            Err(contract::NotAvailable) => {
+                let denial = Denial::ToolNotAvailable { tool: tool.to_string() };
+                let rec = denial
+                    .record(env, ctx)
+                    .principal(who)
+                    .tool(Some(crate::denial::printable(tool)))
+                    .args_digest(digest_of(&args));
+                return Err(self.refuse(denial, rec).await);
             }
         };
 
         // validate
-        let validated = match validate::validate(authorized, args) {
+        let validated = match validate::validate(listed, args) {
             Ok(v) => v,
             Err(invalid) => {
-                let (a, errors, args) = *invalid;
-                let listed: Vec<String> = errors.iter().map(|e| format!("`{}` {}", e.argument, e.rule)).collect();
-                let mut rec = base_record(
-                    self,
-                    ctx,
-                    Some(auth),
-                    Some(tool),
-                    Decision::Deny,
-                    ReasonCode::ArgumentsInvalid,
-                    &format!("invalid arguments: {}", listed.join("; ")),
-                );
-                rec.args_digest = digest_of(&args);
-                rec.args = args.as_ref().map(|m| validate::redact(a.contract(), m));
-                rec.contract_digest = Some(a.contract().digest.clone());
-                let mut r = refusal(
-                    RefusalKind::InvalidParams,
-                    ReasonCode::ArgumentsInvalid,
-                    format!("invalid arguments for `{tool}`: {}", listed.join("; ")),
-                );
-                r.data.insert("errors".into(), json!(errors));
-                return Err(self.refuse(rec, r).await);
+                let validate::Invalid { listed, errors, args } = *invalid;
+                let contract = listed.contract();
+                let denial = Denial::ArgumentsInvalid {
+                    tool: tool.to_string(),
+                    errors,
+                };
+                let rec = denial
+                    .record(env, ctx)
+                    .principal(who)
+                    .tool(Some(tool.to_string()))
+                    .args_digest(digest_of(&args))
+                    .args(args.as_ref().map(|m| validate::redact(contract, m)))
+                    .contract_digest(&contract.digest);
+                return Err(self.refuse(denial, rec).await);
+            }
+        };
+
+        // authz: the policy sees the validated arguments; a refusal answers like an unknown
+        // tool.
+        let authorized = match authz::authorize(self, validated) {
+            Ok(a) => a,
+            Err(refused) => {
+                let (validated, decision) = *refused;
+                let denial = Denial::ToolNotAvailable { tool: tool.to_string() };
+                let rec = validated
+                    .describe(denial.record(env, ctx).principal(who))
+                    .policy(authz::policy_ref(self, &decision));
+                return Err(self.refuse(denial, rec).await);
             }
         };
 
         // rate limit
-        if let Err(retry) = self.rate.check(validated.authorized()) {
-            let mut rec = base_record(
-                self,
-                ctx,
-                Some(auth),
-                Some(tool),
-                Decision::Deny,
-                ReasonCode::RateLimited,
-                "rate limit of the contract reached",
-            );
-            rec.args_digest = Some(validated.digest().to_string());
-            rec.args = Some(validated.redacted().clone());
-            rec.contract_digest = Some(validated.authorized().contract().digest.clone());
-            let secs = retry.as_secs().max(1);
-            let mut r = refusal(
-                RefusalKind::Limited,
-                ReasonCode::RateLimited,
-                format!("rate limit reached for `{tool}`; retry after {secs}s"),
-            );
-            r.data.insert("retry_after".into(), json!(secs));
-            return Err(self.refuse(rec, r).await);
+        if let Err(retry_after) = self.rate.check(&authorized) {
+            let denial = Denial::RateLimited {
+                tool: tool.to_string(),
+                retry_after,
+            };
+            let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
+            return Err(self.refuse(denial, rec).await);
         }
 
         // approval, then the write-ahead record: for a released approval both happen in the
         // store's one transaction.
-        let (audited, ctx) = match approval::check(validated) {
-            Ok(approved) => match audit::record_allow(self, ctx, approved).await {
-                Ok(a) => (a, ctx.clone()),
-                Err((_, e)) => {
-                    tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
-                    return Err(unavailable(
-                        ReasonCode::AuditUnavailable,
-                        "the audit log is unavailable; the call was refused and nothing ran",
-                    ));
-                }
-            },
-            Err(v) => match approval::decide(self, auth, ctx, *v, wait).await? {
-                approval::Flow::Run(a, run_ctx) => (*a, run_ctx),
+        let audited = match approval::check(authorized) {
+            Ok(approved) => audit::record_allow(self, ctx, approved).await.map_err(|e| {
+                tracing::error!(env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
+                Denial::Unavailable(Outage::AllowUnrecorded)
+            })?,
+            // Boxed: only calls that need approval carry the approval flow's state.
+            Err(pending) => match Box::pin(approval::decide(self, auth, ctx, *pending, wait)).await? {
+                approval::Flow::Run(a) => *a,
                 approval::Flow::Answer(mut r) => {
                     add_trace_meta(&mut r, ctx);
                     return Ok(r);
                 }
             },
         };
-        let ctx = &ctx;
 
-        // forward
-        let forward::Forwarded { result, latency_ms } = forward::forward(self, ctx, &audited).await;
-        let v = audited.approved().validated();
-        let mut rec = base_record(self, ctx, Some(auth), Some(tool), Decision::Allow, ReasonCode::Executed, "");
-        // The arguments are in the decision record this one names; the digest ties the two.
-        rec.args_digest = Some(v.digest().to_string());
-        rec.contract_digest = Some(v.authorized().contract().digest.clone());
-        rec.approval = audited.approved().approval().cloned();
-        let answer = match result {
+        // forward: the proof is spent here.
+        let Forwarded { result, latency_ms, call } = audited.forward(self).await;
+        let rec = call.outcome_record(env, who);
+        let (answer, rec) = match result {
             Ok((mut r, digest)) => {
-                let digest = Some(digest);
                 let status = if r.is_error == Some(true) { "tool_error" } else { "ok" };
-                rec.reason = format!("executed (decision record #{})", audited.seq());
+                let mut rec = rec;
                 rec.outcome = Some(Outcome {
                     status: status.into(),
                     latency_ms,
-                    result_digest: digest,
+                    result_digest: Some(digest),
                 });
-                add_trace_meta(&mut r, ctx);
-                Ok(r)
+                add_trace_meta(&mut r, &call.ctx);
+                (r, rec)
             }
             Err(e) => {
-                tracing::warn!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "upstream failure: {}", e.detail());
-                rec.decision = Decision::Error.as_str().into();
-                rec.reason_code = ReasonCode::BackendError.as_str().into();
+                tracing::warn!(env, trace_id = %call.ctx.trace.as_str(), "upstream failure: {}", e.detail());
+                let mut rec = rec;
+                rec.decision = Decision::Error;
+                rec.reason_code = ReasonCode::BackendError;
                 rec.reason = format!("{e}: {}", e.detail());
                 rec.outcome = Some(Outcome {
                     status: "backend_error".into(),
@@ -276,9 +244,9 @@ impl Runtime {
                     result_digest: None,
                 });
                 // A backend failure is a tool error the agent can read, not a protocol error.
-                let mut r = CallToolResult::error(vec![ContentBlock::text(format!("{e}; trace id {}", ctx.trace.as_str()))]);
-                add_trace_meta(&mut r, ctx);
-                Ok(r)
+                let mut r = CallToolResult::error(vec![ContentBlock::text(format!("{e}; trace id {}", call.ctx.trace.as_str()))]);
+                add_trace_meta(&mut r, &call.ctx);
+                (r, rec)
             }
         };
         // The allow record that let this call run is durable already; the outcome follows it
@@ -286,36 +254,19 @@ impl Runtime {
         // leaves an allow record without an outcome: "ran, result unknown", which is also
         // what a crash during the call itself leaves.
         if let Err(e) = self.audit.enqueue(rec).await {
-            tracing::error!(env = %self.env.name, trace_id = %ctx.trace.as_str(), "outcome record not written: {e:?}");
+            tracing::error!(env, trace_id = %call.ctx.trace.as_str(), "outcome record not written: {e:?}");
         }
-        answer
+        Ok(answer)
     }
+}
+
+/// Refusal records carry the digest of the arguments as given; computed only for them.
+fn digest_of(args: &Option<Map<String, Value>>) -> Option<String> {
+    args.as_ref().map(crate::canonical::digest_of)
 }
 
 fn add_trace_meta(r: &mut CallToolResult, ctx: &CallCtx) {
     let meta = r.meta.get_or_insert_with(Default::default);
     meta.0
         .insert("capgate/trace_id".into(), Value::String(ctx.trace.as_str().to_string()));
-}
-
-fn refusal(kind: RefusalKind, code: ReasonCode, message: String) -> Refusal {
-    Refusal {
-        kind,
-        reason_code: code,
-        message,
-        data: Map::new(),
-    }
-}
-
-pub fn unavailable(code: ReasonCode, message: &str) -> Refusal {
-    refusal(RefusalKind::Unavailable, code, message.to_string())
-}
-
-/// Caller-chosen names go into records and messages only when printable and short.
-fn printable(name: &str) -> String {
-    if name.len() <= 128 && name.chars().all(|c| c.is_ascii_graphic()) {
-        name.to_string()
-    } else {
-        format!("(unprintable, {} bytes)", name.len())
-    }
 }

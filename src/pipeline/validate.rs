@@ -1,19 +1,22 @@
 //! Stage 3, argument validation: the caller's arguments against the contract, strictly.
 //!
-//! Runs after authorization (an unauthorized caller learns nothing of the schema). Every
+//! Runs after the contract stage (a caller who may not use the tool learns nothing of its
+//! schema) and before authorization (so a policy sees only values the contract accepted). Every
 //! argument is checked and every problem reported at once; unknown arguments, missing ones
 //! and arguments the gateway fixes itself are refused. Outcome: [`ValidatedArgs`], the only
 //! argument value later stages accept, with the gateway's `fixed_args` merged in.
 
 use serde_json::{Map, Value};
 
-use super::authz::Authorized;
+use super::contract::Listed;
+use crate::audit::AuditRecord;
+use crate::contract::ArgError;
 
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Proof that these arguments satisfy the contract. Only [`validate`] builds it.
-pub struct ValidatedArgs {
-    authorized: Authorized,
+pub(crate) struct ValidatedArgs {
+    listed: Listed,
     /// What goes to the upstream: caller arguments plus `fixed_args`.
     forward: Map<String, Value>,
     /// SHA-256 of the canonical JSON of the caller's arguments.
@@ -22,29 +25,32 @@ pub struct ValidatedArgs {
 }
 
 impl ValidatedArgs {
-    pub fn authorized(&self) -> &Authorized {
-        &self.authorized
+    pub(crate) fn listed(&self) -> &Listed {
+        &self.listed
     }
-    pub fn forward_args(&self) -> &Map<String, Value> {
+    pub(crate) fn forward_args(&self) -> &Map<String, Value> {
         &self.forward
     }
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.digest
     }
-    pub fn redacted(&self) -> &Value {
+    pub(crate) fn redacted(&self) -> &Value {
         &self.redacted
     }
-}
 
-/// One offending argument and the rule it broke; never its value.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct ArgError {
-    pub argument: String,
-    pub rule: String,
+    /// Adds what a record about this call says of it: tool, arguments (redacted), their
+    /// digest and the contract's.
+    pub(crate) fn describe(&self, rec: AuditRecord) -> AuditRecord {
+        let contract = self.listed.contract();
+        rec.tool(Some(contract.tool.clone()))
+            .args_digest(Some(self.digest.clone()))
+            .args(Some(self.redacted.clone()))
+            .contract_digest(&contract.digest)
+    }
 }
 
 /// The caller's arguments with sensitive values replaced, for records and the console.
-pub fn redact(contract: &crate::contract::Contract, args: &Map<String, Value>) -> Value {
+pub(crate) fn redact(contract: &crate::contract::Contract, args: &Map<String, Value>) -> Value {
     Value::Object(
         args.iter()
             .map(|(k, v)| {
@@ -59,14 +65,18 @@ pub fn redact(contract: &crate::contract::Contract, args: &Map<String, Value>) -
     )
 }
 
-/// What a refused validation hands back: the proof of authorization, every problem, and the
+/// What a refused validation hands back: the contract stage's proof, every problem, and the
 /// caller's arguments as given (for the refusal record), so nothing is copied up front.
-pub type Invalid = (Authorized, Vec<ArgError>, Option<Map<String, Value>>);
+pub(crate) struct Invalid {
+    pub(crate) listed: Listed,
+    pub(crate) errors: Vec<ArgError>,
+    pub(crate) args: Option<Map<String, Value>>,
+}
 
-pub fn validate(authorized: Authorized, args: Option<Map<String, Value>>) -> Result<ValidatedArgs, Box<Invalid>> {
+pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Result<ValidatedArgs, Box<Invalid>> {
     let given = args.is_some();
     let args = args.unwrap_or_default();
-    let contract = authorized.contract();
+    let contract = listed.contract();
     let mut errors = Vec::new();
     for (name, value) in &args {
         match contract.args.get(name) {
@@ -97,21 +107,20 @@ pub fn validate(authorized: Authorized, args: Option<Map<String, Value>>) -> Res
         }
     }
     if !errors.is_empty() {
-        return Err(Box::new((authorized, errors, given.then_some(args))));
+        return Err(Box::new(Invalid {
+            listed,
+            errors,
+            args: given.then_some(args),
+        }));
     }
     let redacted = redact(contract, &args);
-    // Digest the map in place rather than a copy of it (this runs on every allowed call).
-    let as_value = Value::Object(args);
-    let digest = crate::canonical::digest(&as_value);
-    let mut forward = match as_value {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    let digest = crate::canonical::digest_of(&args);
+    let mut forward = args;
     for (k, v) in &contract.fixed_args {
         forward.insert(k.clone(), v.clone());
     }
     Ok(ValidatedArgs {
-        authorized,
+        listed,
         forward,
         digest,
         redacted,

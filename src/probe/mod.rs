@@ -9,9 +9,9 @@
 //! broken check from the error's list of offending arguments). Any record of an execution
 //! under one of the probe's trace IDs is a finding.
 
-pub mod report;
-pub mod tabletop;
-pub mod values;
+pub(crate) mod report;
+pub(crate) mod tabletop;
+pub(crate) mod values;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,29 +24,29 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Config, Environment, JwksSource};
 use crate::contract::Contract;
-pub use report::{Check, Outcome, Report};
+pub(crate) use report::{Check, Outcome, Report};
 
 /// A field no contract may declare: its presence alone must make any call refused.
-pub const MARKER: &str = "capgate_probe_marker";
+pub(crate) const MARKER: &str = "capgate_probe_marker";
 const PROBE_SUB: &str = "capgate-probe";
 
-pub struct Options {
+pub(crate) struct Options {
     /// A token the operator supplies (required for production): the low-privilege probe
     /// identity. Without it, development tokens are minted from the config's `mint_key`.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Lock the audit store to prove calls are refused while it is unwritable (never in
     /// production).
-    pub simulate_outage: bool,
+    pub(crate) simulate_outage: bool,
     /// Do not read the audit log (when the probe cannot reach the store's file).
-    pub skip_audit: bool,
-    pub show_progress: bool,
+    pub(crate) skip_audit: bool,
+    pub(crate) show_progress: bool,
 }
 
 /// One HTTP answer, whatever its shape.
-pub struct Resp {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Value,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Resp {
@@ -265,7 +265,7 @@ struct Forensics {
     tool: bool,
 }
 
-pub struct Probe<'a> {
+pub(crate) struct Probe<'a> {
     config: &'a Config,
     env: Arc<Environment>,
     target: Target,
@@ -277,7 +277,7 @@ pub struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    pub fn new(config: &'a Config, env: Arc<Environment>, url: &str, opts: Options) -> Result<Self, String> {
+    pub(crate) fn new(config: &'a Config, env: Arc<Environment>, url: &str, opts: Options) -> Result<Self, String> {
         let target = Target::new(url)?;
         if env.production && opts.token.is_none() {
             return Err(format!(
@@ -373,7 +373,7 @@ impl<'a> Probe<'a> {
         contract.allows_any(&self.probe_roles()).then(|| t.clone())
     }
 
-    pub async fn run(mut self) -> Result<Report, String> {
+    pub(crate) async fn run(mut self) -> Result<Report, String> {
         let contracts: Vec<Arc<Contract>> = self.env.contracts.values().cloned().collect();
         let estimate: usize = 16
             + contracts
@@ -391,7 +391,7 @@ impl<'a> Probe<'a> {
             self.outage(&contracts).await?;
         }
         if !self.opts.skip_audit {
-            self.audit();
+            self.audit().await;
         }
         self.bar.finish_and_clear();
         Ok(self.report)
@@ -808,10 +808,7 @@ impl<'a> Probe<'a> {
     }
 
     async fn outage(&mut self, contracts: &[Arc<Contract>]) -> Result<(), String> {
-        let store = self.env.audit_store.clone();
-        let conn = rusqlite::Connection::open(&store).map_err(|e| format!("cannot open the store to simulate an outage: {e}"))?;
-        conn.execute_batch("BEGIN EXCLUSIVE")
-            .map_err(|e| format!("cannot lock the store to simulate an outage: {e}"))?;
+        let lock = crate::audit::lock(&self.env.audit_store).map_err(|e| format!("cannot simulate an outage: {e}"))?;
         let unauth = self.target.post(None, None, "{}".into(), None).await;
         let approval_call = match (&self.minter, contracts.iter().find(|c| c.requires_approval)) {
             (Some(m), Some(c)) => match Self::valid_args(c) {
@@ -831,8 +828,7 @@ impl<'a> Probe<'a> {
             },
             _ => None,
         };
-        let _ = conn.execute_batch("ROLLBACK");
-        drop(conn);
+        drop(lock);
         match unauth {
             Ok(r) => self.record(
                 "fallback",
@@ -861,11 +857,18 @@ impl<'a> Probe<'a> {
 
     /// Every refusal has a record with its forensic fields; nothing of the probe's ran; the
     /// chain and its checkpoints verify.
-    fn audit(&mut self) {
-        let rows = match crate::audit::read_records(&self.env.audit_store, 0) {
+    async fn audit(&mut self) {
+        let store = match crate::audit::open_reader(&self.env.audit_store, &self.env.name) {
+            Ok(s) => s,
+            Err(e) => {
+                self.record("audit", "read the audit log".into(), Outcome::Finding, e.to_string(), None);
+                return;
+            }
+        };
+        let rows = match store.records(0).await {
             Ok(r) => r,
             Err(e) => {
-                self.record("audit", "read the audit log".into(), Outcome::Finding, e, None);
+                self.record("audit", "read the audit log".into(), Outcome::Finding, e.to_string(), None);
                 return;
             }
         };
@@ -927,7 +930,7 @@ impl<'a> Probe<'a> {
             }
         }
         let external: Option<PathBuf> = self.env.checkpoint_file.clone().filter(|p| p.exists());
-        match crate::audit::verify::verify(&self.env.audit_store, &self.env.name, &keys, external.as_deref()) {
+        match crate::audit::verify::verify(store.as_ref(), &self.env.name, &keys, external.as_deref()).await {
             Ok(rep) if rep.first_problem.is_none() => self.record(
                 "audit",
                 "the chain and its checkpoints verify".into(),

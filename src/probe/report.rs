@@ -6,36 +6,36 @@ use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Pass,
     Finding,
     Skipped,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub group: String,
-    pub name: String,
-    pub outcome: Outcome,
-    pub detail: String,
-    pub trace: Option<String>,
+pub(crate) struct Check {
+    pub(crate) group: String,
+    pub(crate) name: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) detail: String,
+    pub(crate) trace: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub checks: Vec<Check>,
+pub(crate) struct Report {
+    pub(crate) checks: Vec<Check>,
 }
 
 impl Report {
-    pub fn count(&self, o: Outcome) -> usize {
+    pub(crate) fn count(&self, o: Outcome) -> usize {
         self.checks.iter().filter(|c| c.outcome == o).count()
     }
 
-    pub fn findings(&self) -> usize {
+    pub(crate) fn findings(&self) -> usize {
         self.count(Outcome::Finding)
     }
 
-    pub fn to_json(&self, kind: &str) -> serde_json::Value {
+    pub(crate) fn to_json(&self, kind: &str) -> serde_json::Value {
         json!({
             "kind": kind,
             "passed": self.count(Outcome::Pass),
@@ -46,7 +46,7 @@ impl Report {
     }
 
     /// One line per group, then every finding with its detail.
-    pub fn summary(&self, title: &str) -> String {
+    pub(crate) fn summary(&self, title: &str) -> String {
         let mut out = format!("{title}\n");
         let mut groups: Vec<&str> = self.checks.iter().map(|c| c.group.as_str()).collect();
         groups.sort_unstable();
@@ -77,7 +77,7 @@ impl Report {
         out
     }
 
-    pub fn to_junit(&self, suite: &str) -> String {
+    pub(crate) fn to_junit(&self, suite: &str) -> String {
         let mut groups: Vec<&str> = self.checks.iter().map(|c| c.group.as_str()).collect();
         groups.sort_unstable();
         groups.dedup();

@@ -28,56 +28,57 @@ use crate::config::Environment;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
-    pub name: String,
-    pub description: Option<String>,
+pub(crate) struct Scenario {
+    pub(crate) name: String,
+    #[allow(dead_code, reason = "part of the scenario format, for the people who read the file")]
+    pub(crate) description: Option<String>,
     #[serde(default)]
-    pub identities: BTreeMap<String, Identity>,
+    pub(crate) identities: BTreeMap<String, Identity>,
     #[serde(rename = "step", default)]
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Identity {
+pub(crate) struct Identity {
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub(crate) roles: Vec<String>,
     /// Read the token from this environment variable instead of minting one.
-    pub token_env: Option<String>,
+    pub(crate) token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Step {
+pub(crate) struct Step {
     #[serde(rename = "as")]
-    pub who: String,
-    pub note: Option<String>,
+    pub(crate) who: String,
+    pub(crate) note: Option<String>,
     /// Call this tool with `args`.
-    pub call: Option<String>,
+    pub(crate) call: Option<String>,
     #[serde(default)]
-    pub args: Option<toml::Value>,
+    pub(crate) args: Option<toml::Value>,
     /// `allow`, `deny` or `pending`.
-    pub expect: Option<String>,
-    pub reason_code: Option<String>,
+    pub(crate) expect: Option<String>,
+    pub(crate) reason_code: Option<String>,
     /// Remember the approval id this call answers with, under this name.
-    pub save_approval: Option<String>,
+    pub(crate) save_approval: Option<String>,
     /// The call must answer with the approval saved under this name (same request).
-    pub same_approval: Option<String>,
+    pub(crate) same_approval: Option<String>,
     /// List the tools.
     #[serde(default)]
-    pub list: bool,
+    pub(crate) list: bool,
     #[serde(default)]
-    pub expect_listed: Vec<String>,
+    pub(crate) expect_listed: Vec<String>,
     #[serde(default)]
-    pub expect_not_listed: Vec<String>,
+    pub(crate) expect_not_listed: Vec<String>,
     /// Approve or deny the approval saved under this name.
-    pub approve: Option<String>,
-    pub deny: Option<String>,
-    pub reason: Option<String>,
-    pub expect_status: Option<u16>,
+    pub(crate) approve: Option<String>,
+    pub(crate) deny: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) expect_status: Option<u16>,
 }
 
-pub fn load(path: &Path) -> Result<Scenario, String> {
+pub(crate) fn load(path: &Path) -> Result<Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let s: Scenario = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     for (i, st) in s.steps.iter().enumerate() {
@@ -121,7 +122,7 @@ fn decision_of(r: &super::Resp) -> (String, String, Option<String>) {
     }
 }
 
-pub struct Runner<'a> {
+pub(crate) struct Runner<'a> {
     env: &'a Environment,
     target: Target,
     minter: Option<Minter>,
@@ -130,7 +131,7 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub fn new(env: &'a Environment, url: &str) -> Result<Self, String> {
+    pub(crate) fn new(env: &'a Environment, url: &str) -> Result<Self, String> {
         Ok(Self {
             env,
             target: Target::new(url)?,
@@ -154,7 +155,7 @@ impl<'a> Runner<'a> {
         Ok(m.sign(c))
     }
 
-    pub async fn run(&self, s: &Scenario, report: &mut Report) -> Result<(), String> {
+    pub(crate) async fn run(&self, s: &Scenario, report: &mut Report) -> Result<(), String> {
         let mut tokens = HashMap::new();
         for (name, id) in &s.identities {
             tokens.insert(name.clone(), self.token(name, id)?);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::contract::{ArgSpec, ArgType, IpFamily};
 
 /// Values a sound gateway refuses for this spec, each with a short label for the report.
-pub fn invalid(spec: &ArgSpec) -> Vec<(&'static str, Value)> {
+pub(crate) fn invalid(spec: &ArgSpec) -> Vec<(&'static str, Value)> {
     let mut out: Vec<(&'static str, Value)> = vec![("null", Value::Null), ("array", json!(["x"])), ("object", json!({"x": 1}))];
     match &spec.ty {
         ArgType::Int { min, max } => {
@@ -112,7 +112,7 @@ pub fn invalid(spec: &ArgSpec) -> Vec<(&'static str, Value)> {
 }
 
 /// One value the spec accepts, if the probe can make one (not for `regex`).
-pub fn valid(spec: &ArgSpec) -> Option<Value> {
+pub(crate) fn valid(spec: &ArgSpec) -> Option<Value> {
     let v = match &spec.ty {
         ArgType::Int { min, max } => json!(if *min <= 1 && *max >= 1 { 1 } else { *min }),
         ArgType::Str { min, .. } => json!("p".repeat((*min).max(5))),

@@ -20,13 +20,13 @@ use tokio::sync::Semaphore;
 use crate::contract::RateLimit;
 
 /// How long an over-budget refusal is held before it is answered.
-pub const HOLD: Duration = Duration::from_millis(250);
+pub(super) const HOLD: Duration = Duration::from_millis(250);
 /// Most answers held at once on one listener.
-pub const MAX_HELD: usize = 1024;
+pub(super) const MAX_HELD: usize = 1024;
 /// Sources tracked before the stale ones are dropped.
 const MAX_SOURCES: usize = 100_000;
 
-pub struct FailureBudget {
+pub(super) struct FailureBudget {
     limit: Option<RateLimit>,
     /// Source → (start of its current window, failures in it).
     sources: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -47,7 +47,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 
 impl FailureBudget {
     /// `None`: no budget (every refusal is answered at once).
-    pub fn new(limit: Option<RateLimit>) -> Self {
+    pub(super) fn new(limit: Option<RateLimit>) -> Self {
         Self {
             limit,
             sources: Mutex::new(HashMap::new()),
@@ -56,7 +56,7 @@ impl FailureBudget {
     }
 
     /// Counts one authentication failure from `ip`; true when it is over the budget.
-    pub fn over(&self, ip: IpAddr) -> bool {
+    pub(super) fn over(&self, ip: IpAddr) -> bool {
         let Some(limit) = self.limit else {
             return false;
         };
@@ -83,7 +83,7 @@ impl FailureBudget {
     }
 
     /// Waits [`HOLD`] when a slot is free; returns at once otherwise.
-    pub async fn hold(&self) {
+    pub(super) async fn hold(&self) {
         if let Some(slot) = self.slot() {
             tokio::time::sleep(HOLD).await;
             drop(slot);

@@ -14,7 +14,7 @@ const APP_CSS: &str = include_str!("../../console/app.css");
 
 /// Only this origin's own files and API; no inline code, no framing, no form posts, no
 /// plugins. `img-src data:` is for the empty favicon only.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
+pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; \
                        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -31,7 +31,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     resp
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/console", get(|| async { Redirect::permanent("/console/") }))
         .route("/console/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))

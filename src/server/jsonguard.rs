@@ -2,28 +2,33 @@
 //! last, so `{"ip":"10.0.0.0/8","ip":"0.0.0.0/0"}` could mean different things to the gateway
 //! and the upstream), and the facts the guard needs for its own records (id, method, tool).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum BodyError {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BodyError {
     Syntax,
     DuplicateKey(String),
 }
 
 /// Builds the `Value` and refuses a duplicate key in the same pass (the body is parsed once).
-struct Checked;
+/// The key found goes into `duplicate`, beside serde's error, which only stops the parse.
+#[derive(Clone, Copy)]
+struct Checked<'a> {
+    duplicate: &'a RefCell<Option<String>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Checked {
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(Checked)
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Checked {
+impl<'de> Visitor<'de> for Checked<'_> {
     type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("JSON")
@@ -54,7 +59,7 @@ impl<'de> Visitor<'de> for Checked {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(v) = seq.next_element_seed(Checked)? {
+        while let Some(v) = seq.next_element_seed(self)? {
             items.push(v);
         }
         Ok(Value::Array(items))
@@ -64,9 +69,10 @@ impl<'de> Visitor<'de> for Checked {
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
                 let shown: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
-                return Err(serde::de::Error::custom(format!("\u{0}dup:{shown}")));
+                *self.duplicate.borrow_mut() = Some(shown);
+                return Err(serde::de::Error::custom("duplicate key"));
             }
-            let value = map.next_value_seed(Checked)?;
+            let value = map.next_value_seed(self)?;
             out.insert(key, value);
         }
         Ok(Value::Object(out))
@@ -75,14 +81,14 @@ impl<'de> Visitor<'de> for Checked {
 
 /// Checks a request body; `Ok` is the one well-formed JSON value it holds, without
 /// duplicate keys anywhere.
-pub fn check_body(bytes: &[u8]) -> Result<Value, BodyError> {
+pub(crate) fn check_body(bytes: &[u8]) -> Result<Value, BodyError> {
+    let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = match Checked.deserialize(&mut de) {
+    let value = match (Checked { duplicate: &duplicate }).deserialize(&mut de) {
         Ok(v) => v,
-        Err(e) => {
-            let msg = e.to_string();
-            return Err(match msg.split_once("\u{0}dup:") {
-                Some((_, rest)) => BodyError::DuplicateKey(rest.split(" at line").next().unwrap_or(rest).to_string()),
+        Err(_) => {
+            return Err(match duplicate.into_inner() {
+                Some(key) => BodyError::DuplicateKey(key),
                 None => BodyError::Syntax,
             });
         }

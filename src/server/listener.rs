@@ -25,25 +25,24 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::ClientRef;
 use crate::config::Tls;
-use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::authn::CertIdentity;
-use crate::pipeline::{CallCtx, Runtime, base_record};
-use crate::trace::TraceId;
+use crate::denial::Denial;
+use crate::identity::CertIdentity;
+use crate::pipeline::Runtime;
+use crate::request::{CallCtx, ClientRef};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub cert: Option<Arc<CertIdentity>>,
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) cert: Option<Arc<CertIdentity>>,
 }
 
-pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
-pub struct GatewayListener {
+pub(crate) struct GatewayListener {
     rx: mpsc::Receiver<(Stream, Peer)>,
     local: SocketAddr,
 }
@@ -86,7 +85,7 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// The rustls server configuration of an environment's listener.
-pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     crate::keys::check_private_file(&tls.key).map_err(|e| anyhow!(e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&tls.cert)?;
@@ -117,7 +116,7 @@ pub fn server_config(tls: &Tls) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 }
 
 /// The identity a verified client certificate stands for.
-pub fn identity_of(der: &CertificateDer<'_>) -> CertIdentity {
+pub(crate) fn identity_of(der: &CertificateDer<'_>) -> CertIdentity {
     use base64::Engine;
     use sha2::Digest;
     use x509_cert::der::Decode;
@@ -131,11 +130,11 @@ pub fn identity_of(der: &CertificateDer<'_>) -> CertIdentity {
 }
 
 /// Starts accepting on `tcp` for `rt`'s environment until `stop`.
-pub fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> anyhow::Result<GatewayListener> {
+pub(crate) fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> anyhow::Result<GatewayListener> {
     let local = tcp.local_addr()?;
-    let acceptor = match &rt.env.tls {
+    let acceptor = match &rt.env().tls {
         Some(tls) => Some(TlsAcceptor::from(
-            server_config(tls).with_context(|| format!("environment `{}`: tls", rt.env.name))?,
+            server_config(tls).with_context(|| format!("environment `{}`: tls", rt.env().name))?,
         )),
         None => None,
     };
@@ -176,7 +175,7 @@ pub fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> any
                         let _ = tx.send((Either::Right(tls), Peer { addr, cert })).await;
                     }
                     Ok(Err(e)) => record_refused_handshake(&rt, addr, &e.to_string()).await,
-                    Err(_) => tracing::debug!(env = %rt.env.name, "TLS handshake from {addr} timed out"),
+                    Err(_) => tracing::debug!(env = %rt.env().name, "TLS handshake from {addr} timed out"),
                 }
             });
         }
@@ -185,26 +184,13 @@ pub fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> any
 }
 
 async fn record_refused_handshake(rt: &Runtime, addr: SocketAddr, why: &str) {
-    tracing::warn!(env = %rt.env.name, "TLS handshake from {addr} refused: {why}");
-    let ctx = CallCtx {
-        trace: TraceId::generate(),
-        request_id: None,
-        session_id: None,
-        client: ClientRef {
-            addr: Some(addr.to_string()),
-            user_agent: None,
-        },
-    };
-    let rec = base_record(
-        rt,
-        &ctx,
-        None,
-        None,
-        Decision::Deny,
-        ReasonCode::CertificateRefused,
-        &format!("TLS handshake refused: {why}"),
-    );
-    if rt.audit.append(rec).await.is_err() {
-        tracing::error!(env = %rt.env.name, "a refused TLS handshake could not be recorded");
+    tracing::warn!(env = %rt.env().name, "TLS handshake from {addr} refused: {why}");
+    let ctx = CallCtx::new(ClientRef {
+        addr: Some(addr.to_string()),
+        user_agent: None,
+    });
+    let denial = Denial::CertificateRefused { why: why.to_string() };
+    if rt.audit().append(denial.record(&rt.env().name, &ctx)).await.is_err() {
+        tracing::error!(env = %rt.env().name, "a refused TLS handshake could not be recorded");
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig,
 };
 use std::time::Duration;
 
@@ -14,26 +14,19 @@ use rmcp::model::ProgressNotificationParam;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
-use crate::audit::ClientRef;
-use crate::decision::ReasonCode;
+use crate::denial::{Channel, Denial, Outage};
+use crate::identity::AuthnError;
+use crate::pipeline::Runtime;
 use crate::pipeline::approval::{MAX_WAIT, Wait};
-use crate::pipeline::authn::Authenticated;
-use crate::pipeline::{CallCtx, Runtime};
+use crate::request::{CallCtx, ClientRef};
 use crate::secret::Secret;
 use crate::trace::TraceId;
 
+use super::http::Caller;
 use super::respond;
 
-/// What the HTTP guard proved about a request, carried to the handler in the request's
-/// extensions.
 #[derive(Clone)]
-pub struct RequestCtx {
-    pub auth: Authenticated,
-    pub call: CallCtx,
-}
-
-#[derive(Clone)]
-pub struct Gateway {
+pub(crate) struct Gateway {
     rt: Arc<Runtime>,
     /// Set for the stdio transport: the caller's token, verified again on every request so
     /// that expiry applies to a long-lived stdio session too.
@@ -41,34 +34,30 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn http(rt: Arc<Runtime>) -> Self {
+    pub(crate) fn http(rt: Arc<Runtime>) -> Self {
         Self { rt, stdio_token: None }
     }
 
-    pub fn stdio(rt: Arc<Runtime>, token: Secret<String>) -> Self {
+    pub(crate) fn stdio(rt: Arc<Runtime>, token: Secret<String>) -> Self {
         Self {
             rt,
             stdio_token: Some(Arc::new(token)),
         }
     }
 
-    async fn request_ctx(&self, ctx: &RequestContext<RoleServer>) -> Result<RequestCtx, ErrorData> {
+    async fn request_ctx(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
         let request_id = Some(ctx.id.to_string());
         if let Some(token) = &self.stdio_token {
-            let trace = TraceId::from_traceparent_or_new(ctx.meta.get_traceparent());
             let call = CallCtx {
-                trace: trace.clone(),
+                trace: TraceId::from_traceparent_or_new(ctx.meta.get_traceparent()),
                 request_id,
                 session_id: None,
-                client: ClientRef {
-                    addr: Some("stdio".into()),
-                    user_agent: None,
-                },
+                client: ClientRef::stdio(),
             };
             // No certificate can be presented over stdio: a certificate-bound token is refused.
-            let verified = self.rt.authn.verify(token.expose()).await.and_then(|a| {
+            let verified = self.rt.authn().verify(token.expose()).await.and_then(|a| {
                 if a.is_bound() {
-                    Err(crate::pipeline::authn::AuthnError::Invalid {
+                    Err(AuthnError::Invalid {
                         detail: "the token is bound to a client certificate; stdio has none".into(),
                     })
                 } else {
@@ -76,40 +65,27 @@ impl Gateway {
                 }
             });
             return match verified {
-                Ok(auth) => Ok(RequestCtx { auth, call }),
-                Err(e) => {
-                    let mut rec = crate::pipeline::base_record(
-                        &self.rt,
-                        &call,
-                        None,
-                        None,
-                        crate::decision::Decision::Deny,
-                        e.reason_code(),
-                        &e.audit_reason(),
-                    );
-                    rec.reason_code = e.reason_code().as_str().into();
-                    let _ = self.rt.audit.append(rec).await;
-                    Err(ErrorData::new(
-                        ErrorCode(-32001),
-                        format!("unauthenticated: {e}"),
-                        Some(serde_json::json!({"trace_id": trace.as_str(), "reason_code": e.reason_code().as_str()})),
-                    ))
+                Ok(auth) => Ok(Caller { auth, call }),
+                Err(error) => {
+                    let denial = Denial::Unauthenticated {
+                        error,
+                        channel: Channel::Stdio,
+                        token_sent: true,
+                    };
+                    let _ = self.rt.audit().append(denial.record(&self.rt.env().name, &call)).await;
+                    Err(respond::rpc(&denial, &call.trace))
                 }
             };
         }
         let parts = ctx.extensions.get::<http::request::Parts>();
-        match parts.and_then(|p| p.extensions.get::<RequestCtx>()) {
-            Some(r) => {
-                let mut r = r.clone();
-                r.call.request_id = request_id;
-                Ok(r)
+        match parts.and_then(|p| p.extensions.get::<Caller>()) {
+            Some(c) => {
+                let mut c = c.clone();
+                c.call.request_id = request_id;
+                Ok(c)
             }
-            // The guard always attaches a context; its absence is a wiring fault: refuse.
-            None => Err(ErrorData::new(
-                ErrorCode(-32003),
-                "request context missing; refused",
-                Some(serde_json::json!({"reason_code": ReasonCode::AuditUnavailable.as_str()})),
-            )),
+            // The layers always attach a caller; its absence is a wiring fault: refuse.
+            None => Err(respond::rpc(&Denial::Unavailable(Outage::ContextMissing), &TraceId::generate())),
         }
     }
 }
@@ -120,7 +96,7 @@ impl ServerHandler for Gateway {
             .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "capgate gateway for environment `{}`. Every tool is a capability contract: arguments are validated strictly, calls are audited, and some tools need a human approval (they answer `pending`).",
-                self.rt.env.name
+                self.rt.env().name
             ))
     }
 
@@ -129,28 +105,32 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let rc = self.request_ctx(&context).await?;
-        Ok(list_result(&self.rt, &rc))
+        let caller = self.request_ctx(&context).await?;
+        Ok(list_result(&self.rt, &caller))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        let rc = self.request_ctx(&context).await?;
+        let caller = self.request_ctx(&context).await?;
         let wait = approval_wait(&context);
-        match self.rt.call_tool(&rc.auth, &rc.call, &request.name, request.arguments, wait).await {
+        match self
+            .rt
+            .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
+            .await
+        {
             Ok(r) => Ok(r.into()),
-            Err(refusal) => Err(respond::refusal_to_error(refusal, &rc.call.trace)),
+            Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
         }
     }
 }
 
 /// The tools this caller may call, with the request's trace ID: the answer to `tools/list`
 /// on either route.
-pub fn list_result(rt: &Runtime, rc: &RequestCtx) -> ListToolsResult {
-    let mut result = ListToolsResult::with_all_items(rt.list_tools(&rc.auth));
+pub(crate) fn list_result(rt: &Runtime, caller: &Caller) -> ListToolsResult {
+    let mut result = ListToolsResult::with_all_items(rt.list_tools(&caller.auth));
     let mut meta = rmcp::model::MetaObject::default();
     meta.0.insert(
         "capgate/trace_id".into(),
-        serde_json::Value::String(rc.call.trace.as_str().to_string()),
+        serde_json::Value::String(caller.call.trace.as_str().to_string()),
     );
     result.meta = Some(meta);
     result

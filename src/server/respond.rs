@@ -1,35 +1,40 @@
-//! Every refusal a client can see, turned into its answer in one place: HTTP 401/403/413/503
-//! bodies and headers, and JSON-RPC errors. Internal detail never appears here.
+//! Every refusal a client can see, turned into its answer in one place: [`http`] for what
+//! the HTTP transport and the approvals API answer themselves (401/403/404/409/413/503 and
+//! the guard's JSON-RPC errors), [`rpc`] for the JSON-RPC errors of MCP requests, [`stdio`]
+//! for a refused stdio line. Internal detail never appears here.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use rmcp::model::{ErrorCode, ErrorData};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::pipeline::authn::AuthnError;
-use crate::pipeline::{Refusal, RefusalKind};
+use crate::audit::approval::Refused;
+use crate::denial::{Denial, Outage, listed, printable};
+use crate::identity::AuthnError;
 use crate::trace::TraceId;
 
-pub const TRACE_HEADER: &str = "x-capgate-trace-id";
+pub(crate) const TRACE_HEADER: &str = "x-capgate-trace-id";
 
-pub fn json_response(status: StatusCode, body: Value, trace: &TraceId) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Value, trace: &TraceId) -> Response {
     let mut resp = Response::new(Body::from(body.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(trace.as_str()) {
-        h.insert(TRACE_HEADER, v);
-    }
+    set_trace(&mut resp, trace);
     resp
 }
 
-/// 401 with the RFC 6750 / RFC 9728 challenge. `token_sent` adds `error="invalid_token"`.
-pub fn unauthorized(err: &AuthnError, metadata_url: &str, token_sent: bool, trace: &TraceId) -> Response {
-    if let AuthnError::KeysUnavailable { .. } = err {
-        return unavailable("the identity keys are unavailable; the request was refused", trace);
+/// Every answer carries its trace ID, so that a user can find the audit record.
+pub(crate) fn set_trace(resp: &mut Response, trace: &TraceId) {
+    if let Ok(v) = HeaderValue::from_str(trace.as_str()) {
+        resp.headers_mut().insert(TRACE_HEADER, v);
     }
+}
+
+/// 401 with the RFC 6750 / RFC 9728 challenge. `token_sent` adds `error="invalid_token"`.
+fn unauthorized(err: &AuthnError, metadata_url: &str, token_sent: bool, trace: &TraceId) -> Response {
     let code = match err {
         AuthnError::OutsideHeader | AuthnError::Malformed if !token_sent => "invalid_request",
         _ if token_sent => "invalid_token",
@@ -50,31 +55,15 @@ pub fn unauthorized(err: &AuthnError, metadata_url: &str, token_sent: bool, trac
     resp
 }
 
-pub fn forbidden_origin(trace: &TraceId) -> Response {
+fn forbidden(description: &str, trace: &TraceId) -> Response {
     json_response(
         StatusCode::FORBIDDEN,
-        json!({"error": "forbidden", "error_description": "the request's Origin is not allowed", "trace_id": trace.as_str()}),
+        json!({"error": "forbidden", "error_description": description, "trace_id": trace.as_str()}),
         trace,
     )
 }
 
-pub fn forbidden_host(trace: &TraceId) -> Response {
-    json_response(
-        StatusCode::FORBIDDEN,
-        json!({"error": "forbidden", "error_description": "this Host is not served here", "trace_id": trace.as_str()}),
-        trace,
-    )
-}
-
-pub fn too_large(limit: usize, trace: &TraceId) -> Response {
-    json_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        json!({"error": "payload_too_large", "error_description": format!("the request body is over the limit of {limit} bytes"), "trace_id": trace.as_str()}),
-        trace,
-    )
-}
-
-pub fn unavailable(msg: &str, trace: &TraceId) -> Response {
+fn unavailable(msg: &str, trace: &TraceId) -> Response {
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": "unavailable", "error_description": msg, "trace_id": trace.as_str()}),
@@ -82,43 +71,147 @@ pub fn unavailable(msg: &str, trace: &TraceId) -> Response {
     )
 }
 
-pub fn session_not_found(trace: &TraceId) -> Response {
-    json_response(
-        StatusCode::NOT_FOUND,
-        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001, "message": "session not found", "data": {"trace_id": trace.as_str()}}}),
-        trace,
-    )
-}
-
-/// A JSON-RPC error sent by the transport guard itself (parse errors, duplicate keys).
-pub fn jsonrpc_error(status: StatusCode, id: Value, code: i32, message: &str, reason_code: &str, trace: &TraceId) -> Response {
+/// A JSON-RPC error sent by the transport itself (parse errors, duplicate keys, sessions).
+fn jsonrpc_error(status: StatusCode, id: Value, code: i32, message: &str, reason_code: Option<&str>, trace: &TraceId) -> Response {
+    let mut data = json!({"trace_id": trace.as_str()});
+    if let (Some(code), Some(d)) = (reason_code, data.as_object_mut()) {
+        d.insert("reason_code".into(), Value::from(code));
+    }
     json_response(
         status,
-        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": {"trace_id": trace.as_str(), "reason_code": reason_code}}}),
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": data}}),
         trace,
     )
 }
 
-pub fn refusal_to_error(r: Refusal, trace: &TraceId) -> ErrorData {
-    let code = match r.kind {
-        RefusalKind::InvalidParams => ErrorCode::INVALID_PARAMS,
-        RefusalKind::Limited => ErrorCode(-32029),
-        RefusalKind::Unavailable => ErrorCode(-32003),
-    };
-    let mut data = r.data;
-    data.insert("trace_id".into(), Value::String(trace.as_str().to_string()));
-    data.insert("reason_code".into(), Value::String(r.reason_code.as_str().to_string()));
-    if r.kind == RefusalKind::Unavailable {
-        data.insert("http_status".into(), json!(503));
-    }
-    ErrorData::new(code, r.message, Some(Value::Object(data)))
-}
-
-/// An error from the approvals API: a stable `error` word, a sentence, the reason code.
-pub fn api_error(status: StatusCode, error: &str, description: &str, reason_code: &str, trace: &TraceId) -> Response {
+/// An error of the approvals API: a stable `error` word, a sentence, the reason code.
+fn api_error(status: StatusCode, error: &str, description: &str, reason_code: &str, trace: &TraceId) -> Response {
     json_response(
         status,
         json!({"error": error, "error_description": description, "reason_code": reason_code, "trace_id": trace.as_str()}),
         trace,
     )
+}
+
+/// The HTTP answer to a refusal the transport or the approvals API makes itself. `id` is the
+/// JSON-RPC id of the request where it has one; `metadata_url` is the environment's RFC 9728
+/// document, named in every 401.
+pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -> Response {
+    let code = d.reason_code();
+    match d {
+        Denial::HostNotServed { .. } => forbidden("this Host is not served here", trace),
+        Denial::OriginNotAllowed { .. } => forbidden("the request's Origin is not allowed", trace),
+        Denial::TokenInQuery => unauthorized(&AuthnError::OutsideHeader, metadata_url, true, trace),
+        Denial::Unauthenticated { error, token_sent, .. } => unauthorized(error, metadata_url, *token_sent, trace),
+        Denial::BodyTooLarge { limit, .. } => json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "payload_too_large", "error_description": format!("the request body is over the limit of {limit} bytes"), "trace_id": trace.as_str()}),
+            trace,
+        ),
+        Denial::MalformedJson { .. } => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32700,
+            "parse error: the body is not valid JSON",
+            Some(code.as_str()),
+            trace,
+        ),
+        Denial::DuplicateKey { key, .. } => jsonrpc_error(
+            StatusCode::OK,
+            id,
+            -32602,
+            &format!("invalid request: duplicate key `{key}`"),
+            Some(code.as_str()),
+            trace,
+        ),
+        Denial::Session(_) => jsonrpc_error(StatusCode::NOT_FOUND, Value::Null, -32001, "session not found", None, trace),
+        Denial::Unavailable(Outage::ApprovalApi) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            Outage::ApprovalApi.message(),
+            code.as_str(),
+            trace,
+        ),
+        Denial::Unavailable(o) => unavailable(o.message(), trace),
+        Denial::Approval(r) => {
+            let (status, error) = match r {
+                Refused::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                Refused::NotApprover | Refused::OwnRequest => (StatusCode::FORBIDDEN, "forbidden"),
+                Refused::AlreadyVoted | Refused::NotPending => (StatusCode::CONFLICT, "conflict"),
+            };
+            api_error(status, error, r.message(), code.as_str(), trace)
+        }
+        Denial::Api(p) => api_error(StatusCode::BAD_REQUEST, "invalid_request", p.message(), code.as_str(), trace),
+        Denial::CertificateRefused { .. }
+        | Denial::ToolNotAvailable { .. }
+        | Denial::ArgumentsInvalid { .. }
+        | Denial::RateLimited { .. } => {
+            let e = rpc(d, trace);
+            json_response(StatusCode::OK, json!({"jsonrpc": "2.0", "id": id, "error": e}), trace)
+        }
+    }
+}
+
+/// The JSON-RPC error of a refused MCP request.
+pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
+    let mut data = Map::new();
+    let (code, message) = match d {
+        Denial::ToolNotAvailable { tool } => {
+            let message = if printable(tool) == *tool {
+                format!("tool `{tool}` is not available")
+            } else {
+                "the requested tool is not available".to_string()
+            };
+            (ErrorCode::INVALID_PARAMS, message)
+        }
+        Denial::ArgumentsInvalid { tool, errors } => {
+            data.insert("errors".into(), json!(errors));
+            (
+                ErrorCode::INVALID_PARAMS,
+                format!("invalid arguments for `{tool}`: {}", listed(errors)),
+            )
+        }
+        Denial::RateLimited { tool, retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            data.insert("retry_after".into(), json!(secs));
+            (ErrorCode(-32029), format!("rate limit reached for `{tool}`; retry after {secs}s"))
+        }
+        Denial::Unavailable(o) => {
+            data.insert("http_status".into(), json!(503));
+            (ErrorCode(-32003), o.message().to_string())
+        }
+        Denial::Unauthenticated { error, .. } => (ErrorCode(-32001), format!("unauthenticated: {error}")),
+        other => (ErrorCode::INVALID_REQUEST, other.reason()),
+    };
+    data.insert("trace_id".into(), Value::String(trace.as_str().to_string()));
+    data.insert("reason_code".into(), Value::String(d.reason_code().as_str().to_string()));
+    ErrorData::new(code, message, Some(Value::Object(data)))
+}
+
+/// The line answering a refused stdio line (`id` where the line had one).
+pub(crate) fn stdio(d: &Denial, trace: &TraceId, id: Value) -> String {
+    let (code, message, data) = match d {
+        Denial::BodyTooLarge { .. } => (
+            -32600,
+            d.reason(),
+            json!({"reason_code": d.reason_code(), "trace_id": trace.as_str()}),
+        ),
+        Denial::MalformedJson { .. } => (
+            -32700,
+            d.reason(),
+            json!({"reason_code": d.reason_code(), "trace_id": trace.as_str()}),
+        ),
+        Denial::DuplicateKey { .. } => (
+            -32602,
+            d.reason(),
+            json!({"reason_code": d.reason_code(), "trace_id": trace.as_str()}),
+        ),
+        // The refusal could not be recorded: nothing about it is claimed but its trace.
+        Denial::Unavailable(o) => (-32003, o.message().to_string(), json!({"trace_id": trace.as_str()})),
+        other => {
+            let e = rpc(other, trace);
+            return json!({"jsonrpc": "2.0", "id": id, "error": e}).to_string();
+        }
+    };
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": data}}).to_string()
 }

@@ -9,14 +9,45 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
 use super::jsonguard::{BodyError, check_body};
-use crate::audit::ClientRef;
-use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::{CallCtx, Runtime, base_record};
-use crate::trace::TraceId;
+use super::respond;
+use crate::denial::{Channel, Denial, Outage};
+use crate::pipeline::Runtime;
+use crate::request::{CallCtx, ClientRef};
+
+/// Why a line is refused, and the JSON-RPC id it carried, if it was read that far.
+fn refusal(line: &str, limit: usize) -> Option<(Denial, Value)> {
+    if line.len() > limit {
+        return Some((
+            Denial::BodyTooLarge {
+                limit,
+                declared: None,
+                channel: Channel::Stdio,
+            },
+            Value::Null,
+        ));
+    }
+    match check_body(line.as_bytes()) {
+        Ok(_) => None,
+        Err(BodyError::Syntax) => Some((Denial::MalformedJson { channel: Channel::Stdio }, Value::Null)),
+        Err(BodyError::DuplicateKey(key)) => {
+            let id = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("id").cloned())
+                .unwrap_or(Value::Null);
+            Some((
+                Denial::DuplicateKey {
+                    key,
+                    channel: Channel::Stdio,
+                },
+                id,
+            ))
+        }
+    }
+}
 
 /// Returns the (reader, writer) pair `rmcp` serves on; the real stdin/stdout are behind it.
-pub fn spawn(rt: Arc<Runtime>) -> (DuplexStream, DuplexStream) {
-    let limit = rt.env.max_body_bytes;
+pub(crate) fn spawn(rt: Arc<Runtime>) -> (DuplexStream, DuplexStream) {
+    let limit = rt.env().max_body_bytes;
     let (rmcp_in, mut feed) = tokio::io::duplex(limit.saturating_mul(2).max(64 * 1024));
     let (rmcp_out, from_rmcp) = tokio::io::duplex(1 << 20);
     let (err_tx, mut err_rx) = mpsc::channel::<String>(64);
@@ -24,60 +55,22 @@ pub fn spawn(rt: Arc<Runtime>) -> (DuplexStream, DuplexStream) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let refused = if line.len() > limit {
-                Some((
-                    ReasonCode::BodyTooLarge,
-                    Value::Null,
-                    -32600,
-                    format!("the message is over the limit of {limit} bytes"),
-                ))
-            } else {
-                match check_body(line.as_bytes()) {
-                    Ok(_) => None,
-                    Err(BodyError::Syntax) => Some((
-                        ReasonCode::MalformedRequest,
-                        Value::Null,
-                        -32700,
-                        "parse error: not one JSON value".to_string(),
-                    )),
-                    Err(BodyError::DuplicateKey(k)) => {
-                        let id = serde_json::from_str::<Value>(&line)
-                            .ok()
-                            .and_then(|v| v.get("id").cloned())
-                            .unwrap_or(Value::Null);
-                        Some((
-                            ReasonCode::ArgumentsInvalid,
-                            id,
-                            -32602,
-                            format!("invalid request: duplicate key `{k}`"),
-                        ))
-                    }
-                }
-            };
+            let refused = refusal(&line, limit);
             match refused {
                 None => {
                     if feed.write_all(line.as_bytes()).await.is_err() || feed.write_all(b"\n").await.is_err() {
                         break;
                     }
                 }
-                Some((code, id, rpc_code, message)) => {
-                    let trace = TraceId::generate();
-                    let call = CallCtx {
-                        trace: trace.clone(),
-                        request_id: None,
-                        session_id: None,
-                        client: ClientRef {
-                            addr: Some("stdio".into()),
-                            user_agent: None,
-                        },
-                    };
-                    let rec = base_record(&rt, &call, None, None, Decision::Deny, code, &message);
-                    let answer = if rt.audit.append(rec).await.is_ok() {
-                        serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": rpc_code, "message": message, "data": {"trace_id": trace.as_str(), "reason_code": code.as_str()}}})
+                Some((denial, id)) => {
+                    let call = CallCtx::new(ClientRef::stdio());
+                    let recorded = rt.audit().append(denial.record(&rt.env().name, &call)).await.is_ok();
+                    let answer = if recorded {
+                        respond::stdio(&denial, &call.trace, id)
                     } else {
-                        serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32003, "message": "the audit log is unavailable; refused", "data": {"trace_id": trace.as_str()}}})
+                        respond::stdio(&Denial::Unavailable(Outage::LineUnrecorded), &call.trace, id)
                     };
-                    if err_tx.send(answer.to_string()).await.is_err() {
+                    if err_tx.send(answer).await.is_err() {
                         break;
                     }
                 }

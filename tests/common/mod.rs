@@ -3,6 +3,10 @@
 //! reads the canary (the demo upstream's calls log) and the SQLite audit store.
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(
+    unreachable_pub,
+    reason = "the harness is shared by test binaries; `pub` here reaches no other crate"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,

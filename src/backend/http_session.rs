@@ -35,15 +35,15 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 /// including the event that answers. rmcp's own default for one JSON answer and for one SSE
 /// event; an SSE stream is bounded as a whole here, so that a server cannot hold an ever
 /// longer stream of notifications in front of its answer either.
-pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// Why a request on the session failed, and whether the session is still good.
 #[derive(Debug)]
-pub struct SessionError {
-    pub detail: String,
+pub(crate) struct SessionError {
+    pub(crate) detail: String,
     /// The server no longer knows the session (or the connection is unusable): open a new
     /// one before the next request.
-    pub closed: bool,
+    pub(crate) closed: bool,
 }
 
 fn err(detail: impl std::fmt::Display, closed: bool) -> SessionError {
@@ -65,7 +65,7 @@ impl From<StreamableHttpError<reqwest::Error>> for SessionError {
     }
 }
 
-pub struct HttpSession {
+pub(crate) struct HttpSession {
     http: reqwest::Client,
     /// Parsed once: reqwest parses a URL given as text (IDNA included) on every request.
     url: reqwest::Url,
@@ -84,7 +84,7 @@ fn speaks(v: &ProtocolVersion) -> bool {
 impl HttpSession {
     /// Opens a session. `Ok(None)`: the server negotiated a version this route does not
     /// speak; use rmcp's full client instead.
-    pub async fn open(
+    pub(crate) async fn open(
         http: reqwest::Client,
         uri: &str,
         mut headers: HashMap<HeaderName, HeaderValue>,
@@ -141,7 +141,7 @@ impl HttpSession {
         }))
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
 
@@ -198,11 +198,11 @@ impl HttpSession {
         }
     }
 
-    pub async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, SessionError> {
+    pub(crate) async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, SessionError> {
         self.request(ClientRequest::CallToolRequest(CallToolRequest::new(params))).await
     }
 
-    pub async fn list_tools(&self) -> Result<Vec<Tool>, SessionError> {
+    pub(crate) async fn list_tools(&self) -> Result<Vec<Tool>, SessionError> {
         let mut tools = Vec::new();
         let mut cursor = None;
         // Bounded: a server that keeps handing out cursors cannot hold the start forever.

@@ -9,8 +9,12 @@
 //! `Accept`/`Content-Type` (406/415 there), a progress token or approval wait (notifications
 //! need rmcp's stream), and any contract that needs approval.
 //!
+//! Which route a call takes depends only on what the caller may already know: a contract's
+//! need for approval is looked at only for a tool in the caller's own list, so a forbidden
+//! tool and an unknown one take the same route and answer alike.
+//!
 //! INVARIANT: this route adds no decision of its own. Authentication, the body checks and the
-//! session owner were settled by the guard before it; the call goes to
+//! session owner were settled by the layers before it; the call goes to
 //! [`crate::pipeline::Runtime::call_tool`] like any other.
 
 use std::sync::Arc;
@@ -23,8 +27,9 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
 
-use super::mcp::RequestCtx;
+use super::http::Caller;
 use super::respond;
+use crate::denial::{Denial, Outage};
 use crate::pipeline::Runtime;
 use crate::pipeline::approval::Wait;
 
@@ -70,7 +75,7 @@ enum Method {
 }
 
 /// Which of this route's requests the body is, by its shape alone; `None`: rmcp's.
-fn body_eligible(rt: &Runtime, body: &Value) -> Option<Method> {
+fn body_eligible(rt: &Runtime, caller: &Caller, body: &Value) -> Option<Method> {
     let method = match body.get("method").and_then(Value::as_str) {
         Some("tools/call") => Method::Call,
         Some("tools/list") => Method::List,
@@ -87,11 +92,12 @@ fn body_eligible(rt: &Runtime, body: &Value) -> Option<Method> {
     {
         return None;
     }
-    // Approval flows may wait and report progress: rmcp's stream carries that.
+    // Approval flows may wait and report progress: rmcp's stream carries that. Only a tool
+    // the caller may use is looked at, so the route reveals nothing `tools/list` does not.
     let needs_approval = body
         .pointer("/params/name")
         .and_then(Value::as_str)
-        .and_then(|tool| rt.env.contracts.get(tool))
+        .and_then(|tool| rt.usable(&caller.auth, tool))
         .is_some_and(|c| c.requires_approval);
     (method == Method::List || !needs_approval).then_some(method)
 }
@@ -124,35 +130,35 @@ impl Eligible {
 
 /// Answers the request if it is this route's; otherwise hands the request's context back,
 /// and the guard passes the request on to rmcp as it came (from its bytes).
-pub async fn try_serve(
+pub(crate) async fn try_serve(
     rt: &Arc<Runtime>,
     sessions: &LocalSessionManager,
     headers: &HeaderMap,
     session_id: Option<&str>,
     body: Value,
-    rc: RequestCtx,
-) -> Result<Response, RequestCtx> {
+    caller: Caller,
+) -> Result<Response, Caller> {
     let Some(sid) = session_id else {
-        return Err(rc);
+        return Err(caller);
     };
     if !headers_acceptable(headers) || !legacy_session_version(headers) {
-        return Err(rc);
+        return Err(caller);
     }
-    let Some(method) = body_eligible(rt, &body) else {
-        return Err(rc);
+    let Some(method) = body_eligible(rt, &caller, &body) else {
+        return Err(caller);
     };
     if !sessions.has_session(&Arc::from(sid)).await.unwrap_or(false) {
-        return Err(rc);
+        return Err(caller);
     }
     let message = match Eligible::read(method, body) {
         Some(Eligible::List(id)) => {
-            let mut result = ServerResult::ListToolsResult(super::mcp::list_result(rt, &rc));
+            let mut result = ServerResult::ListToolsResult(super::mcp::list_result(rt, &caller));
             result.strip_result_type_for_legacy_peer();
             ServerJsonRpcMessage::response(result, id)
         }
         Some(Eligible::Call(id, req)) => {
-            let trace = rc.call.trace.clone();
-            let (rt, RequestCtx { auth, mut call }) = (rt.clone(), rc);
+            let trace = caller.call.trace.clone();
+            let (rt, Caller { auth, mut call }) = (rt.clone(), caller);
             call.request_id = Some(id.to_string());
             // Its own task: a client that disconnects must not cut a call short between its
             // allow record and its outcome record.
@@ -168,18 +174,15 @@ pub async fn try_serve(
                     result.strip_non_object_output_for_legacy_peer();
                     ServerJsonRpcMessage::response(result, id)
                 }
-                Ok(Err(refusal)) => ServerJsonRpcMessage::error(respond::refusal_to_error(refusal, &trace), Some(id)),
+                Ok(Err(denial)) => ServerJsonRpcMessage::error(respond::rpc(&denial, &trace), Some(id)),
                 Err(e) => {
                     tracing::error!(trace_id = %trace.as_str(), "tool call task failed: {e}");
-                    let r = crate::pipeline::unavailable(
-                        crate::decision::ReasonCode::AuditUnavailable,
-                        "the call could not be completed; see the audit record",
-                    );
-                    ServerJsonRpcMessage::error(respond::refusal_to_error(r, &trace), Some(id))
+                    let denial = Denial::Unavailable(Outage::CallIncomplete);
+                    ServerJsonRpcMessage::error(respond::rpc(&denial, &trace), Some(id))
                 }
             }
         }
-        None => return Err(rc),
+        None => return Err(caller),
     };
     let bytes = serde_json::to_vec(&message).unwrap_or_default();
     let mut resp = Response::new(Body::from(bytes));

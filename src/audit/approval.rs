@@ -1,5 +1,6 @@
 //! Approval requests: what a call that needs a human is bound to, and the rules that move a
-//! request from pending to approved, denied, expired or executed.
+//! request from pending to approved, denied, expired or executed. They live with the audit
+//! log because approval state changes only in the log's own transactions.
 //!
 //! The rules here are pure; a store applies them through [`Table`] inside the same
 //! transaction that appends the audit record describing each step, so a step either happens
@@ -11,93 +12,75 @@
 //! one, and only for a call with the request's exact binding (environment, tool, requester,
 //! canonical-argument digest, contract digest) before its expiry.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::audit::{ApprovalRef, AuditError, AuditRecord, PrincipalRef};
-use crate::decision::{Decision, ReasonCode};
+use super::AuditError;
+use super::record::{ApprovalRef, AuditRecord};
+use crate::decision::{Decision, ReasonCode, vocabulary};
+use crate::identity::Principal;
+use crate::policy::{ApprovalFacts, PolicyEngine};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Approved,
-    Denied,
-    Expired,
-    Executed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Approved => "approved",
-            Status::Denied => "denied",
-            Status::Expired => "expired",
-            Status::Executed => "executed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Status::Pending,
-            "approved" => Status::Approved,
-            "denied" => Status::Denied,
-            "expired" => Status::Expired,
-            "executed" => Status::Executed,
-            _ => return None,
-        })
+vocabulary! {
+    pub(crate) enum Status {
+        Pending = "pending",
+        Approved = "approved",
+        Denied = "denied",
+        Expired = "expired",
+        Executed = "executed",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Approve,
-    Deny,
+vocabulary! {
+    pub(crate) enum Verdict {
+        Approve = "approve",
+        Deny = "deny",
+    }
 }
 
 /// What a request is for. A repeated call releases a request only if all of it is equal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Binding {
-    pub env: String,
-    pub tool: String,
-    pub requester_iss: String,
-    pub requester_sub: String,
-    pub args_digest: String,
-    pub contract_digest: String,
+pub(crate) struct Binding {
+    pub(crate) env: String,
+    pub(crate) tool: String,
+    pub(crate) requester_iss: String,
+    pub(crate) requester_sub: String,
+    pub(crate) args_digest: String,
+    pub(crate) contract_digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Vote {
-    pub approver_iss: String,
-    pub approver_sub: String,
-    pub verdict: Verdict,
-    pub reason: String,
-    pub at_ms: i64,
+pub(crate) struct Vote {
+    pub(crate) approver_iss: String,
+    pub(crate) approver_sub: String,
+    pub(crate) verdict: Verdict,
+    pub(crate) reason: String,
+    pub(crate) at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Request {
-    pub id: String,
+pub(crate) struct Request {
+    pub(crate) id: String,
     #[serde(flatten)]
-    pub binding: Binding,
+    pub(crate) binding: Binding,
     /// The arguments with sensitive values redacted: what an approver sees.
-    pub args: Value,
-    pub side_effects: String,
-    pub approver_roles: Vec<String>,
+    pub(crate) args: Value,
+    pub(crate) side_effects: String,
+    pub(crate) approver_roles: Vec<String>,
     /// Distinct approvals needed.
-    pub required: u32,
+    pub(crate) required: u32,
     /// The trace ID of the call that opened the request; every step is recorded under it.
-    pub trace_id: String,
-    pub created_ms: i64,
-    pub expires_ms: i64,
-    pub status: Status,
-    pub votes: Vec<Vote>,
+    pub(crate) trace_id: String,
+    pub(crate) created_ms: i64,
+    pub(crate) expires_ms: i64,
+    pub(crate) status: Status,
+    pub(crate) votes: Vec<Vote>,
 }
 
 impl Request {
-    pub fn approvals(&self) -> usize {
+    pub(crate) fn approvals(&self) -> usize {
         self.votes.iter().filter(|v| v.verdict == Verdict::Approve).count()
     }
 
@@ -115,7 +98,7 @@ impl Request {
     }
 
     /// The request as an audit record names it: its id and who approved it.
-    pub fn approval_ref(&self) -> ApprovalRef {
+    pub(crate) fn approval_ref(&self) -> ApprovalRef {
         let approvers = self.approvers();
         ApprovalRef {
             id: self.id.clone(),
@@ -124,28 +107,29 @@ impl Request {
     }
 }
 
-/// Someone deciding on a request.
-#[derive(Debug, Clone)]
-pub struct Approver {
-    pub principal: PrincipalRef,
-}
-
-impl Approver {
-    pub fn may_approve(&self, req: &Request) -> bool {
-        req.approver_roles.iter().any(|r| self.principal.roles.contains(r))
+impl Request {
+    /// The request as a policy engine sees it.
+    pub(crate) fn facts(&self) -> ApprovalFacts<'_> {
+        ApprovalFacts {
+            env: &self.binding.env,
+            tool: &self.binding.tool,
+            approver_roles: &self.approver_roles,
+        }
     }
 }
 
 /// One step asked of the store.
 #[derive(Debug, Clone)]
-pub enum Op {
+pub(crate) enum Op {
     /// A valid call to a tool that needs approval: release a request granted for exactly
     /// this call, report a pending or denied one, or open `new`.
     Call { new: Box<Request>, template: Box<AuditRecord> },
     /// An approver approves or denies request `id`.
     Decide {
         id: String,
-        approver: Box<Approver>,
+        approver: Box<Principal>,
+        /// Asked, inside the transaction, whether the approver may decide the request.
+        policy: Arc<dyn PolicyEngine>,
         verdict: Verdict,
         reason: String,
         now_ms: i64,
@@ -157,7 +141,7 @@ pub enum Op {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Refused {
+pub(crate) enum Refused {
     NotFound,
     NotApprover,
     OwnRequest,
@@ -166,7 +150,7 @@ pub enum Refused {
 }
 
 impl Refused {
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Refused::NotFound => "no such approval request in this environment",
             Refused::NotApprover => "the caller holds none of this request's approver roles",
@@ -178,7 +162,7 @@ impl Refused {
 }
 
 #[derive(Debug, Clone)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A new request; nothing ran.
     Opened(Box<Request>),
     /// The same call is already waiting for a decision; nothing ran.
@@ -191,14 +175,14 @@ pub enum Answer {
     /// A decision was taken; the request as it now stands.
     Decided(Box<Request>),
     /// A decision was refused (and recorded).
-    Refused { reason: Refused, request: Option<Box<Request>> },
+    Refused { reason: Refused },
     /// How many requests expired.
     Expired(usize),
 }
 
 /// The store's side of a transaction: read and change approval state. Every method runs
 /// inside the transaction that [`apply`] was called in.
-pub trait Table {
+pub(crate) trait Table {
     /// The newest request with this binding that is pending, approved or denied and not yet
     /// expired at `now_ms`.
     fn find_open(&mut self, binding: &Binding, now_ms: i64) -> Result<Option<Request>, AuditError>;
@@ -216,19 +200,19 @@ pub trait Table {
 /// call's trace ID.
 fn step_record(template: &AuditRecord, req: &Request, decision: Decision, code: ReasonCode, reason: String) -> AuditRecord {
     let mut rec = template.clone();
-    rec.trace_id.clone_from(&req.trace_id);
+    rec.trace_id = crate::trace::TraceId::from_record(&req.trace_id);
     rec.tool = Some(req.binding.tool.clone());
     rec.args_digest = Some(req.binding.args_digest.clone());
     rec.args = Some(req.args.clone());
     rec.contract_digest = Some(req.binding.contract_digest.clone());
     rec.approval = Some(req.approval_ref());
-    rec.decision = decision.as_str().into();
-    rec.reason_code = code.as_str().into();
+    rec.decision = decision;
+    rec.reason_code = code;
     rec.reason = reason;
     rec
 }
 
-pub fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
+pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
     match op {
         Op::Call { new, template } => {
             let now_ms = new.created_ms;
@@ -285,6 +269,7 @@ pub fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
         Op::Decide {
             id,
             approver,
+            policy,
             verdict,
             reason,
             now_ms,
@@ -292,17 +277,14 @@ pub fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
         } => {
             let Some(mut req) = table.get(&template.env, &id)? else {
                 let mut rec = template.as_ref().clone();
-                rec.decision = Decision::Deny.as_str().into();
-                rec.reason_code = ReasonCode::ApprovalRefused.as_str().into();
+                rec.decision = Decision::Deny;
+                rec.reason_code = ReasonCode::ApprovalRefused;
                 rec.reason = format!("{} decision on unknown approval request refused", verdict_word(verdict));
                 table.append(rec)?;
-                return Ok(Answer::Refused {
-                    reason: Refused::NotFound,
-                    request: None,
-                });
+                return Ok(Answer::Refused { reason: Refused::NotFound });
             };
-            let p = &approver.principal;
-            let refused = if !approver.may_approve(&req) {
+            let p = approver.as_ref();
+            let refused = if !policy.may_approve(p, &req.facts()).allowed() {
                 Some(Refused::NotApprover)
             } else if req.is_requester(&p.iss, &p.sub) {
                 Some(Refused::OwnRequest)
@@ -322,10 +304,7 @@ pub fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
                     r.message()
                 );
                 table.append(step_record(&template, &req, Decision::Deny, ReasonCode::ApprovalRefused, text))?;
-                return Ok(Answer::Refused {
-                    reason: r,
-                    request: Some(Box::new(req)),
-                });
+                return Ok(Answer::Refused { reason: r });
             }
             let vote = Vote {
                 approver_iss: p.iss.clone(),
@@ -400,19 +379,19 @@ fn verdict_word(v: Verdict) -> &'static str {
 
 /// An approver's reason as it may be stored and shown: trimmed, no control characters
 /// except newlines, at most 500 characters. `None` when nothing is left.
-pub fn clean_reason(reason: &str) -> Option<String> {
+pub(crate) fn clean_reason(reason: &str) -> Option<String> {
     let cleaned: String = reason.trim().chars().filter(|c| *c == '\n' || !c.is_control()).take(500).collect();
     (!cleaned.trim().is_empty()).then_some(cleaned)
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-pub fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
@@ -473,7 +452,7 @@ mod tests {
 
     fn template(sub: Option<&str>, roles: &[&str]) -> AuditRecord {
         let mut r = crate::audit::record::tests::blank("dev", "t-new");
-        r.principal = sub.map(|s| PrincipalRef {
+        r.principal = sub.map(|s| Principal {
             sub: s.into(),
             iss: "iss".into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
@@ -523,9 +502,8 @@ mod tests {
             t,
             Op::Decide {
                 id: id.into(),
-                approver: Box::new(Approver {
-                    principal: template(Some(who), roles).principal.unwrap(),
-                }),
+                approver: Box::new(template(Some(who), roles).principal.unwrap()),
+                policy: Arc::new(crate::policy::RolePolicy),
                 verdict,
                 reason: "ok".into(),
                 now_ms: now,
@@ -548,8 +526,8 @@ mod tests {
         // A second repetition opens a new request instead of running again.
         assert!(matches!(call(&mut t, "r6", "alice", "d1", 5), Answer::Opened(r) if r.id == "r6"));
         // Every step is recorded under the original call's trace.
-        let released = t.records.iter().find(|r| r.reason_code == "allowed").unwrap();
-        assert_eq!(released.trace_id, "trace-r1");
+        let released = t.records.iter().find(|r| r.reason_code == ReasonCode::Allowed).unwrap();
+        assert_eq!(released.trace_id.as_str(), "trace-r1");
         assert_eq!(released.approval.as_ref().unwrap().approver.as_deref(), Some("bob"));
     }
 
@@ -582,7 +560,7 @@ mod tests {
             }
         ));
         assert_eq!(t.reqs["r1"].status, Status::Pending);
-        assert!(t.records.iter().filter(|r| r.reason_code == "approval_refused").count() == 3);
+        assert!(t.records.iter().filter(|r| r.reason_code == ReasonCode::ApprovalRefused).count() == 3);
     }
 
     #[test]
@@ -747,7 +725,7 @@ mod tests {
                     }
                 }
                 // Every release has its allow record, and nothing else is an allow for a tool.
-                let allows = t.records.iter().filter(|r| r.reason_code == "allowed").count();
+                let allows = t.records.iter().filter(|r| r.reason_code == ReasonCode::Allowed).count();
                 prop_assert_eq!(allows, released.len());
             }
         }

@@ -1,0 +1,231 @@
+//! One type for every refusal, with a variant per reason and its typed data. The audit
+//! record of a refusal is made from it here ([`Denial::record`]); the client's answer is made
+//! from it in one place too (`server::respond`), so the two cannot drift apart.
+//!
+//! Where the same refusal reads differently on the stdio transport or the approvals API,
+//! the variant says which [`Channel`] refused it.
+
+use std::time::Duration;
+
+use crate::audit::approval::Refused;
+use crate::audit::record::AuditRecord;
+use crate::contract::ArgError;
+use crate::decision::{Decision, ReasonCode};
+use crate::identity::AuthnError;
+use crate::request::CallCtx;
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    /// `/mcp` over HTTP.
+    Mcp,
+    /// The approvals API (`/api/…`).
+    Api,
+    /// One line of the stdio transport.
+    Stdio,
+}
+
+/// Why a session ID was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionRefusal {
+    OtherIdentity,
+    NotOpen,
+    TableUnavailable,
+}
+
+/// What the gateway cannot do safely right now; nothing ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outage {
+    /// A refusal could not be recorded, so it is not answered as one.
+    RefusalUnrecorded,
+    /// The allow record could not be written.
+    AllowUnrecorded,
+    ApprovalStore,
+    /// The store answered an approval step with something that step cannot produce.
+    OutOfTurn,
+    /// The task running a call failed (its records say how far it got).
+    CallIncomplete,
+    /// The transport attached no request context: a wiring fault.
+    ContextMissing,
+    /// A transport refusal could not be recorded.
+    RequestUnrecorded,
+    /// The approvals API could not read or write the store.
+    ApprovalApi,
+    /// A refused stdio line could not be recorded.
+    LineUnrecorded,
+}
+
+impl Outage {
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Outage::RefusalUnrecorded => "the audit log is unavailable; the call was refused",
+            Outage::AllowUnrecorded => "the audit log is unavailable; the call was refused and nothing ran",
+            Outage::ApprovalStore => "the approval store or audit log is unavailable; the call was refused and nothing ran",
+            Outage::OutOfTurn => "the approval store answered out of turn; refused",
+            Outage::CallIncomplete => "the call could not be completed; see the audit record",
+            Outage::ContextMissing => "request context missing; refused",
+            Outage::RequestUnrecorded => "the audit log is unavailable; the request was refused",
+            Outage::ApprovalApi => "the approval store is unavailable",
+            Outage::LineUnrecorded => "the audit log is unavailable; refused",
+        }
+    }
+}
+
+/// A request of the approvals API that is not one it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiProblem {
+    Query,
+    StatusValue,
+    Body,
+    EmptyReason,
+}
+
+impl ApiProblem {
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            ApiProblem::Query => "the only query parameter is `status` (pending, approved, denied, expired, executed or all)",
+            ApiProblem::StatusValue => "`status` must be pending, approved, denied, expired, executed or all",
+            ApiProblem::Body => "the body must be a JSON object with one string field, `reason`",
+            ApiProblem::EmptyReason => "`reason` must not be empty",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Denial {
+    /// A `Host` this listener does not serve (DNS rebinding); `host` is cleaned.
+    HostNotServed {
+        host: String,
+    },
+    /// A browser page of another origin; `origin` is cleaned.
+    OriginNotAllowed {
+        origin: String,
+    },
+    TokenInQuery,
+    BodyTooLarge {
+        limit: usize,
+        /// What `Content-Length` declared, when that alone was over the limit.
+        declared: Option<usize>,
+        channel: Channel,
+    },
+    Unauthenticated {
+        error: AuthnError,
+        channel: Channel,
+        /// Whether any token was sent (the challenge differs).
+        token_sent: bool,
+    },
+    MalformedJson {
+        channel: Channel,
+    },
+    DuplicateKey {
+        key: String,
+        channel: Channel,
+    },
+    Session(SessionRefusal),
+    CertificateRefused {
+        why: String,
+    },
+    /// Unknown and forbidden tools alike; `tool` is what the caller named.
+    ToolNotAvailable {
+        tool: String,
+    },
+    ArgumentsInvalid {
+        tool: String,
+        errors: Vec<ArgError>,
+    },
+    RateLimited {
+        tool: String,
+        retry_after: Duration,
+    },
+    /// A decision on an approval request refused (the approval rules record it).
+    Approval(Refused),
+    Api(ApiProblem),
+    Unavailable(Outage),
+}
+
+/// Caller-chosen names go into records and messages only when printable and short.
+pub(crate) fn printable(name: &str) -> String {
+    if name.len() <= 128 && name.chars().all(|c| c.is_ascii_graphic()) {
+        name.to_string()
+    } else {
+        format!("(unprintable, {} bytes)", name.len())
+    }
+}
+
+impl Denial {
+    pub(crate) fn reason_code(&self) -> ReasonCode {
+        match self {
+            Denial::HostNotServed { .. } | Denial::OriginNotAllowed { .. } => ReasonCode::OriginRefused,
+            Denial::TokenInQuery => ReasonCode::TokenOutsideHeader,
+            Denial::BodyTooLarge { .. } => ReasonCode::BodyTooLarge,
+            Denial::Unauthenticated { error, .. } => error.reason_code(),
+            Denial::MalformedJson { .. } | Denial::Api(_) => ReasonCode::MalformedRequest,
+            Denial::DuplicateKey { .. } | Denial::ArgumentsInvalid { .. } => ReasonCode::ArgumentsInvalid,
+            Denial::Session(_) => ReasonCode::SessionNotOwned,
+            Denial::CertificateRefused { .. } => ReasonCode::CertificateRefused,
+            Denial::ToolNotAvailable { .. } => ReasonCode::ToolNotAvailable,
+            Denial::RateLimited { .. } => ReasonCode::RateLimited,
+            Denial::Approval(_) => ReasonCode::ApprovalRefused,
+            Denial::Unavailable(_) => ReasonCode::AuditUnavailable,
+        }
+    }
+
+    /// What the audit record says: specific, never a secret.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Denial::HostNotServed { host } => format!("Host `{host}` is not served by this listener"),
+            Denial::OriginNotAllowed { origin } => format!("Origin `{origin}` is not allowed"),
+            Denial::TokenInQuery => "a token was sent in the query string".into(),
+            Denial::BodyTooLarge { limit, declared, channel } => match (channel, declared) {
+                (Channel::Mcp, Some(n)) => format!("body of {n} bytes is over the limit of {limit}"),
+                (Channel::Mcp, None) => format!("body is over the limit of {limit} bytes"),
+                (Channel::Api, _) => format!("approvals API body over {limit} bytes"),
+                (Channel::Stdio, _) => format!("the message is over the limit of {limit} bytes"),
+            },
+            Denial::Unauthenticated { error, channel, .. } => match channel {
+                Channel::Api => format!("approvals API: {}", error.audit_reason()),
+                Channel::Mcp | Channel::Stdio => error.audit_reason(),
+            },
+            Denial::MalformedJson { channel } => match channel {
+                Channel::Stdio => "parse error: not one JSON value".into(),
+                Channel::Mcp | Channel::Api => "the body is not one well-formed JSON value".into(),
+            },
+            Denial::DuplicateKey { key, channel } => match channel {
+                Channel::Stdio => format!("invalid request: duplicate key `{key}`"),
+                Channel::Mcp | Channel::Api => format!("duplicate key `{key}` in the request"),
+            },
+            Denial::Session(SessionRefusal::OtherIdentity) => "the session belongs to another identity".into(),
+            Denial::Session(SessionRefusal::NotOpen) => {
+                "the session is not open on this gateway (closed, idle too long, or never opened)".into()
+            }
+            Denial::Session(SessionRefusal::TableUnavailable) => "the session table is unavailable".into(),
+            Denial::CertificateRefused { why } => format!("TLS handshake refused: {why}"),
+            Denial::ToolNotAvailable { .. } => "no contract for this tool in this environment allows the caller's roles".into(),
+            Denial::ArgumentsInvalid { errors, .. } => format!("invalid arguments: {}", listed(errors)),
+            Denial::RateLimited { .. } => "rate limit of the contract reached".into(),
+            Denial::Approval(r) => r.message().into(),
+            Denial::Api(p) => p.message().into(),
+            Denial::Unavailable(o) => o.message().into(),
+        }
+    }
+
+    /// The refusal's record: decision `deny`, its reason code and reason, about the
+    /// request `ctx`; the caller adds what else it knows (principal, tool, arguments).
+    pub(crate) fn record(&self, env: &str, ctx: &CallCtx) -> AuditRecord {
+        AuditRecord::new(env, ctx, Decision::Deny, self.reason_code(), self.reason())
+    }
+
+    /// An HTTP 401 (not 403 or 503): the refusals an authentication-failure budget counts.
+    pub(crate) fn is_unauthorized(&self) -> bool {
+        matches!(self, Denial::TokenInQuery | Denial::Unauthenticated { .. })
+    }
+}
+
+/// Every offending argument and its rule, as one sentence.
+pub(crate) fn listed(errors: &[ArgError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("`{}` {}", e.argument, e.rule))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

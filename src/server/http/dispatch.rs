@@ -1,0 +1,53 @@
+//! The last step: hands the request, with its proven caller, to the direct route
+//! (`direct.rs`: `tools/call` and `tools/list` on an open session, in this task) or else to
+//! rmcp's streamable HTTP service.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{Caller, Exchange, HttpState};
+use crate::pipeline::authn::Authenticated;
+
+/// The answer, and whether the direct route gave it.
+pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authenticated, next: Next) -> (Response, bool) {
+    let Exchange {
+        mut ctx,
+        arrived,
+        parts,
+        bytes,
+        parsed,
+        ..
+    } = ex;
+    let parsed = parsed.and_then(Result::ok);
+    let is_call = parsed.as_ref().and_then(|v| v.get("method")).and_then(Value::as_str) == Some("tools/call");
+    ctx.request_id = match parsed.as_ref().and_then(|v| v.get("id")) {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(other.to_string()),
+    };
+    let caller = Caller { auth, call: ctx };
+    let direct = match parsed {
+        Some(body) if parts.method == Method::POST => {
+            let sid = caller.call.session_id.clone();
+            crate::server::direct::try_serve(&st.rt, &st.mcp_sessions, &parts.headers, sid.as_deref(), body, caller).await
+        }
+        _ => Err(caller),
+    };
+    let answered = match direct {
+        Ok(resp) => (resp, true),
+        Err(caller) => {
+            let mut req = Request::from_parts(parts, Body::from(bytes));
+            req.extensions_mut().insert(caller);
+            (next.run(req).await, false)
+        }
+    };
+    if is_call {
+        st.call_seconds.observe(arrived.elapsed());
+    }
+    answered
+}

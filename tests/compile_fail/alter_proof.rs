@@ -1,0 +1,5 @@
+// expect: error[E0616]
+// A proof cannot be altered to vouch for another allow record.
+pub fn retarget(mut proof: capgate::pipeline::Audited) {
+    proof.seq = 7;
+}
