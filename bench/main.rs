@@ -700,7 +700,7 @@ fn main() {
             );
             let _ = std::io::stdout().flush();
             // Stopped by a signal, the servers it started go with it (`World`'s drop).
-            rt.block_on(capgate::server::wait_for_signal());
+            rt.block_on(async { capgate::server::StopSignals::install().wait().await });
             drop(w);
         }
         Cmd::Instructions { requests, capgate, keep } => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
-# Python SDK from tests/interop/requirements.txt, the MCP Inspector and playwright-core from
+# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, the MCP Inspector and playwright-core from
 # their package-lock) and, as root on Debian, Chromium for the console's browser test; then
 # runs `cargo test`. Extra arguments go to cargo test.
 set -euo pipefail
@@ -11,6 +11,16 @@ import importlib.metadata as m
 want = dict(l.split("==") for l in open("tests/interop/requirements.txt") if "==" in l)
 assert all(m.version(k.strip()) == v.strip() for k, v in want.items())
 PY
+
+# OpenSSL reads the keys capgate writes (tests/hardening.rs).
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "OpenSSL is needed for the key format test: apt-get install openssl" >&2
+    exit 2
+  fi
+fi
 
 if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -95,6 +95,16 @@ vocabulary! {
         KeysUnavailable = "keys_unavailable",
         BackendError = "backend_error",
         Executed = "executed",
+        /// A call was allowed, and no outcome was recorded for it in time: the gateway that
+        /// ran it stopped, or lost its store, before recording it.
+        OutcomeUnknown = "outcome_unknown",
+        MethodNotFound = "method_not_found",
+        ProtocolUnsupported = "protocol_unsupported",
+        RequestTimeout = "request_timeout",
+        ConnectionRefused = "connection_refused",
+        ApprovalLimit = "approval_limit",
+        ToolDefinitionChanged = "tool_definition_changed",
+        ApprovalTampered = "approval_tampered",
     }
 }
 

@@ -76,6 +76,8 @@ impl Outage {
 pub(crate) enum ApiProblem {
     Query,
     StatusValue,
+    Limit,
+    Cursor,
     Body,
     EmptyReason,
 }
@@ -83,7 +85,11 @@ pub(crate) enum ApiProblem {
 impl ApiProblem {
     pub(crate) fn message(self) -> &'static str {
         match self {
-            ApiProblem::Query => "the only query parameter is `status` (pending, approved, denied, expired, executed or all)",
+            ApiProblem::Query => {
+                "the query parameters are `status` (pending, approved, denied, expired, executed or all), `limit` and `before`"
+            }
+            ApiProblem::Limit => "`limit` must be 1 to 500",
+            ApiProblem::Cursor => "`before` must be the `x-capgate-next-page` of a previous page",
             ApiProblem::StatusValue => "`status` must be pending, approved, denied, expired, executed or all",
             ApiProblem::Body => "the body must be a JSON object with one string field, `reason`",
             ApiProblem::EmptyReason => "`reason` must not be empty",
@@ -121,6 +127,44 @@ pub(crate) enum Denial {
         key: String,
         channel: Channel,
     },
+    /// An HTTP method `/mcp` does not take (405).
+    HttpMethod {
+        method: String,
+    },
+    /// A body that is not `application/json` (415); the type as sent, cleaned.
+    ContentType {
+        content_type: String,
+    },
+    /// An `Accept` that leaves out what the answer may be (406).
+    NotAcceptable,
+    /// A request that needs a session and names none (400).
+    SessionRequired,
+    /// An `MCP-Protocol-Version` this gateway does not speak (400); as sent, cleaned.
+    ProtocolUnsupported {
+        version: String,
+    },
+    /// Not a JSON-RPC message this gateway takes (-32600).
+    InvalidRequest {
+        problem: &'static str,
+    },
+    /// A method this gateway does not serve (-32601).
+    MethodNotFound {
+        method: String,
+    },
+    /// A known method with params of the wrong shape (-32602).
+    InvalidParams {
+        problem: &'static str,
+    },
+    /// A body that did not arrive within the body deadline (408).
+    BodyTimeout {
+        after: Duration,
+    },
+    /// Connections of one source over its limit, closed as they came (`refused` since the
+    /// source's last such record).
+    TooManyConnections {
+        limit: usize,
+        refused: u64,
+    },
     Session(SessionRefusal),
     CertificateRefused {
         why: String,
@@ -129,16 +173,32 @@ pub(crate) enum Denial {
     ToolNotAvailable {
         tool: String,
     },
+    /// The first problems, and how many more there were.
     ArgumentsInvalid {
         tool: String,
         errors: Vec<ArgError>,
+        more: usize,
     },
     RateLimited {
         tool: String,
         retry_after: Duration,
     },
+    /// The upstream's definition of the tool no longer matches its pin (src/pins.rs).
+    ToolStopped {
+        tool: String,
+    },
     /// A decision on an approval request refused (the approval rules record it).
     Approval(Refused),
+    /// No approval request opened: the requester has `open` open, the most allowed (the
+    /// approval rules record it).
+    ApprovalLimit {
+        open: usize,
+    },
+    /// The approval request for this call failed its integrity check (the approval rules
+    /// record it).
+    ApprovalTampered {
+        id: String,
+    },
     Api(ApiProblem),
     Unavailable(Outage),
 }
@@ -159,13 +219,27 @@ impl Denial {
             Denial::TokenInQuery => ReasonCode::TokenOutsideHeader,
             Denial::BodyTooLarge { .. } => ReasonCode::BodyTooLarge,
             Denial::Unauthenticated { error, .. } => error.reason_code(),
-            Denial::MalformedJson { .. } | Denial::Api(_) => ReasonCode::MalformedRequest,
+            Denial::MalformedJson { .. }
+            | Denial::Api(_)
+            | Denial::HttpMethod { .. }
+            | Denial::ContentType { .. }
+            | Denial::NotAcceptable
+            | Denial::SessionRequired
+            | Denial::InvalidRequest { .. }
+            | Denial::InvalidParams { .. } => ReasonCode::MalformedRequest,
+            Denial::MethodNotFound { .. } => ReasonCode::MethodNotFound,
+            Denial::ProtocolUnsupported { .. } => ReasonCode::ProtocolUnsupported,
+            Denial::BodyTimeout { .. } => ReasonCode::RequestTimeout,
+            Denial::TooManyConnections { .. } => ReasonCode::ConnectionRefused,
             Denial::DuplicateKey { .. } | Denial::ArgumentsInvalid { .. } => ReasonCode::ArgumentsInvalid,
             Denial::Session(_) => ReasonCode::SessionNotOwned,
             Denial::CertificateRefused { .. } => ReasonCode::CertificateRefused,
             Denial::ToolNotAvailable { .. } => ReasonCode::ToolNotAvailable,
             Denial::RateLimited { .. } => ReasonCode::RateLimited,
+            Denial::ToolStopped { .. } => ReasonCode::ToolDefinitionChanged,
             Denial::Approval(_) => ReasonCode::ApprovalRefused,
+            Denial::ApprovalLimit { .. } => ReasonCode::ApprovalLimit,
+            Denial::ApprovalTampered { .. } => ReasonCode::ApprovalTampered,
             Denial::Unavailable(_) => ReasonCode::AuditUnavailable,
         }
     }
@@ -194,6 +268,20 @@ impl Denial {
                 Channel::Stdio => format!("invalid request: duplicate key `{key}`"),
                 Channel::Mcp | Channel::Api => format!("duplicate key `{key}` in the request"),
             },
+            Denial::HttpMethod { method } => format!("HTTP method `{method}` is not taken at /mcp (POST, GET and DELETE are)"),
+            Denial::ContentType { content_type } => format!("Content-Type `{content_type}` is not application/json"),
+            Denial::NotAcceptable => "the Accept header must list both application/json and text/event-stream".into(),
+            Denial::SessionRequired => "the request names no MCP session: send `initialize` first, then its Mcp-Session-Id".into(),
+            Denial::ProtocolUnsupported { version } => format!("MCP-Protocol-Version `{version}` is not one this gateway speaks"),
+            Denial::InvalidRequest { problem } => format!("invalid JSON-RPC request: {problem}"),
+            Denial::MethodNotFound { method } => format!("method not found: {method}"),
+            Denial::InvalidParams { problem } => format!("invalid params: {problem}"),
+            Denial::BodyTimeout { after } => format!("the body did not arrive within {}s", after.as_secs_f64()),
+            Denial::TooManyConnections { limit, refused } => {
+                format!(
+                    "{refused} connection(s) from this source closed as accepted: it holds {limit} already (max_connections_per_source)"
+                )
+            }
             Denial::Session(SessionRefusal::OtherIdentity) => "the session belongs to another identity".into(),
             Denial::Session(SessionRefusal::NotOpen) => {
                 "the session is not open on this gateway (closed, idle too long, or never opened)".into()
@@ -201,9 +289,16 @@ impl Denial {
             Denial::Session(SessionRefusal::TableUnavailable) => "the session table is unavailable".into(),
             Denial::CertificateRefused { why } => format!("TLS handshake refused: {why}"),
             Denial::ToolNotAvailable { .. } => "no contract for this tool in this environment allows the caller's roles".into(),
-            Denial::ArgumentsInvalid { errors, .. } => format!("invalid arguments: {}", listed(errors)),
+            Denial::ArgumentsInvalid { errors, more, .. } => format!("invalid arguments: {}", listed(errors, *more)),
             Denial::RateLimited { .. } => "rate limit of the contract reached".into(),
+            Denial::ToolStopped { .. } => {
+                "the upstream's definition of the tool changed since it was pinned; stopped until re-pinned".into()
+            }
             Denial::Approval(r) => r.message().into(),
+            Denial::ApprovalTampered { id } => format!("approval request {id} failed its integrity check"),
+            Denial::ApprovalLimit { open } => {
+                format!("approval request refused: the requester has {open} open approval requests, the most allowed")
+            }
             Denial::Api(p) => p.message().into(),
             Denial::Unavailable(o) => o.message().into(),
         }
@@ -221,11 +316,15 @@ impl Denial {
     }
 }
 
-/// Every offending argument and its rule, as one sentence.
-pub(crate) fn listed(errors: &[ArgError]) -> String {
-    errors
+/// The offending arguments named and their rules, as one sentence, and how many more.
+pub(crate) fn listed(errors: &[ArgError], more: usize) -> String {
+    let mut text = errors
         .iter()
         .map(|e| format!("`{}` {}", e.argument, e.rule))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
 }

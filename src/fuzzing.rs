@@ -34,17 +34,61 @@ pub fn arg_types(data: &[u8]) {
     for v in candidates {
         if spec.check(&v).is_ok()
             && let Value::String(s) = &v
-            && !matches!(spec.ty, crate::contract::ArgType::Regex { .. })
-            && (s.trim() != s || s.chars().any(char::is_control))
         {
-            panic!("accepted a non-canonical value for `{decl}`");
+            if !matches!(spec.ty, crate::contract::ArgType::Regex { .. }) && (s.trim() != s || s.chars().any(char::is_control)) {
+                panic!("accepted a non-canonical value for `{decl}`");
+            }
+            if let Some(why) = ipv4_through_ipv6(&spec.ty, s) {
+                panic!("`{decl}` accepted `{s}`: {why}");
+            }
         }
     }
 }
 
-/// Request-body guard: never accepts what serde_json refuses, never refuses valid JSON
-/// without duplicate keys.
+/// Why an accepted `ip` or `cidr` value names IPv4 space through IPv6, if it does: checked
+/// here against the address ranges directly, not through the validator's own table.
+fn ipv4_through_ipv6(ty: &crate::contract::ArgType, s: &str) -> Option<&'static str> {
+    use std::net::Ipv6Addr;
+    use std::str::FromStr;
+    // The first address of a range and its prefix: IPv4-mapped, SIIT, NAT64 (two), 6to4,
+    // Teredo, IPv4-compatible.
+    let embeds = |a: &Ipv6Addr| -> bool {
+        let seg = a.segments();
+        a.to_ipv4_mapped().is_some()
+            || seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0
+            || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            || seg[..3] == [0x64, 0xff9b, 1]
+            || seg[0] == 0x2002
+            || seg[..2] == [0x2001, 0]
+            || (seg[..6] == [0; 6] && u128::from(*a) > 1)
+    };
+    match ty {
+        crate::contract::ArgType::Ip(_) => {
+            let a = Ipv6Addr::from_str(s).ok()?;
+            embeds(&a).then_some("an IPv6 address that carries an IPv4 address")
+        }
+        crate::contract::ArgType::Cidr { min_prefix, .. } => {
+            let net = ipnet::Ipv6Net::from_str(s).ok()?;
+            if embeds(&net.network()) && embeds(&net.broadcast()) {
+                return Some("an IPv6 network inside space that carries IPv4 addresses");
+            }
+            // Holding the IPv4-mapped range holds all of IPv4: refused wherever the prefix is
+            // bounded.
+            let mapped = Ipv6Addr::from_str("::ffff:0:0").ok()?;
+            (*min_prefix > 0 && net.prefix_len() <= 96 && net.contains(&mapped))
+                .then_some("an IPv6 network that holds all of IPv4 under a prefix bound")
+        }
+        _ => None,
+    }
+}
+
+/// Request-body guard and JSON-RPC envelope: the guard never accepts what serde_json
+/// refuses, never refuses valid JSON without duplicate keys; what the envelope passes is one
+/// object with `jsonrpc` "2.0", an id that is a string or an integer, a method spelled
+/// exactly as MCP spells it, and params of that method's shape; the facts a record takes
+/// from any body are bounded and printable.
 pub fn request_body(data: &[u8]) {
+    use crate::server::envelope::{Kind, check, facts};
     let ours = crate::server::jsonguard::check_body(data);
     let serde: Result<Value, _> = serde_json::from_slice(data);
     match (&ours, &serde) {
@@ -54,6 +98,49 @@ pub fn request_body(data: &[u8]) {
         // sees the body the client sent, nothing else.
         (Ok(a), Ok(b)) if a != b => panic!("the guard read another value than serde_json"),
         _ => {}
+    }
+    let Ok(v) = ours else { return };
+    let f = facts(&v);
+    for text in [&f.method, &f.tool, &f.request_id].into_iter().flatten() {
+        if text.len() > 4 * 128 || text.chars().any(char::is_control) {
+            panic!("a record would carry an unbounded or unprintable fact: {text:?}");
+        }
+    }
+    let Ok(kind) = check(&v) else { return };
+    let Some(msg) = v.as_object() else {
+        panic!("the envelope passed a non-object")
+    };
+    if msg.get("jsonrpc") != Some(&Value::from("2.0")) {
+        panic!("the envelope passed a message without jsonrpc 2.0");
+    }
+    if let Some(id) = msg.get("id")
+        && !(id.is_string() || id.is_i64() || id.is_u64())
+    {
+        panic!("the envelope passed an id of type {id}");
+    }
+    let method = match kind {
+        Kind::Response => return,
+        Kind::Request(m) | Kind::Notification(m) => m,
+    };
+    const SERVED: [&str; 8] = [
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    ];
+    if !SERVED.contains(&method) || msg.get("method").and_then(Value::as_str) != Some(method) {
+        panic!("the envelope passed method {method:?}");
+    }
+    if method == "tools/call" {
+        let name_ok = v.pointer("/params/name").is_some_and(Value::is_string);
+        let args_ok = v.pointer("/params/arguments").is_none_or(Value::is_object);
+        if !(name_ok && args_ok) {
+            panic!("the envelope passed tools/call params of the wrong shape");
+        }
     }
 }
 
@@ -80,10 +167,12 @@ fn token_kit() -> &'static TokenKit {
 }
 
 /// Token verification. With a leading 0 byte the rest is a raw token: never panics, and is
-/// never accepted unless it is signed by the trusted key. Otherwise the input is a claims
-/// object the fuzzer controls, signed with the trusted key: accepted only when `iss`, `aud`,
-/// `exp`, `nbf` and `sub` are as the environment requires, and never once its signature is
-/// altered.
+/// never accepted unless it is signed by the trusted key. With a leading 2 byte the rest is
+/// JWS header members the fuzzer controls, over valid claims signed with the trusted key:
+/// accepted only with `alg` EdDSA, the trusted `kid` and no `crit`. Otherwise the input is a
+/// claims object the fuzzer controls, signed with the trusted key: accepted only when `iss`,
+/// `aud`, `exp`, `nbf` and `sub` are as the environment requires, and never once its
+/// signature is altered.
 pub fn token(data: &[u8]) {
     let kit = token_kit();
     let Some((&mode, rest)) = data.split_first() else { return };
@@ -92,6 +181,31 @@ pub fn token(data: &[u8]) {
         if let Ok(a) = kit.rt.block_on(kit.authn.verify(text)) {
             // Only a token this harness signed can pass, and the fuzzer has no key.
             panic!("an unsigned input was accepted as `{}`", a.principal().sub);
+        }
+        return;
+    }
+    if mode == 2 {
+        let Ok(Value::Object(extra)) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let mut header = serde_json::Map::new();
+        header.insert("alg".into(), Value::from("EdDSA"));
+        header.insert("typ".into(), Value::from("JWT"));
+        header.insert("kid".into(), Value::from(kit.kid.as_str()));
+        header.extend(extra);
+        let header = Value::Object(header);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let claims = serde_json::json!({"iss": "https://idp.fuzz.test", "aud": "https://fuzz.test/mcp", "sub": "a", "exp": now + 600});
+        let token = signed_with_header(&kit.key, &header, &claims);
+        if kit.rt.block_on(kit.authn.verify(&token)).is_ok() {
+            let alg_ok = header.get("alg") == Some(&Value::from("EdDSA"));
+            let kid_ok = header.get("kid") == Some(&Value::from(kit.kid.as_str()));
+            if !alg_ok || !kid_ok || header.get("crit").is_some() {
+                panic!("accepted a token with header {header}");
+            }
         }
         return;
     }
@@ -129,6 +243,15 @@ pub fn token(data: &[u8]) {
             panic!("a token with an altered signature was accepted");
         }
     }
+}
+
+fn signed_with_header(key: &ed25519_dalek::SigningKey, header: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let sig = key.sign(input.as_bytes());
+    format!("{input}.{}", b64(&sig.to_bytes()))
 }
 
 /// An upstream's answer, as a JSON body and as one SSE event's data: never panics, and a
@@ -178,6 +301,16 @@ mod tests {
             super::token(&data);
         }
         super::token(b"\0eyJhbGciOiJub25lIn0.e30.");
+        for header in [
+            r#"{"crit":["urn:x"]}"#,
+            r#"{"crit":[]}"#,
+            r#"{"alg":"HS256"}"#,
+            r#"{"typ":"at+jwt"}"#,
+        ] {
+            let mut data = vec![2u8];
+            data.extend_from_slice(header.as_bytes());
+            super::token(&data);
+        }
         super::token(b"\0not a token");
     }
 

@@ -42,12 +42,24 @@ pub struct Generated {
     pub key: SigningKey,
 }
 
+/// The private key as PKCS#8 v1 PEM (RFC 8410 `OneAsymmetricKey` without the optional
+/// public key): the form OpenSSL 3, Python's `cryptography` and `jsonwebtoken` all read.
+/// The v2 form with the public key is refused by the first two.
+fn private_pem(key: &SigningKey) -> Result<String, String> {
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    bytes
+        .to_pkcs8_pem(Default::default())
+        .map(|pem| pem.to_string())
+        .map_err(|e| format!("encoding the key: {e}"))
+}
+
 pub fn generate_files(out: &Path, name: &str) -> anyhow::Result<Generated> {
     std::fs::create_dir_all(out)?;
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
+    let pem = private_pem(&key).map_err(|e| anyhow::anyhow!(e))?;
     let pubpem = key
         .verifying_key()
         .to_public_key_pem(Default::default())
@@ -58,6 +70,29 @@ pub fn generate_files(out: &Path, name: &str) -> anyhow::Result<Generated> {
     let jwks = out.join(format!("{name}.jwks.json"));
     std::fs::write(&jwks, serde_json::to_string_pretty(&jwks_of(&key))?)?;
     Ok(Generated { private, jwks, key })
+}
+
+/// Why a JWKS document would not verify what `key` signs, if it would not: no key with
+/// `key`'s kid, or one with that kid and another public key.
+pub(crate) fn jwks_refuses(jwks: &str, key: &SigningKey) -> Option<String> {
+    let kid = kid_of(key);
+    let doc: serde_json::Value = match serde_json::from_str(jwks) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("the JWKS is not JSON: {e}")),
+    };
+    let keys = doc.get("keys").and_then(|k| k.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let Some(jwk) = keys.iter().find(|k| k.get("kid").and_then(|v| v.as_str()) == Some(kid.as_str())) else {
+        return Some(format!(
+            "the JWKS holds no key with its kid `{kid}`: every token minted with it would be refused"
+        ));
+    };
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+    if jwk.get("x").and_then(|v| v.as_str()) != Some(x.as_str()) {
+        return Some(format!(
+            "the JWKS key with kid `{kid}` is not its public key: every token minted with it would be refused"
+        ));
+    }
+    None
 }
 
 /// Refuses a private key file that group or others can read.
@@ -94,8 +129,7 @@ pub(crate) fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
 
 /// Signs JWT claims with an Ed25519 key (EdDSA), naming `kid` in the header.
 pub fn sign_jwt(key: &SigningKey, kid: &str, claims: &serde_json::Value) -> Result<String, String> {
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
-    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| e.to_string())?;
+    let pem = private_pem(key)?;
     let enc = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some(kid.to_string());

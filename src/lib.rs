@@ -20,6 +20,7 @@ pub mod fuzzing;
 mod identity;
 pub mod keys;
 mod metrics;
+mod pins;
 pub mod pipeline;
 mod policy;
 mod probe;

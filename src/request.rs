@@ -6,6 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::trace::TraceId;
 
+/// Caller-supplied text as records and messages may carry it: no control characters, at
+/// most `max` characters.
+pub(crate) fn clean(s: &str, max: usize) -> String {
+    // Most names are clean already: copied whole, not char by char.
+    if s.len() <= max && !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// The client end of a request, as an audit record names it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub(crate) struct ClientRef {
@@ -35,6 +45,8 @@ impl ClientRef {
 #[derive(Debug, Clone)]
 pub(crate) struct CallCtx {
     pub(crate) trace: TraceId,
+    /// The JSON-RPC method, where the message named one (cleaned, bounded).
+    pub(crate) method: Option<String>,
     pub(crate) request_id: Option<String>,
     pub(crate) session_id: Option<String>,
     pub(crate) client: ClientRef,
@@ -45,6 +57,7 @@ impl CallCtx {
     pub(crate) fn new(client: ClientRef) -> Self {
         Self {
             trace: TraceId::generate(),
+            method: None,
             request_id: None,
             session_id: None,
             client,

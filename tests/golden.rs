@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Replaces what differs between runs with placeholders; everything else is kept as it was.
 fn normalize(text: &str) -> String {
@@ -128,13 +127,8 @@ fn records_text(f: &Fixture, env: &str) -> String {
 }
 
 /// A raw HTTP/1.1 exchange, for requests reqwest will not send as written.
-async fn raw_http(base: &str, request: &str) -> String {
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.replace("HOST", addr).as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
+async fn raw(base: &str, request: &str) -> String {
+    let text = raw_http(base, request, Duration::from_secs(5)).await;
     // The status line, the headers a client acts on, and the body; not `date` nor the length.
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -196,12 +190,12 @@ async fn answers_and_records_over_http_are_as_recorded() {
         "POST /mcp HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{}",
         "x".repeat(100)
     );
-    t.raw("declared body over the limit", &raw_http(&base, &big).await);
+    t.raw("declared body over the limit", &raw(&base, &big).await);
     let chunked = format!(
         "POST /mcp HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n11170\r\n{}\r\n0\r\n\r\n",
         "y".repeat(70000)
     );
-    t.raw("streamed body over the limit", &raw_http(&base, &chunked).await);
+    t.raw("streamed body over the limit", &raw(&base, &chunked).await);
     let r = post(&url, None, &[], call(1, "create_ticket", json!({"title": "t"}))).await;
     t.reply("no token", &r);
     let r = post(&url, Some("not.a.token"), &[], call(7, "create_ticket", json!({"title": "t"}))).await;

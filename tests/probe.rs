@@ -103,7 +103,17 @@ fn the_demo_passes_the_probe_and_the_shipped_tabletop_scenarios() {
     let r = report(&out);
     assert_eq!(code, 0, "findings: {:?}\n{err}", findings(&r));
     assert!(r["passed"].as_u64().unwrap() >= 60, "{}", r["passed"]);
-    for group in ["identity", "authorization", "arguments", "approvals", "fallback", "audit"] {
+    for group in [
+        "identity",
+        "authorization",
+        "protocol",
+        "origin",
+        "slow clients",
+        "arguments",
+        "approvals",
+        "fallback",
+        "audit",
+    ] {
         assert!(
             r["checks"]
                 .as_array()

@@ -77,6 +77,51 @@ pub(crate) struct Request {
     pub(crate) expires_ms: i64,
     pub(crate) status: Status,
     pub(crate) votes: Vec<Vote>,
+    /// Whether its row in the store carries a valid MAC ([`RowKey`]): a row changed outside
+    /// the gateway (a status flipped to `approved`, a vote added) does not, and is never
+    /// released or decided on.
+    #[serde(skip)]
+    pub(crate) intact: bool,
+}
+
+/// The key approval rows are sealed with: derived from the environment's audit signing key,
+/// so that whoever can write the store but not read that key cannot forge a grant.
+pub(crate) struct RowKey(crate::secret::Secret<Vec<u8>>);
+
+impl RowKey {
+    pub(crate) fn derive(signing_key: &ed25519_dalek::SigningKey) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"capgate/approval-row-mac/v1\n");
+        h.update(signing_key.as_bytes());
+        Self(crate::secret::Secret::new(h.finalize().to_vec()))
+    }
+
+    /// HMAC-SHA-256 (hex) over the canonical JSON of everything a row says: binding,
+    /// arguments, roles, counts, times, status and votes.
+    pub(crate) fn mac(&self, req: &Request) -> String {
+        use hmac::Mac;
+        let content = serde_json::json!({
+            "id": req.id,
+            "binding": req.binding,
+            "args": req.args,
+            "side_effects": req.side_effects,
+            "approver_roles": req.approver_roles,
+            "required": req.required,
+            "trace_id": req.trace_id,
+            "created_ms": req.created_ms,
+            "expires_ms": req.expires_ms,
+            "status": req.status,
+            "votes": req.votes,
+        });
+        // An HMAC takes a key of any length: this cannot fail.
+        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose()) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(content.to_string().as_bytes());
+        crate::canonical::lower_hex(&mac.finalize().into_bytes())
+    }
 }
 
 impl Request {
@@ -123,7 +168,12 @@ impl Request {
 pub(crate) enum Op {
     /// A valid call to a tool that needs approval: release a request granted for exactly
     /// this call, report a pending or denied one, or open `new`.
-    Call { new: Box<Request>, template: Box<AuditRecord> },
+    Call {
+        new: Box<Request>,
+        template: Box<AuditRecord>,
+        /// Most requests one requester may have open: past it, no new one is opened.
+        max_open: usize,
+    },
     /// An approver approves or denies request `id`.
     Decide {
         id: String,
@@ -147,6 +197,7 @@ pub(crate) enum Refused {
     OwnRequest,
     AlreadyVoted,
     NotPending,
+    Tampered,
 }
 
 impl Refused {
@@ -157,6 +208,7 @@ impl Refused {
             Refused::OwnRequest => "a requester can never decide on their own request",
             Refused::AlreadyVoted => "the caller has already decided on this request",
             Refused::NotPending => "the request is no longer pending",
+            Refused::Tampered => "the request's row in the store was changed outside the gateway; it can no longer be decided",
         }
     }
 }
@@ -178,6 +230,10 @@ pub(crate) enum Answer {
     Refused { reason: Refused },
     /// How many requests expired.
     Expired(usize),
+    /// No request was opened: the requester has `open` open already, the most it may.
+    Limited { open: usize },
+    /// The request for this call failed its integrity check; nothing ran.
+    Tampered(Box<Request>),
 }
 
 /// The store's side of a transaction: read and change approval state. Every method runs
@@ -187,6 +243,9 @@ pub(crate) trait Table {
     /// expired at `now_ms`.
     fn find_open(&mut self, binding: &Binding, now_ms: i64) -> Result<Option<Request>, AuditError>;
     fn get(&mut self, env: &str, id: &str) -> Result<Option<Request>, AuditError>;
+    /// How many requests of this requester in `env` are open (pending or approved, not yet
+    /// expired) at `now_ms`.
+    fn count_open(&mut self, env: &str, iss: &str, sub: &str, now_ms: i64) -> Result<usize, AuditError>;
     fn insert(&mut self, req: &Request) -> Result<(), AuditError>;
     fn set_status(&mut self, id: &str, status: Status, now_ms: i64) -> Result<(), AuditError>;
     fn add_vote(&mut self, id: &str, vote: &Vote) -> Result<(), AuditError>;
@@ -212,11 +271,19 @@ fn step_record(template: &AuditRecord, req: &Request, decision: Decision, code: 
     rec
 }
 
-pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError> {
+pub(crate) fn apply(table: &mut dyn Table, op: &Op) -> Result<Answer, AuditError> {
     match op {
-        Op::Call { new, template } => {
+        Op::Call { new, template, max_open } => {
             let now_ms = new.created_ms;
             match table.find_open(&new.binding, now_ms)? {
+                Some(req) if !req.intact => {
+                    let reason = format!(
+                        "request {} failed its integrity check (its row was changed outside the gateway); nothing ran",
+                        req.id
+                    );
+                    table.append(step_record(template, &req, Decision::Deny, ReasonCode::ApprovalTampered, reason))?;
+                    Ok(Answer::Tampered(Box::new(req)))
+                }
                 Some(mut req) if req.status == Status::Approved => {
                     table.set_status(&req.id, Status::Executed, now_ms)?;
                     req.status = Status::Executed;
@@ -226,7 +293,7 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
                         req.approvers()
                     );
                     // The caller facts (principal, client, session) are the repeating call's.
-                    let seq = table.append(step_record(&template, &req, Decision::Allow, ReasonCode::Allowed, reason))?;
+                    let seq = table.append(step_record(template, &req, Decision::Allow, ReasonCode::Allowed, reason))?;
                     Ok(Answer::Released {
                         request: Box::new(req),
                         seq,
@@ -234,7 +301,7 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
                 }
                 Some(req) if req.status == Status::Denied => {
                     let reason = format!("request {} for this call was denied; nothing ran", req.id);
-                    table.append(step_record(&template, &req, Decision::Deny, ReasonCode::ApprovalDenied, reason))?;
+                    table.append(step_record(template, &req, Decision::Deny, ReasonCode::ApprovalDenied, reason))?;
                     Ok(Answer::Denied(Box::new(req)))
                 }
                 Some(req) => {
@@ -244,25 +311,32 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
                         req.approvals(),
                         req.required
                     );
-                    table.append(step_record(&template, &req, Decision::Pending, ReasonCode::ApprovalPending, reason))?;
+                    table.append(step_record(template, &req, Decision::Pending, ReasonCode::ApprovalPending, reason))?;
                     Ok(Answer::StillPending(Box::new(req)))
                 }
                 None => {
-                    table.insert(&new)?;
+                    let b = &new.binding;
+                    let open = table.count_open(&b.env, &b.requester_iss, &b.requester_sub, now_ms)?;
+                    if open >= *max_open {
+                        let reason = format!(
+                            "approval request refused: `{}` has {open} open approval requests, the most allowed (max_open_approvals_per_requester); nothing ran",
+                            b.requester_sub
+                        );
+                        let mut rec = step_record(template, new, Decision::Deny, ReasonCode::ApprovalLimit, reason);
+                        // No request was opened: the record names none.
+                        rec.approval = None;
+                        table.append(rec)?;
+                        return Ok(Answer::Limited { open });
+                    }
+                    table.insert(new)?;
                     let reason = format!(
                         "approval required: request {} opened, needs {} approval(s) from {}; nothing ran",
                         new.id,
                         new.required,
                         new.approver_roles.join(", ")
                     );
-                    table.append(step_record(
-                        &template,
-                        &new,
-                        Decision::Pending,
-                        ReasonCode::ApprovalRequired,
-                        reason,
-                    ))?;
-                    Ok(Answer::Opened(new))
+                    table.append(step_record(template, new, Decision::Pending, ReasonCode::ApprovalRequired, reason))?;
+                    Ok(Answer::Opened(new.clone()))
                 }
             }
         }
@@ -275,7 +349,8 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
             now_ms,
             template,
         } => {
-            let Some(mut req) = table.get(&template.env, &id)? else {
+            let (verdict, now_ms) = (*verdict, *now_ms);
+            let Some(mut req) = table.get(&template.env, id)? else {
                 let mut rec = template.as_ref().clone();
                 rec.decision = Decision::Deny;
                 rec.reason_code = ReasonCode::ApprovalRefused;
@@ -284,7 +359,9 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
                 return Ok(Answer::Refused { reason: Refused::NotFound });
             };
             let p = approver.as_ref();
-            let refused = if !policy.may_approve(p, &req.facts()).allowed() {
+            let refused = if !req.intact {
+                Some(Refused::Tampered)
+            } else if !policy.may_approve(p, &req.facts()).allowed() {
                 Some(Refused::NotApprover)
             } else if req.is_requester(&p.iss, &p.sub) {
                 Some(Refused::OwnRequest)
@@ -303,7 +380,7 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
                     p.sub,
                     r.message()
                 );
-                table.append(step_record(&template, &req, Decision::Deny, ReasonCode::ApprovalRefused, text))?;
+                table.append(step_record(template, &req, Decision::Deny, ReasonCode::ApprovalRefused, text))?;
                 return Ok(Answer::Refused { reason: r });
             }
             let vote = Vote {
@@ -353,17 +430,18 @@ pub(crate) fn apply(table: &mut dyn Table, op: Op) -> Result<Answer, AuditError>
             if req.status != Status::Pending {
                 table.set_status(&req.id, req.status, now_ms)?;
             }
-            table.append(step_record(&template, &req, decision, code, text))?;
+            table.append(step_record(template, &req, decision, code, text))?;
             Ok(Answer::Decided(Box::new(req)))
         }
         Op::Expire { now_ms, template } => {
+            let now_ms = *now_ms;
             let due = table.due(now_ms)?;
             for mut req in due.iter().cloned() {
                 table.set_status(&req.id, Status::Expired, now_ms)?;
                 let was = req.status;
                 req.status = Status::Expired;
                 let text = format!("request {} expired while {}; it can no longer run", req.id, was.as_str());
-                table.append(step_record(&template, &req, Decision::Deny, ReasonCode::ApprovalExpired, text))?;
+                table.append(step_record(template, &req, Decision::Deny, ReasonCode::ApprovalExpired, text))?;
             }
             Ok(Answer::Expired(due.len()))
         }
@@ -424,6 +502,14 @@ mod tests {
         fn get(&mut self, env: &str, id: &str) -> Result<Option<Request>, AuditError> {
             Ok(self.reqs.get(id).filter(|r| r.binding.env == env).cloned())
         }
+        fn count_open(&mut self, env: &str, iss: &str, sub: &str, now_ms: i64) -> Result<usize, AuditError> {
+            Ok(self
+                .reqs
+                .values()
+                .filter(|r| r.binding.env == env && r.binding.requester_iss == iss && r.binding.requester_sub == sub)
+                .filter(|r| matches!(r.status, Status::Pending | Status::Approved) && r.expires_ms > now_ms)
+                .count())
+        }
         fn insert(&mut self, req: &Request) -> Result<(), AuditError> {
             self.reqs.insert(req.id.clone(), req.clone());
             Ok(())
@@ -483,15 +569,17 @@ mod tests {
             expires_ms: now + 1000,
             status: Status::Pending,
             votes: vec![],
+            intact: true,
         })
     }
 
     fn call(t: &mut Mem, id: &str, sub: &str, digest: &str, now: i64) -> Answer {
         apply(
             t,
-            Op::Call {
+            &Op::Call {
                 new: request(id, sub, digest, now, 1),
                 template: Box::new(template(Some(sub), &["ic"])),
+                max_open: 100,
             },
         )
         .unwrap()
@@ -500,7 +588,7 @@ mod tests {
     fn decide(t: &mut Mem, id: &str, who: &str, roles: &[&str], verdict: Verdict, now: i64) -> Answer {
         apply(
             t,
-            Op::Decide {
+            &Op::Decide {
                 id: id.into(),
                 approver: Box::new(template(Some(who), roles).principal.unwrap()),
                 policy: Arc::new(crate::policy::RolePolicy),
@@ -568,9 +656,10 @@ mod tests {
         let mut t = Mem::default();
         apply(
             &mut t,
-            Op::Call {
+            &Op::Call {
                 new: request("r1", "alice", "d1", 0, 2),
                 template: Box::new(template(Some("alice"), &[])),
+                max_open: 100,
             },
         )
         .unwrap();
@@ -610,7 +699,7 @@ mod tests {
         assert!(matches!(
             apply(
                 &mut t,
-                Op::Expire {
+                &Op::Expire {
                     now_ms: 1000,
                     template: Box::new(template(None, &[]))
                 }
@@ -681,13 +770,13 @@ mod tests {
                     match s {
                         Step::Wait(ms) => now += ms,
                         Step::Expire => {
-                            apply(&mut t, Op::Expire { now_ms: now, template: Box::new(template(None, &[])) }).unwrap();
+                            apply(&mut t, &Op::Expire { now_ms: now, template: Box::new(template(None, &[])) }).unwrap();
                         }
                         Step::Call { who, digest } => {
                             n += 1;
                             let mut new = request(&format!("r{n}"), PEOPLE[who], &format!("d{digest}"), now, required);
                             new.expires_ms = now + 1000;
-                            let answer = apply(&mut t, Op::Call { new, template: Box::new(template(Some(PEOPLE[who]), &["ic"])) }).unwrap();
+                            let answer = apply(&mut t, &Op::Call { new, template: Box::new(template(Some(PEOPLE[who]), &["ic"])), max_open: 3 }).unwrap();
                             match answer {
                                 Answer::Opened(r) => ids.push(r.id.clone()),
                                 Answer::Released { request, .. } => {
@@ -703,6 +792,7 @@ mod tests {
                                     prop_assert!(!distinct.contains(PEOPLE[who]));
                                 }
                                 Answer::StillPending(r) => prop_assert_eq!(r.status, Status::Pending),
+                                Answer::Limited { open } => prop_assert!(open >= 3),
                                 Answer::Denied(r) => prop_assert_eq!(r.status, Status::Denied),
                                 other => prop_assert!(false, "unexpected answer {other:?}"),
                             }

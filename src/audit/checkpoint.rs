@@ -56,6 +56,11 @@ impl Signer {
         }
     }
 
+    /// The key approval rows of this environment are sealed with.
+    pub(crate) fn row_key(&self) -> super::approval::RowKey {
+        super::approval::RowKey::derive(&self.key)
+    }
+
     pub(crate) fn sign(&self, seq: u64, head_hash: &str) -> Checkpoint {
         let ts = super::record::now_rfc3339();
         let sig = self.key.sign(Checkpoint::message(&self.env, seq, head_hash, &ts).as_bytes());

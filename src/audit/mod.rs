@@ -25,6 +25,7 @@ pub(crate) mod approval;
 pub(crate) mod checkpoint;
 pub(crate) mod export;
 pub(crate) mod record;
+mod recovery;
 mod sqlite;
 pub(crate) mod store;
 pub(crate) mod verify;
@@ -64,7 +65,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
 pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy) -> Result<(AuditLog, Arc<dyn AuditReader>), AuditError> {
     match location {
         StoreLocation::Sqlite(path) => {
-            let store = sqlite::SqliteStore::open(path, env)?;
+            let store = sqlite::SqliteStore::open(path, env, policy.signer.row_key())?;
             let log = AuditLog::start(Box::new(store), env, policy)?;
             let reader = sqlite::SqliteReader::open(path, env, false)?;
             Ok((log, Arc::new(reader)))
@@ -94,6 +95,9 @@ pub(crate) fn lock(location: &StoreLocation) -> Result<Box<dyn StoreLock>, Audit
 pub(crate) enum Entry {
     Record(Box<AuditRecord>),
     Approval(approval::Op),
+    /// A record accounting for a call whose outcome was never recorded
+    /// (`recovery.rs`): appended only if no outcome for its allow record is in the store.
+    Recovery(Box<AuditRecord>),
 }
 
 /// What one entry came to.
@@ -102,18 +106,31 @@ pub(crate) enum Done {
     /// The appended record's sequence number.
     Seq(u64),
     Approval(approval::Answer),
+    /// A recovery record found its call accounted for already.
+    Skipped,
 }
 
 /// A committed batch: one result per entry, in order, and how many records it appended.
 pub(crate) struct Committed {
     pub(crate) results: Vec<Done>,
     pub(crate) records: usize,
+    /// The head's sequence number when the transaction began (others may have appended
+    /// since this writer's last commit), and when it ended.
+    pub(crate) head_before: u64,
+    pub(crate) head_after: u64,
 }
 
 /// Where the outcome of one entry goes; `None` for a queued record nobody waits on.
 type Waiter = Option<oneshot::Sender<Result<Done, AuditError>>>;
-/// An entry taken off the queue, with where its outcome goes and when it was submitted.
-type Queued = (Entry, (Waiter, Instant));
+
+/// An entry taken off the queue, with where its outcome goes and when it was submitted. An
+/// entry nobody waits for records something that happened already (a call's outcome): if
+/// its commit fails, nobody can be told, so it is kept and tried again until it is written.
+struct Queued {
+    entry: Entry,
+    done: Waiter,
+    at: Instant,
+}
 
 enum Msg {
     /// `urgent`: somebody waits for this entry and it must not linger.
@@ -165,7 +182,16 @@ pub(crate) struct CheckpointPolicy {
     pub(crate) signer: checkpoint::Signer,
     pub(crate) interval: Duration,
     pub(crate) sinks: Vec<Sink>,
+    /// The longest a call can run (its upstream's timeout) and a margin: an allow record
+    /// older than this without an outcome gets a recovery record (`recovery.rs`).
+    pub(crate) calls_end_within: Duration,
 }
+
+/// How often the writer looks for calls without an outcome.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// First and longest wait before a failed commit of kept records is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Entries that may linger, queued without waking the writer (only the first entry into an
 /// empty queue does): an allowed call's outcome record then costs the writer no wake-up
@@ -211,7 +237,7 @@ impl SideQueue {
     }
 
     fn oldest(&self) -> Option<Instant> {
-        self.lock().entries.front().map(|(_, (_, at))| *at)
+        self.lock().entries.front().map(|q| q.at)
     }
 
     /// Moves up to `max` entries, oldest first, to the end of `into`.
@@ -236,6 +262,12 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
     last_checkpoint_seq: u64,
+    /// Kept entries whose commit failed, oldest first, and when to try them again.
+    retained: Vec<Queued>,
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
+    sweep: recovery::Sweep,
+    next_sweep: Instant,
 }
 
 impl Drop for Writer {
@@ -254,8 +286,12 @@ impl Writer {
         // Lingering entries that came through the channel (the side queue was full).
         let mut pending: Vec<Queued> = Vec::new();
         loop {
-            let oldest = pending.first().map(|(_, (_, at))| *at).into_iter().chain(self.side.oldest()).min();
-            let until = oldest.map_or(next_checkpoint, |at| (at + LINGER).min(next_checkpoint));
+            let oldest = pending.first().map(|q| q.at).into_iter().chain(self.side.oldest()).min();
+            let mut until = oldest.map_or(next_checkpoint, |at| (at + LINGER).min(next_checkpoint));
+            until = until.min(self.next_sweep);
+            if let Some(retry) = self.retry_at {
+                until = until.min(retry);
+            }
             let (mut urgent, mut shutdown, mut stopped) = (false, None, false);
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(first) => {
@@ -269,7 +305,7 @@ impl Writer {
                                 queued,
                             } => {
                                 urgent |= u;
-                                pending.push((entry, (done, queued)));
+                                pending.push(Queued { entry, done, at: queued });
                             }
                             Msg::Wake => {}
                             Msg::Shutdown { done } => {
@@ -285,14 +321,22 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopped = true,
             }
-            let due = Instant::now() >= until;
+            let now = Instant::now();
+            let due = now >= until;
             if shutdown.is_some() || stopped {
+                // What cannot be committed now is lost with the process; the next gateway's
+                // sweep accounts for the calls whose outcomes it held.
+                pending.append(&mut self.retained);
                 loop {
                     self.side.take(MAX_BATCH, &mut pending);
                     if pending.is_empty() {
                         break;
                     }
-                    self.commit(std::mem::take(&mut pending));
+                    pending.sort_by_key(|q| q.at);
+                    if !self.commit(std::mem::take(&mut pending)) {
+                        break;
+                    }
+                    pending.append(&mut self.retained);
                 }
                 self.checkpoint();
                 if let Some(done) = shutdown {
@@ -300,15 +344,23 @@ impl Writer {
                 }
                 return;
             }
-            if urgent || due || pending.len() >= MAX_BATCH {
+            let retry_due = self.retry_at.is_some_and(|at| now >= at);
+            // While kept records wait for the store, lingering entries wait with them (their
+            // order must hold); an urgent entry is tried at once, and carries them along.
+            let lingering_due = due && self.retry_at.is_none();
+            if urgent || lingering_due || retry_due || pending.len() >= MAX_BATCH {
+                pending.append(&mut self.retained);
                 self.side.take(MAX_BATCH.saturating_sub(pending.len()), &mut pending);
                 // In the order they were submitted (the two queues interleave): a clock read
                 // after another entry became durable is later than that entry's, so this
                 // also keeps every entry behind what it depends on.
-                pending.sort_by_key(|(_, (_, at))| *at);
+                pending.sort_by_key(|q| q.at);
                 if !pending.is_empty() {
                     self.commit(std::mem::take(&mut pending));
                 }
+            }
+            if Instant::now() >= self.next_sweep {
+                self.sweep(&mut pending);
             }
             // After the commit above, so that the checkpoint covers what was due with it.
             if Instant::now() >= next_checkpoint {
@@ -318,14 +370,46 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, batch: Vec<Queued>) {
-        let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    /// Queues a recovery record for every call that can no longer be running and has no
+    /// outcome in the store (`recovery.rs`).
+    fn sweep(&mut self, pending: &mut Vec<Queued>) {
+        self.next_sweep = Instant::now() + SWEEP_EVERY;
+        if self.retry_at.is_some() {
+            return;
+        }
+        match self.sweep.run(self.store.as_mut()) {
+            Ok(records) => {
+                for rec in records {
+                    tracing::warn!(trace_id = %rec.trace_id, "{}", rec.reason);
+                    pending.push(Queued {
+                        entry: Entry::Recovery(Box::new(rec)),
+                        done: None,
+                        at: Instant::now(),
+                    });
+                }
+            }
+            Err(e) => tracing::debug!("audit recovery sweep deferred: {e:?}"),
+        }
+    }
+
+    /// Commits a batch; returns whether it was written. On failure every waiter is told, and
+    /// the entries nobody waits for are kept for the next attempt.
+    fn commit(&mut self, batch: Vec<Queued>) -> bool {
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for q in batch {
+            entries.push(q.entry);
+            waiters.push((q.done, q.at));
+        }
         let started = Instant::now();
-        let committed = self.store.commit(entries);
+        let committed = self.store.commit(&mut entries);
         self.stats.commit_seconds.observe(started.elapsed());
         match committed {
             Ok(c) => {
                 self.healthy.store(true, Ordering::Relaxed);
+                self.retry_at = None;
+                self.retry_wait = RETRY_FIRST;
+                self.sweep.committed(c.head_before, c.head_after, &entries, &c.results);
                 if c.records > 0 {
                     self.stats.records.fetch_add(c.records as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -336,13 +420,25 @@ impl Writer {
                         let _ = done.send(Ok(result));
                     }
                 }
+                true
             }
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
-                tracing::error!("audit write failed; refusing the calls it carried: {e:?}");
-                for done in waiters.into_iter().filter_map(|(done, _)| done) {
-                    let _ = done.send(Err(unavailable(format!("{e:?}"))));
+                for (entry, (done, at)) in entries.into_iter().zip(waiters) {
+                    match done {
+                        Some(done) => {
+                            let _ = done.send(Err(unavailable(format!("{e:?}"))));
+                        }
+                        None => self.retained.push(Queued { entry, done: None, at }),
+                    }
                 }
+                tracing::error!(
+                    kept = self.retained.len(),
+                    "audit write failed; refusing the calls it carried, keeping the records of what already happened: {e:?}"
+                );
+                self.retry_at = Some(Instant::now() + self.retry_wait);
+                self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+                false
             }
         }
     }
@@ -384,14 +480,19 @@ impl AuditLog {
         let stats = Arc::new(AuditStats::default());
         let side = Arc::new(SideQueue::default());
         // After a restart the first checkpoint may sign a head already covered: harmless.
-        let _ = store.head();
+        let head = store.head().map_or(0, |(seq, _)| seq);
         let writer = Writer {
             side: side.clone(),
+            sweep: recovery::Sweep::new(head, policy.calls_end_within),
             store,
             policy,
             healthy: healthy.clone(),
             stats: stats.clone(),
             last_checkpoint_seq: 0,
+            retained: Vec::new(),
+            retry_at: None,
+            retry_wait: RETRY_FIRST,
+            next_sweep: Instant::now(),
         };
         std::thread::Builder::new()
             .name(format!("audit-{env}"))
@@ -414,7 +515,7 @@ impl AuditLog {
     async fn append_record(&self, record: AuditRecord, urgent: bool) -> Result<u64, AuditError> {
         match self.submit(Entry::Record(Box::new(record)), urgent).await? {
             Done::Seq(seq) => Ok(seq),
-            Done::Approval(_) => Err(unavailable("the store answered a record with an approval")),
+            Done::Approval(_) | Done::Skipped => Err(unavailable("the store answered a record with something else")),
         }
     }
 
@@ -422,7 +523,7 @@ impl AuditLog {
     pub(crate) async fn approval(&self, op: approval::Op) -> Result<approval::Answer, AuditError> {
         match self.submit(Entry::Approval(op), true).await? {
             Done::Approval(a) => Ok(a),
-            Done::Seq(_) => Err(unavailable("the store answered an approval with a record")),
+            Done::Seq(_) | Done::Skipped => Err(unavailable("the store answered an approval with a record")),
         }
     }
 
@@ -452,7 +553,11 @@ impl AuditLog {
     /// Queues an entry that may linger: on the side queue, waking the writer only when the
     /// queue was empty; through the channel (which pushes back) when the side queue is full.
     async fn linger(&self, entry: Entry, done: Waiter) -> Result<(), AuditError> {
-        match self.side.push((entry, (done, Instant::now()))) {
+        match self.side.push(Queued {
+            entry,
+            done,
+            at: Instant::now(),
+        }) {
             Pushed::Behind => Ok(()),
             // A full channel means the writer is busy and looks at the side queue next.
             Pushed::First => match self.tx.try_send(Msg::Wake) {
@@ -460,12 +565,12 @@ impl AuditLog {
                 Err(TrySendError::Disconnected(_)) => Err(unavailable("the audit writer stopped")),
             },
             Pushed::Closed => Err(unavailable("the audit writer stopped")),
-            Pushed::Full((entry, (done, queued))) => {
+            Pushed::Full(Queued { entry, done, at }) => {
                 self.send(Msg::Append {
                     entry,
                     done,
                     urgent: false,
-                    queued,
+                    queued: at,
                 })
                 .await
             }
@@ -520,12 +625,12 @@ mod tests {
     }
 
     impl AuditStore for Memory {
-        fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+        fn commit(&mut self, entries: &mut [Entry]) -> Result<Committed, AuditError> {
             let mut batches = self.0.lock().unwrap();
             let mut seq = batches.iter().map(Vec::len).sum::<usize>() as u64;
             let mut batch = Vec::new();
             let mut results = Vec::new();
-            for e in entries {
+            for e in entries.iter() {
                 let Entry::Record(r) = e else {
                     return Err(unavailable("records only"));
                 };
@@ -535,13 +640,24 @@ mod tests {
             }
             let records = batch.len();
             batches.push(batch);
-            Ok(Committed { results, records })
+            Ok(Committed {
+                results,
+                records,
+                head_before: seq - records as u64,
+                head_after: seq,
+            })
         }
         fn head(&mut self) -> Result<(u64, String), AuditError> {
             Ok((self.all().len() as u64, String::new()))
         }
         fn write_checkpoint(&mut self, _: &Checkpoint) -> Result<(), AuditError> {
             Ok(())
+        }
+        fn calls_after(&mut self, _: u64, _: usize) -> Result<Vec<AuditRecord>, AuditError> {
+            Ok(Vec::new())
+        }
+        fn record_at(&mut self, _: u64) -> Result<Option<AuditRecord>, AuditError> {
+            Ok(None)
         }
     }
 
@@ -553,6 +669,7 @@ mod tests {
             // Only lingering and urgent entries may cause a commit in these tests.
             interval: Duration::from_secs(3600),
             sinks: Vec::new(),
+            calls_end_within: Duration::from_secs(3600),
         };
         let log = AuditLog::start(Box::new(store.clone()), "t", policy).unwrap();
         (store, log)

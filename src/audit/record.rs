@@ -19,6 +19,29 @@ use crate::identity::Principal;
 use crate::request::{CallCtx, ClientRef};
 use crate::trace::TraceId;
 
+/// Most bytes a record is stored with its arguments whole. A huge or hostile request (say,
+/// a hundred thousand unknown arguments) is recorded with a preview and its digest, so that
+/// it can neither fill the store nor be stored twice its size.
+pub(crate) const MAX_RECORD: usize = 12 * 1024;
+/// How much of the arguments' JSON text a preview keeps.
+const PREVIEW: usize = 1024;
+
+/// What a record keeps of arguments too large to keep whole: how large they were, how many
+/// there were, and the start of their JSON text.
+fn preview(args: &Value) -> Value {
+    let text = args.to_string();
+    let mut cut = PREVIEW.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    serde_json::json!({
+        "capgate/bytes": text.len(),
+        "capgate/count": args.as_object().map_or(0, serde_json::Map::len),
+        "capgate/preview": text.get(..cut).unwrap_or(""),
+        "capgate/truncated": true,
+    })
+}
+
 /// The `prev_hash` of a chain's first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -32,6 +55,10 @@ pub(crate) struct ApprovalRef {
 // Fields in code-point order: their serialization is their canonical form.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Outcome {
+    /// The sequence number of the allow record whose call this describes. Absent (not null)
+    /// in records written before it existed, so they hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) decision_record: Option<u64>,
     /// Rounded to microseconds. Hashed records must round-trip exactly through JSON, which
     /// is why serde_json's `float_roundtrip` is on.
     pub(crate) latency_ms: f64,
@@ -54,6 +81,10 @@ pub(crate) struct AuditRecord {
     pub(crate) ts: String,
     pub(crate) env: String,
     pub(crate) trace_id: TraceId,
+    /// The JSON-RPC method the request named. Absent (not null) where it named none, and in
+    /// records written before the field existed, so those hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) method: Option<String>,
     pub(crate) request_id: Option<String>,
     pub(crate) session_id: Option<String>,
     /// Empty (`null`) when authentication failed.
@@ -85,6 +116,7 @@ impl AuditRecord {
             ts: now_rfc3339(),
             env: env.to_string(),
             trace_id: ctx.trace.clone(),
+            method: ctx.method.clone(),
             request_id: ctx.request_id.clone(),
             session_id: ctx.session_id.clone(),
             principal: None,
@@ -157,6 +189,8 @@ struct CanonicalBody<'a> {
     contract_digest: &'a Option<String>,
     decision: Decision,
     env: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: &'a Option<String>,
     outcome: &'a Option<Outcome>,
     #[serde(skip_serializing_if = "absent")]
     policy: &'a Option<PolicyRef>,
@@ -186,6 +220,7 @@ impl AuditRecord {
             contract_digest: &self.contract_digest,
             decision: self.decision,
             env: &self.env,
+            method: &self.method,
             outcome: &self.outcome,
             policy: &self.policy,
             prev_hash: &self.prev_hash,
@@ -212,10 +247,17 @@ impl AuditRecord {
     }
 
     /// Sets `hash` and returns the text to store: the canonical body with `hash` appended,
-    /// so that a record is serialized once to be both hashed and stored. An error means
-    /// "not recorded": the caller fails the write.
+    /// so that a record is serialized once to be both hashed and stored. A record over
+    /// [`MAX_RECORD`] keeps a preview of its arguments instead of them (their digest is in
+    /// the record already). An error means "not recorded": the caller fails the write.
     pub(crate) fn seal(&mut self) -> Result<String, serde_json::Error> {
         let mut text = serde_json::to_string(&self.body())?;
+        if text.len() > MAX_RECORD
+            && let Some(args) = self.args.take()
+        {
+            self.args = Some(preview(&args));
+            text = serde_json::to_string(&self.body())?;
+        }
         self.hash = crate::canonical::sha256_hex(text.as_bytes());
         // The body is a JSON object with at least one key; its last byte is its `}`.
         text.pop();
@@ -237,6 +279,7 @@ pub(crate) mod tests {
     pub(crate) fn blank(env: &str, trace_id: &str) -> AuditRecord {
         let ctx = CallCtx {
             trace: TraceId::from_record(trace_id),
+            method: None,
             request_id: None,
             session_id: None,
             client: ClientRef::default(),
@@ -264,7 +307,7 @@ pub(crate) mod tests {
             let o = |i: usize| opt.get(i).cloned().flatten();
             let b = |i: usize| has.get(i).copied().unwrap_or(false);
             AuditRecord {
-                seq, ts: t(0), env: t(1), trace_id: TraceId::from_record(&t(2)), request_id: o(0), session_id: o(1),
+                seq, ts: t(0), env: t(1), trace_id: TraceId::from_record(&t(2)), method: o(2), request_id: o(0), session_id: o(1),
                 principal: b(0).then(|| Principal {
                     auth_method: t(3), iss: t(4), sub: t(5), roles: roles.clone(), token_id: o(2),
                     cert: b(3).then(|| CertIdentity { subject: t(6), x5t_s256: t(7) }),
@@ -273,7 +316,7 @@ pub(crate) mod tests {
                 tool: o(5), args_digest: o(6), args,
                 decision, reason_code: code, reason: t(10), contract_digest: o(7),
                 approval: b(1).then(|| ApprovalRef { id: t(11), approver: o(0) }),
-                outcome: b(2).then(|| Outcome { status: t(0), latency_ms: latency, result_digest: o(1) }),
+                outcome: b(2).then(|| Outcome { status: t(0), latency_ms: latency, result_digest: o(1), decision_record: b(3).then_some(seq / 2) }),
                 policy: b(4).then(|| PolicyRef { ids: ids.clone(), set_digest: t(8) }),
                 prev_hash: t(6), hash: t(7),
             }

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::approval::{self, Binding, Request, Status, Verdict, Vote};
+use super::approval::{self, Binding, Request, RowKey, Status, Verdict, Vote};
 use super::checkpoint::Checkpoint;
 use super::record::AuditRecord;
 use super::record::GENESIS;
-use super::store::{AuditReader, Reading, StoreLock, StoredRow};
+use super::store::{AuditReader, PagePosition, Reading, StoreLock, StoredRow};
 use super::{AuditError, AuditStore, Committed, Done, Entry, unavailable};
 
 pub(crate) struct SqliteStore {
@@ -22,6 +22,7 @@ pub(crate) struct SqliteStore {
     /// Tells the checkpointer thread that a commit added WAL frames; dropping it with the
     /// store stops the thread.
     committed: Option<std::sync::mpsc::SyncSender<()>>,
+    row_key: RowKey,
 }
 
 /// How long the checkpointer lets commits gather after the first one it hears of, before it
@@ -61,7 +62,7 @@ fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::SyncSender<()>> {
 }
 
 impl SqliteStore {
-    pub(crate) fn open(path: &Path, env: &str) -> Result<Self, AuditError> {
+    pub(crate) fn open(path: &Path, env: &str, row_key: RowKey) -> Result<Self, AuditError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -143,45 +144,59 @@ impl SqliteStore {
                     .map_err(unavailable)?;
             }
         }
+        seal_unsealed_rows(&conn, &row_key)?;
         let committed = spawn_checkpointer(path);
         Ok(Self {
             conn,
             env: env.to_string(),
             committed,
+            row_key,
         })
     }
 
     /// One transaction for the whole batch. `BEGIN IMMEDIATE` takes the write lock up
     /// front and the head is read inside it, so several gateway processes sharing this file
     /// extend one linear chain and see each other's approval state.
-    fn try_commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+    fn try_commit(&mut self, entries: &mut [Entry]) -> Result<Committed, AuditError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let (seq, prev) = head_of(&tx)?;
+        let head_before = seq;
         let mut chain = Chain {
             tx: &tx,
             env: &self.env,
             seq,
             prev,
             records: 0,
+            row_key: &self.row_key,
         };
         let mut results = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for entry in entries.iter_mut() {
             results.push(match entry {
-                Entry::Record(r) => Done::Seq(approval::Table::append(&mut chain, *r)?),
+                Entry::Record(r) => Done::Seq(chain.append_in_place(r)?),
                 Entry::Approval(op) => Done::Approval(approval::apply(&mut chain, op)?),
+                // Another process may have recorded the outcome meanwhile: then nothing.
+                Entry::Recovery(r) => match r.outcome.as_ref().and_then(|o| o.decision_record) {
+                    Some(allow) if !outcome_exists(chain.tx, allow)? => Done::Seq(chain.append_in_place(r)?),
+                    _ => Done::Skipped,
+                },
             });
         }
-        let records = chain.records;
+        let (records, head_after) = (chain.records, chain.seq);
         drop(chain);
         tx.commit().map_err(unavailable)?;
         if let Some(c) = &self.committed {
             // Full: a wake-up is already pending. Gone: the writer checkpoints inline.
             let _ = c.try_send(());
         }
-        Ok(Committed { results, records })
+        Ok(Committed {
+            results,
+            records,
+            head_before,
+            head_after,
+        })
     }
 }
 
@@ -192,16 +207,21 @@ struct Chain<'a> {
     seq: u64,
     prev: String,
     records: usize,
+    /// Seals every approval row this transaction changes; checks every one it reads.
+    row_key: &'a RowKey,
 }
 
 const REQUEST_COLUMNS: &str = "id, env, tool, requester_iss, requester_sub, args_digest, contract_digest, args, side_effects, approver_roles, required, trace_id, created_ms, expires_ms, status";
 
-fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
+/// A row as read: the request, and the MAC stored with it.
+type Sealed = (Request, Option<String>);
+
+fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sealed> {
     let text = |i: usize| r.get::<_, String>(i);
     let args: String = text(7)?;
     let roles: String = text(9)?;
     let status: String = text(14)?;
-    Ok(Request {
+    let request = Request {
         id: text(0)?,
         binding: Binding {
             env: text(1)?,
@@ -221,14 +241,17 @@ fn request_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
         // An unknown status can only come from outside the gateway: treat it as used up.
         status: Status::parse(&status).unwrap_or(Status::Expired),
         votes: Vec::new(),
-    })
+        // Not known until the votes are read and the MAC compared (`checked`).
+        intact: false,
+    };
+    Ok((request, r.get(15)?))
 }
 
-fn with_votes(conn: &Connection, mut reqs: Vec<Request>) -> rusqlite::Result<Vec<Request>> {
+fn with_votes(conn: &Connection, mut reqs: Vec<Sealed>) -> rusqlite::Result<Vec<Sealed>> {
     let mut stmt = conn.prepare_cached(
         "SELECT approver_iss, approver_sub, verdict, reason, at_ms FROM approval_votes WHERE approval_id = ?1 ORDER BY at_ms, rowid",
     )?;
-    for req in &mut reqs {
+    for (req, _) in &mut reqs {
         req.votes = stmt
             .query_map([&req.id], |r| {
                 Ok(Vote {
@@ -245,11 +268,41 @@ fn with_votes(conn: &Connection, mut reqs: Vec<Request>) -> rusqlite::Result<Vec
     Ok(reqs)
 }
 
-fn query_requests(conn: &Connection, condition: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Request>> {
-    let sql = format!("SELECT {REQUEST_COLUMNS} FROM approvals WHERE {condition}");
+fn query_sealed(conn: &Connection, condition: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Sealed>> {
+    query_rows(conn, "mac", condition, params)
+}
+
+/// `mac`: the column the MAC is read from (`NULL` for a store made before there was one).
+fn query_rows(conn: &Connection, mac: &str, condition: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Sealed>> {
+    let sql = format!("SELECT {REQUEST_COLUMNS}, {mac} FROM approvals WHERE {condition}");
     let mut stmt = conn.prepare_cached(&sql)?;
     let reqs = stmt.query_map(params, request_from_row)?.collect::<Result<Vec<_>, _>>()?;
     with_votes(conn, reqs)
+}
+
+/// The requests as read, each marked intact only if its row's MAC is right.
+fn checked(rows: Vec<Sealed>, key: &RowKey) -> Vec<Request> {
+    rows.into_iter()
+        .map(|(mut req, mac)| {
+            req.intact = mac.is_some_and(|m| m == key.mac(&req));
+            req
+        })
+        .collect()
+}
+
+/// Requests as a reader without the row key sees them: their integrity not checked.
+fn query_requests(conn: &Connection, condition: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<Request>> {
+    Ok(query_sealed(conn, condition, params)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// Seals the row of request `id` as it now stands.
+fn reseal(conn: &Connection, id: &str, key: &RowKey) -> Result<(), AuditError> {
+    let rows = query_sealed(conn, "id = ?1", &[&id]).map_err(unavailable)?;
+    for (req, _) in rows {
+        conn.execute("UPDATE approvals SET mac = ?2 WHERE id = ?1", params![req.id, key.mac(&req)])
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// 20,000 retries of 100 µs: about 2 s, SQLite's `busy_timeout` of this store before.
@@ -283,6 +336,35 @@ fn migrate_approval_column(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Approval rows carry a MAC since this store version: the rows of a store opened for the
+/// first time by it are sealed as they are, once (a later row without a MAC is a row made
+/// outside the gateway, and fails its check).
+fn seal_unsealed_rows(conn: &Connection, key: &RowKey) -> Result<(), AuditError> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(unavailable)?;
+    let has_mac = tx
+        .prepare("SELECT 1 FROM pragma_table_info('approvals') WHERE name = 'mac'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(unavailable)?;
+    if !has_mac {
+        tx.execute_batch("ALTER TABLE approvals ADD COLUMN mac TEXT").map_err(unavailable)?;
+    }
+    let sealed: bool = tx
+        .query_row("SELECT 1 FROM meta WHERE key = 'approval_mac'", [], |_| Ok(()))
+        .is_ok();
+    if !sealed {
+        let ids: Vec<String> = tx
+            .prepare("SELECT id FROM approvals")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(unavailable)?;
+        for id in ids {
+            reseal(&tx, &id, key)?;
+        }
+        tx.execute("INSERT INTO meta(key, value) VALUES ('approval_mac', 'v1')", [])
+            .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)
+}
+
 fn has_approval_column(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'approval_id'")?
         .exists([])
@@ -303,7 +385,7 @@ fn head_of(conn: &Connection) -> Result<(u64, String), AuditError> {
 
 impl approval::Table for Chain<'_> {
     fn find_open(&mut self, b: &Binding, now_ms: i64) -> Result<Option<Request>, AuditError> {
-        let found = query_requests(
+        let found = query_sealed(
             self.tx,
             "env = ?1 AND tool = ?2 AND requester_iss = ?3 AND requester_sub = ?4 AND args_digest = ?5 AND contract_digest = ?6
              AND status IN ('pending', 'approved', 'denied') AND expires_ms > ?7 ORDER BY created_ms DESC, rowid DESC LIMIT 1",
@@ -318,12 +400,24 @@ impl approval::Table for Chain<'_> {
             ],
         )
         .map_err(unavailable)?;
-        Ok(found.into_iter().next())
+        Ok(checked(found, self.row_key).into_iter().next())
     }
 
     fn get(&mut self, env: &str, id: &str) -> Result<Option<Request>, AuditError> {
-        let found = query_requests(self.tx, "env = ?1 AND id = ?2", &[&env, &id]).map_err(unavailable)?;
-        Ok(found.into_iter().next())
+        let found = query_sealed(self.tx, "env = ?1 AND id = ?2", &[&env, &id]).map_err(unavailable)?;
+        Ok(checked(found, self.row_key).into_iter().next())
+    }
+
+    fn count_open(&mut self, env: &str, iss: &str, sub: &str, now_ms: i64) -> Result<usize, AuditError> {
+        let n: i64 = self
+            .tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM approvals WHERE requester_sub = ?3 AND requester_iss = ?2 AND env = ?1
+                 AND status IN ('pending', 'approved') AND expires_ms > ?4",
+            )
+            .and_then(|mut s| s.query_row(params![env, iss, sub, now_ms], |r| r.get(0)))
+            .map_err(unavailable)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn insert(&mut self, q: &Request) -> Result<(), AuditError> {
@@ -352,7 +446,7 @@ impl approval::Table for Chain<'_> {
                 ])
             })
             .map_err(unavailable)?;
-        Ok(())
+        reseal(self.tx, &q.id, self.row_key)
     }
 
     fn set_status(&mut self, id: &str, status: Status, now_ms: i64) -> Result<(), AuditError> {
@@ -362,7 +456,7 @@ impl approval::Table for Chain<'_> {
                 params![id, status.as_str(), now_ms],
             )
             .map_err(unavailable)?;
-        Ok(())
+        reseal(self.tx, id, self.row_key)
     }
 
     fn add_vote(&mut self, id: &str, v: &Vote) -> Result<(), AuditError> {
@@ -373,19 +467,28 @@ impl approval::Table for Chain<'_> {
                 params![id, v.approver_iss, v.approver_sub, verdict, v.reason, v.at_ms],
             )
             .map_err(unavailable)?;
-        Ok(())
+        reseal(self.tx, id, self.row_key)
     }
 
     fn due(&mut self, now_ms: i64) -> Result<Vec<Request>, AuditError> {
-        query_requests(
+        let due = query_sealed(
             self.tx,
             "status IN ('pending', 'approved') AND expires_ms <= ?1 ORDER BY expires_ms",
             &[&now_ms],
         )
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+        Ok(checked(due, self.row_key))
     }
 
     fn append(&mut self, mut r: AuditRecord) -> Result<u64, AuditError> {
+        self.append_in_place(&mut r)
+    }
+}
+
+impl Chain<'_> {
+    /// Chains `r` after the head (setting its `seq`, `env`, `prev_hash` and `hash`) and
+    /// inserts it; a record whose transaction fails can be chained again in the next.
+    fn append_in_place(&mut self, r: &mut AuditRecord) -> Result<u64, AuditError> {
         self.seq += 1;
         r.seq = self.seq;
         r.env = self.env.to_string();
@@ -413,15 +516,61 @@ impl approval::Table for Chain<'_> {
                 ])
             })
             .map_err(unavailable)?;
-        self.prev = r.hash;
+        self.prev.clone_from(&r.hash);
         self.records += 1;
         Ok(self.seq)
     }
 }
 
+/// Whether a record after `allow` names it as the decision its outcome describes.
+fn outcome_exists(conn: &Connection, allow: u64) -> Result<bool, AuditError> {
+    let allow = i64::try_from(allow).map_err(unavailable)?;
+    conn.prepare_cached(
+        "SELECT 1 FROM audit WHERE seq > ?1 AND reason_code IN ('executed', 'backend_error', 'outcome_unknown')
+         AND json_extract(record, '$.outcome.decision_record') = ?1 LIMIT 1",
+    )
+    .and_then(|mut stmt| stmt.exists([allow]))
+    .map_err(unavailable)
+}
+
 impl AuditStore for SqliteStore {
-    fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError> {
+    fn commit(&mut self, entries: &mut [Entry]) -> Result<Committed, AuditError> {
         self.try_commit(entries)
+    }
+
+    fn calls_after(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        let after = i64::try_from(after).map_err(unavailable)?;
+        let limit = i64::try_from(limit).map_err(unavailable)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT record FROM audit WHERE seq > ?1 AND reason_code IN ('allowed', 'executed', 'backend_error', 'outcome_unknown')
+                 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(unavailable)?;
+        let rows = stmt.query_map([after, limit], |r| r.get::<_, String>(0)).map_err(unavailable)?;
+        let mut out = Vec::new();
+        for row in rows {
+            // A record that does not read is `audit verify`'s to report, not the sweep's.
+            if let Ok(rec) = serde_json::from_str::<AuditRecord>(&row.map_err(unavailable)?) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_at(&mut self, seq: u64) -> Result<Option<AuditRecord>, AuditError> {
+        let seq = i64::try_from(seq).map_err(unavailable)?;
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT record FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(unavailable)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     fn head(&mut self) -> Result<(u64, String), AuditError> {
@@ -498,20 +647,33 @@ impl AuditReader for SqliteReader {
         })
     }
 
-    fn approvals(&self, status: Option<Status>, limit: u32) -> Reading<'_, Vec<Request>> {
-        self.with(move |c, env| match status {
-            Some(s) => query_requests(
+    fn approvals(&self, status: Option<Status>, before: Option<PagePosition>, limit: u32) -> Reading<'_, Vec<Request>> {
+        // Past any real position when none is given: the first page.
+        let (ms, id) = before.map_or((i64::MAX, String::new()), |p| (p.created_ms, p.id));
+        self.with(move |c, env| {
+            let status = status.map(Status::as_str);
+            query_requests(
                 c,
-                "env = ?1 AND status = ?2 ORDER BY created_ms DESC LIMIT ?3",
-                &[&env, &s.as_str(), &limit],
-            ),
-            None => query_requests(c, "env = ?1 ORDER BY created_ms DESC LIMIT ?2", &[&env, &limit]),
+                "env = ?1 AND (?2 IS NULL OR status = ?2) AND (created_ms < ?3 OR (created_ms = ?3 AND id < ?4))
+                 ORDER BY created_ms DESC, id DESC LIMIT ?5",
+                &[&env, &status, &ms, &id, &limit],
+            )
         })
     }
 
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>> {
         let id = id.to_string();
         self.with(move |c, env| Ok(query_requests(c, "env = ?1 AND id = ?2", &[&env, &id])?.into_iter().next()))
+    }
+
+    fn approval_rows(&self) -> Reading<'_, Vec<(Request, Option<String>)>> {
+        // A store no gateway of this version has opened has no MACs: every row reads unsealed.
+        self.with(|c, env| {
+            let has_mac = c
+                .prepare("SELECT 1 FROM pragma_table_info('approvals') WHERE name = 'mac'")?
+                .exists([])?;
+            query_rows(c, if has_mac { "mac" } else { "NULL" }, "env = ?1 ORDER BY created_ms", &[&env])
+        })
     }
 
     fn trail(&self, approval_id: &str) -> Reading<'_, Vec<AuditRecord>> {
@@ -597,15 +759,15 @@ mod tests {
     fn commits_reach_the_database_file_by_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
-        let mut store = SqliteStore::open(&path, "t").unwrap();
+        let mut store = SqliteStore::open(&path, "t", RowKey::derive(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]))).unwrap();
         let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
         // Opening wrote the schema, and nothing woke the checkpointer yet.
         std::thread::sleep(CHECKPOINT_EVERY * 3);
         let before = size();
-        let entries = (0..20)
+        let mut entries: Vec<Entry> = (0..20)
             .map(|i| Entry::Record(Box::new(record::tests::blank("t", &format!("{i:032x}")))))
             .collect();
-        assert_eq!(store.commit(entries).unwrap().records, 20);
+        assert_eq!(store.commit(&mut entries).unwrap().records, 20);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while size() <= before && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -14,8 +14,14 @@ use super::{AuditError, Committed, Entry};
 /// Where records, checkpoints and approval state are kept, as the writer thread sees it.
 pub(crate) trait AuditStore: Send + 'static {
     /// Applies a batch in one durable transaction, chaining (seq, prev_hash, hash) every
-    /// record it appends; all or nothing.
-    fn commit(&mut self, entries: Vec<Entry>) -> Result<Committed, AuditError>;
+    /// record it appends; all or nothing. The entries stay the caller's: after a failure the
+    /// writer may commit some of them again.
+    fn commit(&mut self, entries: &mut [Entry]) -> Result<Committed, AuditError>;
+    /// The records after `after` (at most `limit`) that decide or describe a call's
+    /// execution: allows and outcomes, for the recovery sweep (`recovery.rs`).
+    fn calls_after(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError>;
+    /// The record at `seq`, if there is one.
+    fn record_at(&mut self, seq: u64) -> Result<Option<AuditRecord>, AuditError>;
     /// The last record's sequence number and hash (0 and the genesis hash when empty).
     fn head(&mut self) -> Result<(u64, String), AuditError>;
     fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
@@ -60,11 +66,46 @@ pub(crate) trait AuditReader: Send + Sync + 'static {
     fn records(&self, after: i64) -> Reading<'_, Vec<StoredRow>>;
     /// Every stored checkpoint, oldest first; an unreadable one as the reason it is.
     fn checkpoints(&self) -> Reading<'_, Vec<Result<Checkpoint, String>>>;
-    /// Requests of this environment, newest first; only `status` ones when given.
-    fn approvals(&self, status: Option<Status>, limit: u32) -> Reading<'_, Vec<Request>>;
+    /// Requests of this environment, newest first, from after `before` (the position of the
+    /// last one of the previous page) on; only `status` ones when given.
+    fn approvals(&self, status: Option<Status>, before: Option<PagePosition>, limit: u32) -> Reading<'_, Vec<Request>>;
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>>;
     /// Every record of one approval request, in order: its whole history.
     fn trail(&self, approval_id: &str) -> Reading<'_, Vec<AuditRecord>>;
+    /// Every approval request of the store, each with the MAC stored with its row
+    /// (`audit verify` checks them).
+    fn approval_rows(&self) -> Reading<'_, Vec<(Request, Option<String>)>>;
+}
+
+/// Where a page of approval requests ends: the last request's creation time and id (newest
+/// first, ties broken by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PagePosition {
+    pub(crate) created_ms: i64,
+    pub(crate) id: String,
+}
+
+impl PagePosition {
+    pub(crate) fn of(req: &Request) -> Self {
+        Self {
+            created_ms: req.created_ms,
+            id: req.id.clone(),
+        }
+    }
+
+    /// `CREATED_MS.ID`, as the API hands it out.
+    pub(crate) fn to_cursor(&self) -> String {
+        format!("{}.{}", self.created_ms, self.id)
+    }
+
+    pub(crate) fn from_cursor(text: &str) -> Option<Self> {
+        let (ms, id) = text.split_once('.')?;
+        let id = uuid::Uuid::parse_str(id).ok()?.to_string();
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            id,
+        })
+    }
 }
 
 /// Held while a store refuses every write (`probe --simulate-outage`); released on drop.

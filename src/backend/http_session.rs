@@ -184,10 +184,12 @@ impl HttpSession {
             // A JSON-RPC error may come with a failure status (not with a refusal of the
             // gateway's own credentials, which is the status alone); anything else is
             // named by its status, never by the body's text.
-            if kind == Kind::Json && status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
-                if let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = parse_body(&read_bounded(response).await?) {
-                    return Err(err(e.message, false));
-                }
+            if kind == Kind::Json
+                && status != StatusCode::UNAUTHORIZED
+                && status != StatusCode::FORBIDDEN
+                && let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = parse_body(&read_bounded(response).await?)
+            {
+                return Err(err(e.message, false));
             }
             return Err(err(format!("the upstream answered HTTP {}", status.as_u16()), false));
         }

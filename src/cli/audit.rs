@@ -44,24 +44,22 @@ pub(crate) async fn verify(config: &Path, env: &str, public_key: Option<&Path>, 
         .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
     // The current key and every retired one: checkpoints signed before a rotation keep
     // verifying with the key they were signed with.
-    let keys = match public_key {
-        Some(p) => vec![crate::keys::load_public_key(p).map_err(Failure::Usage)?],
+    // With the signing key, approval rows are checked for their MAC too.
+    let (keys, row_key) = match public_key {
+        Some(p) => (vec![crate::keys::load_public_key(p).map_err(Failure::Usage)?], None),
         None => {
-            let mut keys = vec![
-                crate::keys::load_signing_key(&e.audit_signing_key)
-                    .map_err(Failure::Usage)?
-                    .verifying_key(),
-            ];
+            let signing = crate::keys::load_signing_key(&e.audit_signing_key).map_err(Failure::Usage)?;
+            let mut keys = vec![signing.verifying_key()];
             for p in &e.audit_previous_keys {
                 keys.push(crate::keys::load_public_key(p).map_err(Failure::Usage)?);
             }
-            keys
+            (keys, Some(crate::audit::approval::RowKey::derive(&signing)))
         }
     };
     let external = checkpoints
         .map(Path::to_path_buf)
         .or_else(|| e.checkpoint_file.clone().filter(|p| p.exists()));
-    let report = verify::verify(store.as_ref(), env, &keys, external.as_deref())
+    let report = verify::verify(store.as_ref(), env, &keys, external.as_deref(), row_key.as_ref())
         .await
         .map_err(Failure::Usage)?;
     for w in &report.warnings {

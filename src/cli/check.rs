@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::Failure;
+use crate::config::JwksSource;
 
 pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure> {
     let config = match crate::config::load(config_path) {
@@ -18,10 +19,20 @@ pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure
             problems.push(format!("environment `{}`: audit.signing_key: {e}", env.name));
         }
         for i in &env.issuers {
-            if let Some(k) = &i.mint_key
-                && let Err(e) = super::keys::load_signing_key(k)
-            {
-                problems.push(format!("environment `{}`: identity `{}`: mint_key: {e}", env.name, i.issuer));
+            if let Some(k) = &i.mint_key {
+                match super::keys::load_signing_key(k) {
+                    Err(e) => problems.push(format!("environment `{}`: identity `{}`: mint_key: {e}", env.name, i.issuer)),
+                    Ok(key) => {
+                        if let Some(why) = mint_key_refused(&i.jwks, &key, offline).await {
+                            problems.push(format!(
+                                "environment `{}`: identity `{}`: mint_key `{}`: {why}",
+                                env.name,
+                                i.issuer,
+                                k.display()
+                            ));
+                        }
+                    }
+                }
             }
         }
         if let Some(tls) = &env.tls
@@ -48,6 +59,28 @@ pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure
         print_problems(&problems);
         Err(Failure::CheckFailed)
     }
+}
+
+/// Whether the issuer's JWKS would refuse tokens minted with `key` (a JWKS URL is not
+/// fetched offline).
+pub(super) async fn mint_key_refused(jwks: &JwksSource, key: &ed25519_dalek::SigningKey, offline: bool) -> Option<String> {
+    let text = match jwks {
+        JwksSource::File(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            // The authenticator reports an unreadable JWKS file already.
+            Err(_) => return None,
+        },
+        JwksSource::Url(_) if offline => return None,
+        JwksSource::Url(u) => {
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .ok()?;
+            // An unreachable JWKS URL is the authenticator's problem to report.
+            http.get(u).send().await.ok()?.text().await.ok()?
+        }
+    };
+    super::keys::jwks_refuses(&text, key)
 }
 
 fn print_problems(problems: &[String]) {

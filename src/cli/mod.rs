@@ -4,6 +4,7 @@
 mod approvals;
 mod audit;
 mod check;
+mod contracts;
 mod demo;
 mod keys;
 mod probe;
@@ -57,6 +58,11 @@ enum Command {
         /// Skip connecting to upstreams (contract-to-tool mapping is then not checked)
         #[arg(long)]
         offline: bool,
+    },
+    /// Contracts: pin the upstream tool definitions they were written against
+    Contracts {
+        #[command(subcommand)]
+        command: ContractsCommand,
     },
     /// Read an environment's audit log: verify it, export it, follow it
     Audit {
@@ -227,6 +233,18 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum ContractsCommand {
+    /// Pin each routed tool's current upstream definition (after reviewing it) in the pins file
+    Pin {
+        #[arg(long)]
+        config: PathBuf,
+        /// One environment (default: every one)
+        #[arg(long)]
+        env: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create an Ed25519 key pair (PKCS#8 PEM, mode 0600) and a JWKS with its public key
     Generate {
@@ -364,6 +382,9 @@ pub fn main() -> ExitCode {
                         ttl,
                     },
             } => token::mint(&config, &env, &sub, &roles, &ttl),
+            Command::Contracts {
+                command: ContractsCommand::Pin { config, env },
+            } => contracts::pin(&config, env.as_deref()).await,
             Command::Keys {
                 command: KeysCommand::Generate { out, name },
             } => keys::generate(&out, &name).map(|_| ()),

@@ -24,6 +24,12 @@ pub(super) fn mint_for(env: &Environment, sub: &str, roles: &[String], ttl_secs:
         .ok_or_else(|| Failure::Usage(format!("environment `{}` has no identity with a `mint_key`", env.name)))?;
     let key_path = issuer.mint_key.as_ref().ok_or_else(|| Failure::Usage("no mint key".into()))?;
     let key = super::keys::load_signing_key(key_path).map_err(Failure::Usage)?;
+    if let crate::config::JwksSource::File(p) = &issuer.jwks
+        && let Ok(jwks) = std::fs::read_to_string(p)
+        && let Some(why) = super::keys::jwks_refuses(&jwks, &key)
+    {
+        return Err(Failure::Usage(format!("mint_key `{}`: {why}", key_path.display())));
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut claims = json!({
         "iss": issuer.issuer,

@@ -13,6 +13,9 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) upstream: Vec<RawUpstream>,
     pub(crate) contracts: Option<String>,
+    /// The pins of upstream tool definitions (`capgate.pins.json` beside this file by
+    /// default; `capgate contracts pin` writes it).
+    pub(crate) pins: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +66,19 @@ pub(crate) struct RawEnvironment {
     /// MCP sessions open in the environment in all; opening one more closes an idle session
     /// of the identity holding the most (1024 by default).
     pub(crate) max_sessions: Option<usize>,
+    /// A client that has not sent a request's whole header within this is cut off
+    /// (`"10s"` by default).
+    pub(crate) header_timeout: Option<String>,
+    /// A request's body must arrive within this after its header (`"10s"` by default), else
+    /// 408.
+    pub(crate) body_timeout: Option<String>,
+    /// Connections one source address (an IPv6 /64) may hold open at once (256 by default).
+    pub(crate) max_connections_per_source: Option<usize>,
+    /// Approval requests one requester may have open (pending or approved, not yet used) at
+    /// once (20 by default).
+    pub(crate) max_open_approvals_per_requester: Option<usize>,
+    /// How often upstream tool definitions are compared with their pins (`"60s"`).
+    pub(crate) pin_check_interval: Option<String>,
     pub(crate) tls: Option<RawTls>,
 }
 

@@ -19,6 +19,11 @@ pub(crate) const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 256;
 /// Sessions cost ~120 KiB each: 4,000 opened with this total left the gateway at 150–155 MiB
 /// resident (277 MiB with 2,048), whatever the number of identities.
 pub(crate) const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// How long a client may take to send a request's header, and its body.
+pub(crate) const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+pub(crate) const DEFAULT_MAX_OPEN_APPROVALS: usize = 20;
+pub(crate) const DEFAULT_PIN_CHECK: Duration = Duration::from_secs(60);
 /// rmcp's own default for an idle session, kept now that the gateway closes them itself.
 pub(crate) const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
@@ -92,6 +97,11 @@ pub(crate) struct Environment {
     /// Open MCP sessions in the environment in all: the per-identity cap alone bounds memory
     /// per identity, and the number of identities is the identity provider's.
     pub(crate) max_sessions: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_connections_per_source: usize,
+    pub(crate) max_open_approvals_per_requester: usize,
+    pub(crate) pin_check_interval: Duration,
     pub(crate) tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
@@ -158,6 +168,8 @@ pub(crate) struct Upstream {
 pub(crate) struct Config {
     pub(crate) environments: Vec<Arc<Environment>>,
     pub(crate) upstreams: Vec<Arc<Upstream>>,
+    /// Where the pins of upstream tool definitions are kept (`pins.rs`).
+    pub(crate) pins: PathBuf,
 }
 
 impl Config {
@@ -282,7 +294,12 @@ fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
         }
     }
     cross_environment_checks(&environments, &upstreams, ctx);
-    Config { environments, upstreams }
+    let pins = ctx.path(raw.pins.as_deref().unwrap_or("capgate.pins.json"));
+    Config {
+        environments,
+        upstreams,
+        pins,
+    }
 }
 
 fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'_>) -> Option<Environment> {
@@ -462,7 +479,19 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
     };
     let mut session_cap = |key: &str, value: Option<usize>, default: usize| match value {
         Some(0) => {
-            ctx.push(&at, format!("`{key} = 0` would refuse every session: write 1 or more"));
+            ctx.push(
+                &at,
+                format!(
+                    "`{key} = 0` would refuse every {}: write 1 or more",
+                    if key.contains("session") {
+                        "session"
+                    } else if key.contains("connection") {
+                        "connection"
+                    } else {
+                        "request for approval"
+                    }
+                ),
+            );
             default
         }
         v => v.unwrap_or(default),
@@ -473,6 +502,29 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         DEFAULT_MAX_SESSIONS_PER_IDENTITY,
     );
     let max_sessions = session_cap("max_sessions", env.max_sessions, DEFAULT_MAX_SESSIONS);
+    let max_connections_per_source = session_cap(
+        "max_connections_per_source",
+        env.max_connections_per_source,
+        DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+    );
+    let max_open_approvals_per_requester = session_cap(
+        "max_open_approvals_per_requester",
+        env.max_open_approvals_per_requester,
+        DEFAULT_MAX_OPEN_APPROVALS,
+    );
+    let mut duration = |key: &str, value: Option<&str>, default: Duration| match value {
+        None => default,
+        Some(t) => match crate::contract::parse_duration(t) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                ctx.push(&at, format!("`{key} = \"{t}\"`: write a duration such as `\"10s\"`"));
+                default
+            }
+        },
+    };
+    let header_timeout = duration("header_timeout", env.header_timeout.as_deref(), DEFAULT_CLIENT_TIMEOUT);
+    let body_timeout = duration("body_timeout", env.body_timeout.as_deref(), DEFAULT_CLIENT_TIMEOUT);
+    let pin_check_interval = duration("pin_check_interval", env.pin_check_interval.as_deref(), DEFAULT_PIN_CHECK);
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -493,6 +545,11 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         session_idle_timeout,
         max_sessions_per_identity,
         max_sessions,
+        header_timeout,
+        body_timeout,
+        max_connections_per_source,
+        max_open_approvals_per_requester,
+        pin_check_interval,
         tls,
         contracts: mine,
     })

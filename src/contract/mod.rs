@@ -170,6 +170,9 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
+    if unit == "ms" {
+        return (n > 0).then(|| Duration::from_millis(n));
+    }
     let secs = match unit {
         "s" => n,
         "m" | "min" => n.checked_mul(60)?,

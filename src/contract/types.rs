@@ -404,6 +404,11 @@ fn check_str(ty: &ArgType, s: &str) -> Result<(), String> {
             if addr.to_string() != s || !family.admits(&addr) {
                 return Err(format!("must be {} in canonical form", ip_noun(*family)));
             }
+            if let IpAddr::V6(v6) = addr
+                && embedding(&ipnet::Ipv6Net::from(v6)) != Embedded::No
+            {
+                return Err(IPV4_IN_IPV6.into());
+            }
             Ok(())
         }
         ArgType::Cidr {
@@ -420,6 +425,20 @@ fn check_str(ty: &ArgType, s: &str) -> Result<(), String> {
             // Canonical: the text round-trips and no host bits are set.
             if net.to_string() != s || net.trunc() != net || !family.admits(&net.addr()) {
                 return Err(format!("must be {noun} in canonical CIDR form (network address, no host bits)"));
+            }
+            // A bound on the prefix means nothing if IPv4 can be named as IPv6: a network
+            // inside such space is refused, and one that holds it (and so all of IPv4) is
+            // refused wherever the contract bounds the prefix at all.
+            if let IpNet::V6(v6) = net {
+                match embedding(&v6) {
+                    Embedded::Inside => return Err(IPV4_IN_IPV6.into()),
+                    Embedded::Holds if *min_prefix > 0 => {
+                        return Err(format!(
+                            "must not hold all of IPv4 through IPv6 space that embeds it (prefix at least /{min_prefix})"
+                        ));
+                    }
+                    Embedded::Holds | Embedded::No => {}
+                }
             }
             let p = net.prefix_len();
             if p < *min_prefix || max_prefix.is_some_and(|m| p > m) {
@@ -447,6 +466,49 @@ fn check_str(ty: &ArgType, s: &str) -> Result<(), String> {
         }
         ArgType::Bool | ArgType::Int { .. } => Err("internal: not a string type".into()),
     }
+}
+
+const IPV4_IN_IPV6: &str =
+    "must not name IPv4 space through IPv6 (IPv4-mapped, IPv4-compatible, 6to4, NAT64 or Teredo): write the IPv4 form";
+
+/// IPv6 ranges whose addresses carry an IPv4 address: IPv4-mapped (`::ffff:0:0/96`), SIIT
+/// (`::ffff:0:0:0/96`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), 6to4 (`2002::/16`), Teredo
+/// (`2001::/32`), and IPv4-compatible (`::/96`, but for `::` and `::1`).
+const EMBEDDING: [(u128, u8); 6] = [
+    (0xffff_0000_0000, 96),
+    (0xffff_0000_0000_0000, 96),
+    (0x0064_ff9b_0000_0000_0000_0000_0000_0000, 96),
+    (0x0064_ff9b_0001_0000_0000_0000_0000_0000, 48),
+    (0x2002_0000_0000_0000_0000_0000_0000_0000, 16),
+    (0x2001_0000_0000_0000_0000_0000_0000_0000, 32),
+];
+
+/// How a network (an address is a /128) meets IPv6 space that embeds IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedded {
+    /// Not at all.
+    No,
+    /// It lies inside: it is IPv4 spelled as IPv6.
+    Inside,
+    /// It holds such a range whole, and with it every IPv4 address.
+    Holds,
+}
+
+fn embedding(net: &ipnet::Ipv6Net) -> Embedded {
+    let ranges = EMBEDDING
+        .iter()
+        .filter_map(|(first, len)| ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(*first), *len).ok());
+    let compat = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, 96).ok();
+    // `::` and `::1` are not IPv4.
+    let not_ipv4 = ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, 127).is_ok_and(|r| r.contains(net));
+    let mut held = false;
+    for range in ranges.chain(compat.filter(|_| !not_ipv4)) {
+        if range.contains(net) {
+            return Embedded::Inside;
+        }
+        held |= net.contains(&range);
+    }
+    if held { Embedded::Holds } else { Embedded::No }
 }
 
 fn ip_noun(f: IpFamily) -> &'static str {
@@ -556,6 +618,43 @@ mod tests {
         assert!(ArgSpec::parse(&json!({"type": "cidr", "bogus": 1})).is_err());
         assert!(ArgSpec::parse(&json!({"type": "int", "min": 1})).is_err());
         assert!(ArgSpec::parse(&json!(5)).is_err());
+    }
+
+    #[test]
+    fn ipv4_spelled_as_ipv6_is_refused_and_bounds_hold_for_what_holds_it() {
+        let plain = spec("cidr");
+        let bounded = ArgSpec::parse(&json!({"type": "cidr", "min_prefix": 16})).unwrap();
+        for inside in [
+            "::ffff:0.0.0.0/96",
+            "::ffff:10.0.0.1/128",
+            "::ffff:0:0:0/96",
+            "64:ff9b::/96",
+            "64:ff9b:1::/48",
+            "2002::/16",
+            "2002:a00::/24",
+            "2001::/32",
+            "::/96",
+            "::2/127",
+        ] {
+            assert!(plain.check(&json!(inside)).is_err(), "{inside}");
+            assert!(bounded.check(&json!(inside)).is_err(), "{inside}");
+        }
+        for holds in ["::/64", "::/0", "2000::/3", "::/95"] {
+            assert!(bounded.check(&json!(holds)).is_err(), "{holds}");
+        }
+        for fine in ["::1/128", "::/127", "2001:db8::/32", "2a00::/16", "fe80::/64"] {
+            assert!(bounded.check(&json!(fine)).is_ok(), "{fine}");
+        }
+        assert!(plain.check(&json!("::/0")).is_ok(), "no bound: all of IPv6 may be named");
+        let ip = spec("ip");
+        let v6 = spec("ipv6");
+        for addr in ["::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1", "::10.0.0.1", "2001::1"] {
+            assert!(ip.check(&json!(addr)).is_err(), "{addr}");
+            assert!(v6.check(&json!(addr)).is_err(), "{addr}");
+        }
+        for addr in ["::1", "::", "2001:db8::1"] {
+            assert!(v6.check(&json!(addr)).is_ok(), "{addr}");
+        }
     }
 
     #[test]

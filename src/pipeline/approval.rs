@@ -109,6 +109,7 @@ fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedA
         expires_ms: now.saturating_add(ttl),
         status: Status::Pending,
         votes: Vec::new(),
+        intact: true,
     }
 }
 
@@ -126,6 +127,7 @@ async fn submit(
     let op = Op::Call {
         new: Box::new(new_request(rt, auth, ctx, v)),
         template: Box::new(template),
+        max_open: rt.env.max_open_approvals_per_requester,
     };
     rt.audit.approval(op).await.map_err(|e| {
         tracing::error!(env = %rt.env.name, trace_id = %ctx.trace.as_str(), "refusing call: approval store: {e:?}");
@@ -165,6 +167,11 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
         Answer::Opened(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired)),
         Answer::StillPending(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending)),
         Answer::Denied(req) => Flow::Answer(denied_result(&req)),
+        // Refused and recorded in the store's transaction.
+        Answer::Limited { open } => {
+            return Err(Denial::ApprovalLimit { open });
+        }
+        Answer::Tampered(req) => return Err(Denial::ApprovalTampered { id: req.id }),
         Answer::Decided(_) | Answer::Refused { .. } | Answer::Expired(_) => {
             return Err(Denial::Unavailable(Outage::OutOfTurn));
         }

@@ -304,6 +304,21 @@ impl Authenticator {
     async fn verify_uncached(&self, token: &str) -> Result<(Authenticated, String), NotVerified> {
         // `none` and unknown algorithms fail here: they are not in the library's enum.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Malformed)?;
+        // RFC 7515 §4.1.11: a token whose critical extensions are not all understood must be
+        // refused, and this gateway understands none.
+        if let Some(crit) = &header.crit {
+            return Err(AuthnError::Invalid {
+                detail: format!(
+                    "the token's header names critical extensions (`crit`: {}) this gateway does not implement",
+                    crit.iter()
+                        .take(4)
+                        .map(|c| crate::request::clean(c, 32))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            .into());
+        }
         let kid = header.kid.clone().ok_or_else(|| AuthnError::Invalid {
             detail: "the token names no `kid`".into(),
         })?;

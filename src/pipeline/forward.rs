@@ -33,6 +33,11 @@ pub(crate) struct Executed {
 }
 
 impl Executed {
+    /// The sequence number of the allow record that let this call run.
+    pub(crate) fn allow_seq(&self) -> u64 {
+        self.allow_seq
+    }
+
     /// The outcome record's facts; the caller sets its outcome (and, on failure, its
     /// decision). The arguments are in the decision record this one names; the digest ties
     /// the two.

@@ -40,7 +40,7 @@ use authn::{Authenticated, Authenticator};
 
 pub use audit::Audited;
 pub use forward::Forwarded;
-pub(crate) use routes::check_routes;
+pub(crate) use routes::{check_routes, current_pins};
 
 /// Where a contract's calls go: an upstream and the tool name it knows. Private to the
 /// pipeline: only [`Audited::forward`] reads it.
@@ -64,6 +64,11 @@ pub struct Runtime {
     /// Woken when a decision is taken in this process; waiting calls also poll the store
     /// for decisions taken by other processes.
     approval_events: tokio::sync::Notify,
+    /// The pins file, and the tools stopped because their upstream definition no longer
+    /// matches it (`any_stopped` spares the lock on every call when none is).
+    pins_path: std::path::PathBuf,
+    stopped: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    any_stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -159,11 +164,17 @@ impl Runtime {
         let validated = match validate::validate(listed, args) {
             Ok(v) => v,
             Err(invalid) => {
-                let validate::Invalid { listed, errors, args } = *invalid;
+                let validate::Invalid {
+                    listed,
+                    errors,
+                    more,
+                    args,
+                } = *invalid;
                 let contract = listed.contract();
                 let denial = Denial::ArgumentsInvalid {
                     tool: tool.to_string(),
                     errors,
+                    more,
                 };
                 let rec = denial
                     .record(env, ctx)
@@ -190,6 +201,14 @@ impl Runtime {
             }
         };
 
+        // pinned definition: checked after authz, so only callers who may call the tool
+        // learn that it is stopped.
+        if self.is_stopped(tool) {
+            let denial = Denial::ToolStopped { tool: tool.to_string() };
+            let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
+            return Err(self.refuse(denial, rec).await);
+        }
+
         // rate limit
         if let Err(retry_after) = self.rate.check(&authorized) {
             let denial = Denial::RateLimited {
@@ -204,7 +223,7 @@ impl Runtime {
         // store's one transaction.
         let audited = match approval::check(authorized) {
             Ok(approved) => audit::record_allow(self, ctx, approved).await.map_err(|e| {
-                tracing::error!(env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
+                tracing::error!(env = %env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
                 Denial::Unavailable(Outage::AllowUnrecorded)
             })?,
             // Boxed: only calls that need approval carry the approval flow's state.
@@ -225,6 +244,7 @@ impl Runtime {
                 let status = if r.is_error == Some(true) { "tool_error" } else { "ok" };
                 let mut rec = rec;
                 rec.outcome = Some(Outcome {
+                    decision_record: Some(call.allow_seq()),
                     status: status.into(),
                     latency_ms,
                     result_digest: Some(digest),
@@ -233,12 +253,13 @@ impl Runtime {
                 (r, rec)
             }
             Err(e) => {
-                tracing::warn!(env, trace_id = %call.ctx.trace.as_str(), "upstream failure: {}", e.detail());
+                tracing::warn!(env = %env, trace_id = %call.ctx.trace.as_str(), "upstream failure: {}", e.detail());
                 let mut rec = rec;
                 rec.decision = Decision::Error;
                 rec.reason_code = ReasonCode::BackendError;
                 rec.reason = format!("{e}: {}", e.detail());
                 rec.outcome = Some(Outcome {
+                    decision_record: Some(call.allow_seq()),
                     status: "backend_error".into(),
                     latency_ms,
                     result_digest: None,
@@ -254,7 +275,7 @@ impl Runtime {
         // leaves an allow record without an outcome: "ran, result unknown", which is also
         // what a crash during the call itself leaves.
         if let Err(e) = self.audit.enqueue(rec).await {
-            tracing::error!(env, trace_id = %call.ctx.trace.as_str(), "outcome record not written: {e:?}");
+            tracing::error!(env = %env, trace_id = %call.ctx.trace.as_str(), "outcome record not written: {e:?}");
         }
         Ok(answer)
     }

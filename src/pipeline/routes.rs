@@ -3,7 +3,7 @@
 //! made here and kept in the runtime's private routes, so no module outside the pipeline
 //! ever holds one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -12,22 +12,38 @@ use super::authn::Authenticator;
 use super::{Route, Runtime};
 use crate::backend::UpstreamClient;
 use crate::config::{Config, Environment};
+use crate::pins::{Pin, Pins};
+
+/// What [`resolve`] found: each contract's route, how many upstreams were connected, and
+/// what each routed tool is now (for its pin).
+struct Resolved {
+    routes: HashMap<String, Route>,
+    connected: usize,
+    current: BTreeMap<String, Pin>,
+}
 
 /// Every contract of `env` mapped to its upstream tool, connecting each upstream to list
 /// its tools; every problem found, or none.
-async fn resolve(config: &Config, env: &Environment) -> Result<(HashMap<String, Route>, usize), Vec<String>> {
+async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<String>> {
     let mut problems = Vec::new();
     let mut connected = 0;
     let mut tools_of: Vec<(Arc<UpstreamClient>, Vec<String>)> = Vec::new();
+    let mut definitions: HashMap<(String, String), String> = HashMap::new();
     for u in config.upstreams_of(&env.name) {
         let client = Arc::new(UpstreamClient::new(u.clone()));
         match client.list_tools().await {
-            Ok(tools) => tools_of.push((client.clone(), tools.into_iter().map(|t| t.name.to_string()).collect())),
+            Ok(tools) => {
+                for t in &tools {
+                    definitions.insert((u.name.clone(), t.name.to_string()), crate::pins::digest_of_tool(t));
+                }
+                tools_of.push((client.clone(), tools.into_iter().map(|t| t.name.to_string()).collect()));
+            }
             Err(e) => problems.push(format!("environment `{}`: {e}: {}", env.name, e.detail())),
         }
         connected += 1;
     }
     let mut routes = HashMap::new();
+    let mut current = BTreeMap::new();
     for c in env.contracts.values() {
         let at = format!("{} (tool `{}`), environment `{}`", c.source, c.tool, env.name);
         let found: Vec<(Arc<UpstreamClient>, String)> = match &c.backend {
@@ -58,6 +74,15 @@ async fn resolve(config: &Config, env: &Environment) -> Result<(HashMap<String, 
         };
         match found.as_slice() {
             [(u, tool)] => {
+                let key = (u.name().to_string(), tool.clone());
+                if let Some(digest) = definitions.get(&key) {
+                    let pin = Pin {
+                        upstream: key.0,
+                        tool: key.1,
+                        digest: digest.clone(),
+                    };
+                    current.insert(c.tool.clone(), pin);
+                }
                 routes.insert(
                     c.tool.clone(),
                     Route {
@@ -77,21 +102,150 @@ async fn resolve(config: &Config, env: &Environment) -> Result<(HashMap<String, 
         }
     }
     if problems.is_empty() {
-        Ok((routes, connected))
+        Ok(Resolved {
+            routes,
+            connected,
+            current,
+        })
     } else {
         Err(problems)
     }
 }
 
-/// `capgate check`: connects every upstream of `env` and maps each contract to exactly one
-/// upstream tool; returns every problem found. The connections are closed again.
+/// `capgate check`: connects every upstream of `env`, maps each contract to exactly one
+/// upstream tool and compares each tool's definition with its pin; returns every problem
+/// found. The connections are closed again. A tool not pinned yet is not a problem: the
+/// gateway pins it on first sight.
 pub(crate) async fn check_routes(config: &Config, env: &Environment) -> Result<(), Vec<String>> {
-    resolve(config, env).await.map(|_| ())
+    let resolved = resolve(config, env).await?;
+    let pins = Pins::load(&config.pins).map_err(|e| vec![format!("pins: {e}")])?;
+    let standing = crate::pins::compare(&pins, &env.name, &resolved.current);
+    let problems: Vec<String> = standing
+        .changed
+        .iter()
+        .map(|(tool, pinned, now)| format!("environment `{}`: {}", env.name, changed_text(tool, pinned, now)))
+        .collect();
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
+
+/// `capgate contracts pin`: what every routed tool of `env` is now, to be written as its
+/// pin.
+pub(crate) async fn current_pins(config: &Config, env: &Environment) -> Result<BTreeMap<String, Pin>, Vec<String>> {
+    resolve(config, env).await.map(|r| r.current)
+}
+
+fn changed_text(tool: &str, pinned: &Pin, now: &Pin) -> String {
+    if pinned.upstream != now.upstream || pinned.tool != now.tool {
+        format!(
+            "tool `{tool}` was pinned to `{}` of upstream `{}` and now routes to `{}` of upstream `{}`; review and run `capgate contracts pin`",
+            pinned.tool, pinned.upstream, now.tool, now.upstream
+        )
+    } else if now.digest == GONE {
+        format!(
+            "tool `{tool}`: upstream `{}` no longer lists `{}`; review and run `capgate contracts pin`",
+            now.upstream, now.tool
+        )
+    } else {
+        format!(
+            "tool `{tool}`: upstream `{}` changed the definition of `{}` since it was pinned (pinned {}, now {}); review the change and run `capgate contracts pin` to re-pin it",
+            now.upstream, now.tool, pinned.digest, now.digest
+        )
+    }
+}
+
+/// The digest of a routed tool its upstream no longer lists: matches no pin.
+const GONE: &str = "absent";
+
+impl Runtime {
+    /// Compares what the routed tools are now with their pins: a changed tool is stopped, a
+    /// matching one runs, one not pinned yet is pinned (and the pins file written). Tools
+    /// not in `current` (their upstream did not answer) keep their standing.
+    fn apply_pins(&self, current: &BTreeMap<String, Pin>) -> Result<(), String> {
+        let _writing = crate::pins::Writing::lock(&self.pins_path)?;
+        let env = self.env.name.as_str();
+        let mut pins = Pins::load(&self.pins_path)?;
+        let standing = crate::pins::compare(&pins, env, current);
+        let mut stopped = self.stopped.write().unwrap_or_else(|p| p.into_inner());
+        for tool in current.keys() {
+            stopped.remove(tool);
+        }
+        for (tool, pinned, now) in &standing.changed {
+            if stopped.insert(tool.clone()) {
+                tracing::error!(env = %env, "stopped: {}", changed_text(tool, pinned, now));
+            }
+        }
+        if !standing.unpinned.is_empty() {
+            for (tool, now) in &standing.unpinned {
+                tracing::info!(env = %env, "tool `{tool}` pinned on first sight ({} of upstream `{}`: {})", now.tool, now.upstream, now.digest);
+                pins.set(env, tool, now.clone());
+            }
+            pins.save(&self.pins_path)?;
+        }
+        self.any_stopped.store(!stopped.is_empty(), std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Lists every routed upstream's tools again and compares them with the pins. A pins
+    /// file that cannot be read or written stops every tool (fail closed).
+    pub(crate) async fn check_pins(&self) {
+        let mut listed: HashMap<&str, Option<Vec<rmcp::model::Tool>>> = HashMap::new();
+        for route in self.routes.values() {
+            let name = route.upstream.name();
+            if listed.contains_key(name) {
+                continue;
+            }
+            let tools = match route.upstream.list_tools().await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(env = %self.env.name, "pin check: upstream `{name}` did not list its tools: {e}: {}", e.detail());
+                    None
+                }
+            };
+            listed.insert(name, tools);
+        }
+        let mut current = BTreeMap::new();
+        for (contract_tool, route) in &self.routes {
+            let Some(Some(tools)) = listed.get(route.upstream.name()) else {
+                continue;
+            };
+            let digest = tools
+                .iter()
+                .find(|t| t.name == route.tool.as_str())
+                .map(crate::pins::digest_of_tool)
+                .unwrap_or_else(|| GONE.to_string());
+            let pin = Pin {
+                upstream: route.upstream.name().to_string(),
+                tool: route.tool.clone(),
+                digest,
+            };
+            current.insert(contract_tool.clone(), pin);
+        }
+        if let Err(e) = self.apply_pins(&current) {
+            tracing::error!(env = %self.env.name, "pins: {e}; every tool is stopped until the pins file is readable");
+            let mut stopped = self.stopped.write().unwrap_or_else(|p| p.into_inner());
+            stopped.extend(self.routes.keys().cloned());
+            self.any_stopped.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Whether `tool` is stopped for a changed definition.
+    pub(super) fn is_stopped(&self, tool: &str) -> bool {
+        self.any_stopped.load(std::sync::atomic::Ordering::Acquire) && self.stopped.read().unwrap_or_else(|p| p.into_inner()).contains(tool)
+    }
+
+    /// The tools stopped for a changed definition, for `/readyz`.
+    pub(crate) fn stopped_tools(&self) -> Vec<String> {
+        self.stopped.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+/// What a call may take beyond its upstream's timeout before it counts as gone (the allow
+/// record before it, the outcome record after it, a loaded machine).
+const CALL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Opens an environment's audit log with its checkpoint signer and sinks. An unreadable
 /// signing key stops the start: a log whose checkpoints cannot be signed is not run.
-fn open_audit(env: &Environment) -> anyhow::Result<(crate::audit::AuditLog, Arc<dyn crate::audit::AuditReader>)> {
+fn open_audit(config: &Config, env: &Environment) -> anyhow::Result<(crate::audit::AuditLog, Arc<dyn crate::audit::AuditReader>)> {
     let key =
         crate::keys::load_signing_key(&env.audit_signing_key).map_err(|e| anyhow!("environment `{}`: audit.signing_key: {e}", env.name))?;
     let mut sinks = Vec::new();
@@ -101,10 +255,13 @@ fn open_audit(env: &Environment) -> anyhow::Result<(crate::audit::AuditLog, Arc<
     if let Some(c) = &env.checkpoint_command {
         sinks.push(crate::audit::Sink::Command(c.clone()));
     }
+    // A call runs at most its upstream's timeout; the margin covers the records around it.
+    let longest = config.upstreams_of(&env.name).map(|u| u.timeout).max().unwrap_or_default();
     let policy = crate::audit::CheckpointPolicy {
         signer: crate::audit::checkpoint::Signer::new(&env.name, key),
         interval: env.checkpoint_interval,
         sinks,
+        calls_end_within: longest + CALL_MARGIN,
     };
     crate::audit::open(&env.audit_store, &env.name, policy)
         .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store))
@@ -116,17 +273,23 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
     }
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
-    let (audit, store) = open_audit(&env)?;
-    let (routes, upstreams) = resolve(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
-    Ok(Runtime {
+    let (audit, store) = open_audit(config, &env)?;
+    let resolved = resolve(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
+    let rt = Runtime {
         env,
         authn,
         audit,
         store,
         policy: Arc::new(crate::policy::RolePolicy),
-        routes,
+        routes: resolved.routes,
         rate: Default::default(),
-        upstreams,
+        upstreams: resolved.connected,
         approval_events: Default::default(),
-    })
+        pins_path: config.pins.clone(),
+        stopped: Default::default(),
+        any_stopped: Default::default(),
+    };
+    rt.apply_pins(&resolved.current)
+        .map_err(|e| anyhow!("environment `{}`: pins: {e}", rt.env.name))?;
+    Ok(rt)
 }

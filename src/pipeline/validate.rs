@@ -69,47 +69,79 @@ pub(crate) fn redact(contract: &crate::contract::Contract, args: &Map<String, Va
 /// caller's arguments as given (for the refusal record), so nothing is copied up front.
 pub(crate) struct Invalid {
     pub(crate) listed: Listed,
+    /// Every problem with an argument the contract names, and the first [`UNKNOWN_LISTED`]
+    /// unknown ones.
     pub(crate) errors: Vec<ArgError>,
+    /// How many more unknown arguments there were.
+    pub(crate) more: usize,
     pub(crate) args: Option<Map<String, Value>>,
+}
+
+/// Most unknown arguments an answer and a record name one by one. Problems with the
+/// arguments the contract declares are all named (their number is the contract's); unknown
+/// names are the caller's to multiply, so a call with a hundred thousand of them gets a
+/// short answer and leaves a short record.
+pub(crate) const UNKNOWN_LISTED: usize = 5;
+
+/// The problems found: every declared argument's, the first unknown ones.
+#[derive(Default)]
+struct Problems {
+    listed: Vec<ArgError>,
+    unknown: usize,
+    more: usize,
+}
+
+impl Problems {
+    fn declared(&mut self, argument: String, rule: String) {
+        self.listed.push(ArgError { argument, rule });
+    }
+
+    fn unknown(&mut self, argument: impl FnOnce() -> String, rule: &str) {
+        if self.unknown < UNKNOWN_LISTED {
+            self.unknown += 1;
+            self.listed.push(ArgError {
+                argument: argument(),
+                rule: rule.to_string(),
+            });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
 }
 
 pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Result<ValidatedArgs, Box<Invalid>> {
     let given = args.is_some();
     let args = args.unwrap_or_default();
     let contract = listed.contract();
-    let mut errors = Vec::new();
+    let mut errors = Problems::default();
+    // Missing arguments first: they are few, and the most useful to name.
+    for (name, spec) in &contract.args {
+        if !spec.optional && !args.contains_key(name) {
+            errors.declared(name.clone(), "is required".into());
+        }
+    }
     for (name, value) in &args {
         match contract.args.get(name) {
             Some(spec) => {
                 if let Err(rule) = spec.check(value) {
-                    errors.push(ArgError {
-                        argument: name.clone(),
-                        rule,
-                    });
+                    errors.declared(name.clone(), rule);
                 }
             }
-            None if contract.fixed_args.contains_key(name) => errors.push(ArgError {
-                argument: display_name(name),
-                rule: "is set by the gateway and cannot be given by the caller".into(),
-            }),
-            None => errors.push(ArgError {
-                argument: display_name(name),
-                rule: "is not an argument of this tool".into(),
-            }),
-        }
-    }
-    for (name, spec) in &contract.args {
-        if !spec.optional && !args.contains_key(name) {
-            errors.push(ArgError {
-                argument: name.clone(),
-                rule: "is required".into(),
-            });
+            None if contract.fixed_args.contains_key(name) => {
+                errors.declared(name.clone(), "is set by the gateway and cannot be given by the caller".into())
+            }
+            None => errors.unknown(|| display_name(name), "is not an argument of this tool"),
         }
     }
     if !errors.is_empty() {
         return Err(Box::new(Invalid {
             listed,
-            errors,
+            errors: errors.listed,
+            more: errors.more,
             args: given.then_some(args),
         }));
     }

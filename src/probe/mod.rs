@@ -9,6 +9,7 @@
 //! broken check from the error's list of offending arguments). Any record of an execution
 //! under one of the probe's trace IDs is a finding.
 
+mod protocol;
 pub(crate) mod report;
 pub(crate) mod tabletop;
 pub(crate) mod values;
@@ -113,18 +114,40 @@ impl Target {
     }
 
     async fn post(&self, token: Option<&str>, session: Option<&str>, body: String, query: Option<&str>) -> Result<Resp, String> {
+        self.send(reqwest::Method::POST, token, session, &[], body, query).await
+    }
+
+    /// A request to `/mcp` with the headers a well-behaved client sends, `headers` put over
+    /// them.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        session: Option<&str>,
+        headers: &[(&str, &str)],
+        body: String,
+        query: Option<&str>,
+    ) -> Result<Resp, String> {
         let url = match query {
             Some(q) => format!("{}?{q}", self.mcp),
             None => self.mcp.clone(),
         };
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .header("user-agent", "capgate-probe")
-            .body(body);
+        let mut map = HeaderMap::new();
+        let defaults = [
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("user-agent", "capgate-probe"),
+        ];
+        for (k, v) in defaults.iter().chain(headers) {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                map.insert(k, v);
+            }
+        }
+        let mut req = self.http.request(method, url).headers(map).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -218,6 +241,27 @@ impl Minter {
 
     fn token(&self, roles: &[String]) -> String {
         self.sign(self.claims(roles))
+    }
+
+    /// Signed with the trusted key under its kid, with `extra` in the JWS header: a token
+    /// that only the header makes unacceptable.
+    fn sign_with_header(&self, extra: &[(&str, Value)], claims: Map<String, Value>) -> String {
+        use ed25519_dalek::Signer;
+        let mut header = Map::new();
+        header.insert("alg".into(), json!("EdDSA"));
+        header.insert("typ".into(), json!("JWT"));
+        header.insert("kid".into(), json!(self.kid));
+        for (k, v) in extra {
+            header.insert((*k).to_string(), v.clone());
+        }
+        let header = Value::Object(header);
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(Value::Object(claims).to_string().as_bytes())
+        );
+        let sig = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig.to_bytes()))
     }
 }
 
@@ -375,7 +419,7 @@ impl<'a> Probe<'a> {
 
     pub(crate) async fn run(mut self) -> Result<Report, String> {
         let contracts: Vec<Arc<Contract>> = self.env.contracts.values().cloned().collect();
-        let estimate: usize = 16
+        let estimate: usize = 40
             + contracts
                 .iter()
                 .map(|c| 4 + c.args.values().map(|a| values::invalid(a).len()).sum::<usize>())
@@ -383,6 +427,9 @@ impl<'a> Probe<'a> {
         self.bar.set_length(estimate as u64);
         self.identity().await?;
         self.authorization().await?;
+        self.protocol().await?;
+        self.origins().await?;
+        self.slow_clients().await;
         for c in &contracts {
             self.arguments(c).await?;
         }
@@ -455,6 +502,11 @@ impl<'a> Probe<'a> {
             cases.push((
                 "unknown kid".into(),
                 Some(crate::keys::sign_jwt(&stranger, "capgate-probe-unknown-kid", &claims).unwrap_or_default()),
+                None,
+            ));
+            cases.push((
+                "an unknown critical header extension (crit)".into(),
+                Some(m.sign_with_header(&[("crit", json!(["urn:capgate-probe:unknown"]))], m.claims(&[]))),
                 None,
             ));
             cases.push((
@@ -921,8 +973,10 @@ impl<'a> Probe<'a> {
             None,
         );
         let mut keys = Vec::new();
+        let mut row_key = None;
         if let Ok(k) = crate::keys::load_signing_key(&self.env.audit_signing_key) {
             keys.push(k.verifying_key());
+            row_key = Some(crate::audit::approval::RowKey::derive(&k));
         }
         for p in &self.env.audit_previous_keys {
             if let Ok(k) = crate::keys::load_public_key(p) {
@@ -930,7 +984,7 @@ impl<'a> Probe<'a> {
             }
         }
         let external: Option<PathBuf> = self.env.checkpoint_file.clone().filter(|p| p.exists());
-        match crate::audit::verify::verify(store.as_ref(), &self.env.name, &keys, external.as_deref()).await {
+        match crate::audit::verify::verify(store.as_ref(), &self.env.name, &keys, external.as_deref(), row_key.as_ref()).await {
             Ok(rep) if rep.first_problem.is_none() => self.record(
                 "audit",
                 "the chain and its checkpoints verify".into(),

@@ -72,6 +72,11 @@ pub(crate) fn invalid(spec: &ArgSpec) -> Vec<(&'static str, Value)> {
             out.push(("upper-case IPv6", json!("2001:DB8::1")));
             out.push(("with prefix", json!("192.0.2.1/32")));
             out.push(("surrounding space", json!(" 192.0.2.1")));
+            // IPv4 spelled as IPv6 would pass an IPv4 rule unseen.
+            out.push(("IPv4-mapped IPv6", json!("::ffff:10.0.0.1")));
+            out.push(("IPv4-mapped IPv6 in hex", json!("::ffff:a00:1")));
+            out.push(("NAT64", json!("64:ff9b::a00:1")));
+            out.push(("6to4", json!("2002:a00:1::1")));
             match family {
                 IpFamily::V4 => out.push(("wrong family", json!("2001:db8::1"))),
                 IpFamily::V6 => out.push(("wrong family", json!("192.0.2.1"))),
@@ -90,8 +95,14 @@ pub(crate) fn invalid(spec: &ArgSpec) -> Vec<(&'static str, Value)> {
             out.push(("prefix too long", json!("10.0.0.0/33")));
             out.push(("upper-case IPv6", json!("2001:DB8::/32")));
             out.push(("surrounding space", json!("10.0.0.0/8 ")));
+            out.push(("IPv4-mapped IPv6 network", json!("::ffff:10.0.0.0/104")));
+            out.push(("NAT64 network", json!("64:ff9b::/96")));
+            out.push(("6to4 network", json!("2002::/16")));
             if *min_prefix > 0 {
                 out.push(("prefix below min_prefix", json!(format!("0.0.0.0/{}", min_prefix - 1))));
+                // All of IPv4 through the IPv6 space that embeds it.
+                out.push(("all of IPv4 as IPv4-mapped IPv6", json!("::ffff:0.0.0.0/96")));
+                out.push(("IPv6 network holding all of IPv4", json!("::/64")));
             }
             if let Some(max) = max_prefix
                 && *max < 32

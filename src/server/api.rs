@@ -21,6 +21,7 @@ use super::http::{Caller, HttpState};
 use super::respond;
 use crate::audit::AuditRecord;
 use crate::audit::approval::{self, Answer, Op, Refused, Request as Approval, Status, Verdict};
+use crate::audit::store::PagePosition;
 use crate::decision::{Decision, ReasonCode};
 use crate::denial::{ApiProblem, Denial, Outage};
 use crate::identity::Principal;
@@ -85,9 +86,18 @@ fn view(policy: &dyn PolicyEngine, req: &Approval, p: &Principal) -> Value {
     })
 }
 
-/// An answer of the API's own (never recorded: a read, or a request it does not take).
+/// An answer that cannot be recorded (the store is down), or whose record the approval
+/// rules wrote in the transaction that refused it.
 fn answer(st: &HttpState, denial: Denial, trace: &TraceId) -> Response {
     respond::http(&denial, trace, &st.rt.env().resource_metadata_url(), Value::Null)
+}
+
+/// A refusal of the API's own: recorded, then answered.
+async fn refuse(st: &HttpState, caller: &Caller, denial: Denial) -> Response {
+    let rec = denial
+        .record(&st.rt.env().name, &caller.call)
+        .principal(Some(caller.auth.principal()));
+    st.refuse(&denial, rec, Value::Null).await
 }
 
 pub(crate) async fn session(State(st): State<Arc<HttpState>>, axum::Extension(caller): axum::Extension<Caller>) -> Response {
@@ -106,7 +116,17 @@ pub(crate) async fn session(State(st): State<Arc<HttpState>>, axum::Extension(ca
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     status: Option<String>,
+    /// Requests per page (1 to [`MAX_PAGE`], 200 by default).
+    limit: Option<u32>,
+    /// Where the previous page ended (its `x-capgate-next-page`).
+    before: Option<String>,
 }
+
+/// Most requests one page shows.
+const MAX_PAGE: u32 = 500;
+/// Most requests one page reads from the store to find those the caller may see: past it,
+/// the page ends short, and the next one goes on from there.
+const MAX_SCANNED: usize = 5_000;
 
 pub(crate) async fn list(
     State(st): State<Arc<HttpState>>,
@@ -115,32 +135,60 @@ pub(crate) async fn list(
 ) -> Response {
     let trace = &caller.call.trace;
     let Ok(Query(q)) = query else {
-        return answer(&st, Denial::Api(ApiProblem::Query), trace);
+        return refuse(&st, &caller, Denial::Api(ApiProblem::Query)).await;
     };
     let status = match q.status.as_deref() {
         None => Some(Status::Pending),
         Some("all") => None,
         Some(s) => match Status::parse(s) {
             Some(s) => Some(s),
-            None => return answer(&st, Denial::Api(ApiProblem::StatusValue), trace),
+            None => return refuse(&st, &caller, Denial::Api(ApiProblem::StatusValue)).await,
         },
+    };
+    let limit = match q.limit {
+        None => 200,
+        Some(n @ 1..=MAX_PAGE) => n,
+        Some(_) => return refuse(&st, &caller, Denial::Api(ApiProblem::Limit)).await,
+    };
+    let mut position = match q.before.as_deref().map(PagePosition::from_cursor) {
+        None => None,
+        Some(Some(p)) => Some(p),
+        Some(None) => return refuse(&st, &caller, Denial::Api(ApiProblem::Cursor)).await,
     };
     let p = caller.auth.principal();
     let policy = st.rt.policy().as_ref();
-    match st.rt.store().approvals(status, 200).await {
-        Ok(reqs) => {
-            let now = approval::now_ms();
-            let shown: Vec<Value> = reqs
-                .iter()
-                // Pending past its expiry is waiting for the sweeper; it is not pending.
-                .filter(|r| status != Some(Status::Pending) || r.expires_ms > now)
-                .filter(|r| may_see(policy, r, p))
-                .map(|r| view(policy, r, p))
-                .collect();
-            Json(Value::Array(shown)).into_response()
+    let now = approval::now_ms();
+    // Filtered before it is limited: a page holds `limit` requests the caller may see,
+    // however many it may not (another requester's flood) came between them.
+    let want = limit as usize;
+    let (mut shown, mut scanned, mut more) = (Vec::new(), 0, true);
+    while more && shown.len() < want && scanned < MAX_SCANNED {
+        let page = match st.rt.store().approvals(status, position.clone(), limit).await {
+            Ok(page) => page,
+            Err(_) => return answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
+        };
+        // A short page is the last one.
+        more = page.len() == want;
+        for r in &page {
+            scanned += 1;
+            position = Some(PagePosition::of(r));
+            // Pending past its expiry is waiting for the sweeper; it is not pending.
+            let current = status != Some(Status::Pending) || r.expires_ms > now;
+            if current && may_see(policy, r, p) {
+                shown.push(view(policy, r, p));
+                if shown.len() == want {
+                    // Stopped inside the page: what follows is for the next one.
+                    more = true;
+                    break;
+                }
+            }
         }
-        Err(_) => answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
     }
+    let mut resp = Json(Value::Array(shown)).into_response();
+    if more && let Some(cursor) = position.and_then(|p| http::HeaderValue::from_str(&p.to_cursor()).ok()) {
+        resp.headers_mut().insert("x-capgate-next-page", cursor);
+    }
+    resp
 }
 
 pub(crate) async fn get_one(
@@ -153,11 +201,11 @@ pub(crate) async fn get_one(
     let policy = st.rt.policy().as_ref();
     let req = match st.rt.store().approval(&id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return answer(&st, Denial::Approval(Refused::NotFound), trace),
+        Ok(None) => return refuse(&st, &caller, Denial::Approval(Refused::NotFound)).await,
         Err(_) => return answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
     };
     if !may_see(policy, &req, p) {
-        return answer(&st, Denial::Approval(Refused::NotApprover), trace);
+        return refuse(&st, &caller, Denial::Approval(Refused::NotApprover)).await;
     }
     let trail = match st.rt.store().trail(&req.id).await {
         Ok(t) => t,
@@ -196,9 +244,9 @@ async fn decide(
     let reason = match serde_json::from_slice::<DecideBody>(&body) {
         Ok(b) => match approval::clean_reason(&b.reason) {
             Some(r) => r,
-            None => return answer(&st, Denial::Api(ApiProblem::EmptyReason), trace),
+            None => return refuse(&st, &caller, Denial::Api(ApiProblem::EmptyReason)).await,
         },
-        Err(_) => return answer(&st, Denial::Api(ApiProblem::Body), trace),
+        Err(_) => return refuse(&st, &caller, Denial::Api(ApiProblem::Body)).await,
     };
     // Approval ids are UUIDs; anything else is unknown without touching the store.
     let id = if uuid::Uuid::parse_str(&id).is_ok() {

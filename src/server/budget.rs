@@ -35,7 +35,7 @@ pub(super) struct FailureBudget {
 
 /// IPv6 clients usually own a whole /64: counting per address would give each as many
 /// budgets as it has addresses.
-fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

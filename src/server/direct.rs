@@ -45,28 +45,6 @@ fn legacy_session_version(headers: &HeaderMap) -> bool {
     }
 }
 
-/// The media types a header lists, without parameters.
-fn media_types(value: Option<&HeaderValue>) -> impl Iterator<Item = &str> {
-    value
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(',')
-        .map(|m| m.split(';').next().unwrap_or("").trim())
-}
-
-/// What rmcp demands of every POST before it reads the body.
-fn headers_acceptable(headers: &HeaderMap) -> bool {
-    let (mut json, mut sse) = (false, false);
-    for m in media_types(headers.get(header::ACCEPT)) {
-        json |= m.eq_ignore_ascii_case("application/json");
-        sse |= m.eq_ignore_ascii_case("text/event-stream");
-    }
-    let content_json = media_types(headers.get(header::CONTENT_TYPE))
-        .next()
-        .is_some_and(|m| m.eq_ignore_ascii_case("application/json"));
-    json && sse && content_json
-}
-
 /// The two methods this route answers.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -85,7 +63,7 @@ fn body_eligible(rt: &Runtime, caller: &Caller, body: &Value) -> Option<Method> 
     if body.get("id").is_none() || body.get("result").is_some() || body.get("error").is_some() {
         return None;
     }
-    if let Some(meta) = body.pointer("/params/_meta").and_then(Value::as_object)
+    if let Some(meta) = crate::server::envelope::member(body, &["params", "_meta"]).and_then(Value::as_object)
         && (meta.contains_key("progressToken")
             || meta.contains_key("capgate/approval_wait")
             || meta.keys().any(|k| k.starts_with("io.modelcontextprotocol/")))
@@ -94,8 +72,7 @@ fn body_eligible(rt: &Runtime, caller: &Caller, body: &Value) -> Option<Method> 
     }
     // Approval flows may wait and report progress: rmcp's stream carries that. Only a tool
     // the caller may use is looked at, so the route reveals nothing `tools/list` does not.
-    let needs_approval = body
-        .pointer("/params/name")
+    let needs_approval = crate::server::envelope::member(body, &["params", "name"])
         .and_then(Value::as_str)
         .and_then(|tool| rt.usable(&caller.auth, tool))
         .is_some_and(|c| c.requires_approval);
@@ -141,7 +118,9 @@ pub(crate) async fn try_serve(
     let Some(sid) = session_id else {
         return Err(caller);
     };
-    if !headers_acceptable(headers) || !legacy_session_version(headers) {
+    // `Accept` and `Content-Type` need no look here: the protocol step has refused every
+    // POST whose headers rmcp would refuse.
+    if !legacy_session_version(headers) {
         return Err(caller);
     }
     let Some(method) = body_eligible(rt, &caller, &body) else {

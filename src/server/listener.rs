@@ -12,14 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
@@ -32,6 +29,8 @@ use crate::pipeline::Runtime;
 use crate::request::{CallCtx, ClientRef};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a shut-down listener lets the requests in flight finish.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -40,38 +39,7 @@ pub(crate) struct Peer {
     pub(crate) cert: Option<Arc<CertIdentity>>,
 }
 
-pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
-
-pub(crate) struct GatewayListener {
-    rx: mpsc::Receiver<(Stream, Peer)>,
-    local: SocketAddr,
-}
-
-impl Listener for GatewayListener {
-    type Io = Stream;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accept task stopped (shutdown): no more connections, ever.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            cert: None,
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, GatewayListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, GatewayListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
 fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
@@ -129,20 +97,28 @@ pub(crate) fn identity_of(der: &CertificateDer<'_>) -> CertIdentity {
     }
 }
 
-/// Starts accepting on `tcp` for `rt`'s environment until `stop`.
-pub(crate) fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken) -> anyhow::Result<GatewayListener> {
-    let local = tcp.local_addr()?;
+/// Serves `app` on `tcp` for `rt`'s environment until `stop`, then lets the requests in
+/// flight finish (at most [`DRAIN`]). Each connection is served by hyper with the
+/// environment's header deadline (a client that never finishes its headers is cut off); one
+/// source holds at most `max_connections_per_source` connections at once (`sources.rs`).
+pub(crate) fn serve(
+    rt: Arc<Runtime>,
+    tcp: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let acceptor = match &rt.env().tls {
         Some(tls) => Some(TlsAcceptor::from(
             server_config(tls).with_context(|| format!("environment `{}`: tls", rt.env().name))?,
         )),
         None => None,
     };
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
+    let sources = Arc::new(super::sources::Sources::new(rt.env().max_connections_per_source));
+    Ok(tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (tcp, addr) = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 accepted = tcp.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -152,35 +128,62 @@ pub(crate) fn start(rt: Arc<Runtime>, tcp: TcpListener, stop: CancellationToken)
                     }
                 },
             };
+            let Some(slot) = sources.admit(addr.ip()) else {
+                drop(tcp);
+                sources.refused(&rt, addr).await;
+                continue;
+            };
             // MCP answers are small writes after the headers; without TCP_NODELAY each reply
             // can stall on the peer's delayed ACK (~40 ms).
             let _ = tcp.set_nodelay(true);
-            let Some(acceptor) = acceptor.clone() else {
-                if tx.send((Either::Left(tcp), Peer { addr, cert: None })).await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            let tx = tx.clone();
-            let rt = rt.clone();
+            let (rt, app, acceptor) = (rt.clone(), app.clone(), acceptor.clone());
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let cert = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| Arc::new(identity_of(c)));
-                        let _ = tx.send((Either::Right(tls), Peer { addr, cert })).await;
-                    }
-                    Ok(Err(e)) => record_refused_handshake(&rt, addr, &e.to_string()).await,
-                    Err(_) => tracing::debug!(env = %rt.env().name, "TLS handshake from {addr} timed out"),
-                }
+                let _slot = slot;
+                let (io, peer): (Stream, Peer) = match acceptor {
+                    None => (Either::Left(tcp), Peer { addr, cert: None }),
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let cert = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| Arc::new(identity_of(c)));
+                            (Either::Right(tls), Peer { addr, cert })
+                        }
+                        Ok(Err(e)) => return record_refused_handshake(&rt, addr, &e.to_string()).await,
+                        Err(_) => return tracing::debug!(env = %rt.env().name, "TLS handshake from {addr} timed out"),
+                    },
+                };
+                serve_connection(&rt, io, peer, app, watcher).await;
             });
         }
+        if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+            tracing::debug!(env = %rt.env().name, "requests still in flight after {}s; closing them", DRAIN.as_secs());
+        }
+    }))
+}
+
+/// One connection: HTTP/1.1 with the header deadline, every request labelled with its
+/// [`Peer`] for the handlers.
+async fn serve_connection(rt: &Runtime, io: Stream, peer: Peer, app: axum::Router, watcher: hyper_util::server::graceful::Watcher) {
+    use tower::Service;
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer.clone()));
+        let mut app = app.clone();
+        async move { app.call(req).await }
     });
-    Ok(GatewayListener { rx, local })
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(rt.env().header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!("connection ended: {e}");
+    }
 }
 
 async fn record_refused_handshake(rt: &Runtime, addr: SocketAddr, why: &str) {

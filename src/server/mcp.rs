@@ -45,11 +45,14 @@ impl Gateway {
         }
     }
 
-    async fn request_ctx(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+    /// The caller of a request to `method`: proven by the HTTP steps, or, over stdio, by the
+    /// token verified again now.
+    async fn request_ctx(&self, ctx: &RequestContext<RoleServer>, method: &str) -> Result<Caller, ErrorData> {
         let request_id = Some(ctx.id.to_string());
         if let Some(token) = &self.stdio_token {
             let call = CallCtx {
                 trace: TraceId::from_traceparent_or_new(ctx.meta.get_traceparent()),
+                method: Some(method.to_string()),
                 request_id,
                 session_id: None,
                 client: ClientRef::stdio(),
@@ -105,12 +108,12 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let caller = self.request_ctx(&context).await?;
+        let caller = self.request_ctx(&context, "tools/list").await?;
         Ok(list_result(&self.rt, &caller))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        let caller = self.request_ctx(&context).await?;
+        let caller = self.request_ctx(&context, "tools/call").await?;
         let wait = approval_wait(&context);
         match self
             .rt

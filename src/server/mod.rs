@@ -8,12 +8,14 @@ pub(crate) mod api;
 mod budget;
 mod console;
 mod direct;
+pub(crate) mod envelope;
 pub(crate) mod http;
 pub(crate) mod jsonguard;
 pub(crate) mod listener;
 mod mcp;
 pub(crate) mod respond;
 mod sessions;
+mod sources;
 mod stdio_guard;
 
 use std::net::SocketAddr;
@@ -63,6 +65,29 @@ fn spawn_expiry(rt: Arc<Runtime>, stop: CancellationToken) {
     });
 }
 
+/// Compares the routed tools' upstream definitions with their pins every
+/// `pin_check_interval`; a changed one is stopped until re-pinned (src/pins.rs).
+fn spawn_pin_check(rt: Arc<Runtime>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(rt.env().pin_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is now; the build has just checked
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            rt.check_pins().await;
+        }
+    });
+}
+
+/// The tasks every environment runs beside its requests.
+fn spawn_housekeeping(rt: &Arc<Runtime>, stop: &CancellationToken) {
+    spawn_expiry(rt.clone(), stop.clone());
+    spawn_pin_check(rt.clone(), stop.clone());
+}
+
 fn allowed_hosts(env: &Environment, bound: SocketAddr) -> Vec<String> {
     let mut hosts = env.allowed_hosts.clone();
     if let Some(h) = host_of(&env.public_url) {
@@ -77,6 +102,31 @@ fn allowed_hosts(env: &Environment, bound: SocketAddr) -> Vec<String> {
         hosts.extend(["localhost".to_string(), format!("localhost:{}", bound.port())]);
     }
     hosts
+}
+
+/// The origins of pages this listener serves: its scheme with each name it is reached by on
+/// its port, and the public URL's.
+fn own_origins(env: &Environment, bound: SocketAddr) -> Vec<String> {
+    let scheme = if env.tls.is_some() { "https" } else { "http" };
+    let mut names = vec![bound.ip().to_string()];
+    if bound.ip().is_loopback() {
+        names.push("localhost".into());
+    }
+    let mut origins: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if n.contains(':') {
+                format!("{scheme}://[{n}]:{}", bound.port())
+            } else {
+                format!("{scheme}://{n}:{}", bound.port())
+            }
+        })
+        .collect();
+    origins.extend(crate::config::resolved::origin_of(&env.public_url));
+    for h in &env.allowed_hosts {
+        origins.push(format!("{scheme}://{h}"));
+    }
+    origins
 }
 
 async fn metadata(State(rt): State<Arc<Runtime>>) -> Response {
@@ -99,7 +149,12 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
     };
     (
         status,
-        axum::Json(json!({"env": rt.env().name, "audit": audit_ok, "upstreams": rt.upstream_count()})),
+        axum::Json(json!({
+            "env": rt.env().name,
+            "audit": audit_ok,
+            "upstreams": rt.upstream_count(),
+            "stopped_tools": rt.stopped_tools(),
+        })),
     )
         .into_response()
 }
@@ -151,7 +206,12 @@ fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> R
         let svc = mcp_service.clone();
         async move { svc.handle(req).await }
     });
-    let state = Arc::new(http::HttpState::new(rt.clone(), allowed_hosts(rt.env(), bound), sessions));
+    let state = Arc::new(http::HttpState::new(
+        rt.clone(),
+        &allowed_hosts(rt.env(), bound),
+        &own_origins(rt.env(), bound),
+        sessions,
+    ));
     tokio::spawn(close_idle_sessions(
         state.clone(),
         rt.env().session_idle_timeout,
@@ -194,31 +254,26 @@ pub(crate) async fn serve_http(
     envs: Vec<Arc<Environment>>,
     on_ready: impl Fn(&Environment, SocketAddr),
 ) -> anyhow::Result<()> {
+    let signals = StopSignals::install();
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut runtimes = Vec::new();
     for env in envs {
         let rt = Arc::new(Runtime::build(config, env.clone()).await?);
-        spawn_expiry(rt.clone(), shutdown.clone());
+        spawn_housekeeping(&rt, &shutdown);
         let listener = tokio::net::TcpListener::bind(&env.listen)
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
-        let listener = listener::start(rt.clone(), listener, shutdown.clone())?;
         runtimes.push(rt.clone());
-        let app = router(rt, bound, shutdown.clone());
+        let app = router(rt.clone(), bound, shutdown.clone());
+        tasks.push(listener::serve(rt, listener, app, shutdown.clone())?);
         on_ready(&env, bound);
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<listener::Peer>())
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-        }));
     }
     if tasks.is_empty() {
         bail!("no environment to serve");
     }
-    wait_for_signal().await;
+    signals.wait().await;
     shutdown.cancel();
     for t in tasks {
         let _ = t.await;
@@ -230,26 +285,47 @@ pub(crate) async fn serve_http(
     Ok(())
 }
 
-/// Returns on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, caught from the moment this is made: made before the first
+/// listener says it is ready, so an operator's stop right after the start still ends in a
+/// clean stop (outcomes written, final checkpoint signed), not in the default kill.
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    pub fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                _ => None,
+            };
+            Self { signals }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Returns on SIGINT or SIGTERM.
+    pub async fn wait(self) {
+        #[cfg(unix)]
+        match self.signals {
+            Some((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -263,7 +339,7 @@ pub(crate) async fn serve_stdio(config: &Config, env: Arc<Environment>, token: c
         .await
         .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
     let stop = CancellationToken::new();
-    spawn_expiry(rt.clone(), stop.clone());
+    spawn_housekeeping(&rt, &stop);
     let gw = mcp::Gateway::stdio(rt.clone(), token);
     let running = gw
         .serve(stdio_guard::spawn(rt.clone()))

@@ -125,6 +125,80 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
             trace,
         ),
         Denial::Session(_) => jsonrpc_error(StatusCode::NOT_FOUND, Value::Null, -32001, "session not found", None, trace),
+        Denial::HttpMethod { .. } => {
+            let mut resp = jsonrpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Value::Null,
+                -32600,
+                &d.reason(),
+                Some(code.as_str()),
+                trace,
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            resp
+        }
+        Denial::ContentType { .. } => jsonrpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Value::Null,
+            -32600,
+            &d.reason(),
+            Some(code.as_str()),
+            trace,
+        ),
+        Denial::NotAcceptable => jsonrpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            Value::Null,
+            -32600,
+            &d.reason(),
+            Some(code.as_str()),
+            trace,
+        ),
+        Denial::SessionRequired | Denial::ProtocolUnsupported { .. } => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            -32600,
+            &d.reason(),
+            Some(code.as_str()),
+            trace,
+        ),
+        Denial::InvalidRequest { problem } => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            &format!("invalid request: {problem}"),
+            Some(code.as_str()),
+            trace,
+        ),
+        // A request gets its error as an answer; a notification, which has no answer, an
+        // HTTP error (the MCP transport's rule for input it does not accept).
+        Denial::MethodNotFound { method } => {
+            let status = if id.is_null() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            jsonrpc_error(
+                status,
+                id,
+                -32601,
+                &format!("method not found: {method}"),
+                Some(code.as_str()),
+                trace,
+            )
+        }
+        Denial::InvalidParams { problem } => {
+            let status = if id.is_null() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            jsonrpc_error(
+                status,
+                id,
+                -32602,
+                &format!("invalid params: {problem}"),
+                Some(code.as_str()),
+                trace,
+            )
+        }
+        Denial::BodyTimeout { after } => json_response(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": "request_timeout", "error_description": format!("the request body did not arrive within {}s", after.as_secs_f64()), "trace_id": trace.as_str()}),
+            trace,
+        ),
         Denial::Unavailable(Outage::ApprovalApi) => api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -137,15 +211,19 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
             let (status, error) = match r {
                 Refused::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                 Refused::NotApprover | Refused::OwnRequest => (StatusCode::FORBIDDEN, "forbidden"),
-                Refused::AlreadyVoted | Refused::NotPending => (StatusCode::CONFLICT, "conflict"),
+                Refused::AlreadyVoted | Refused::NotPending | Refused::Tampered => (StatusCode::CONFLICT, "conflict"),
             };
             api_error(status, error, r.message(), code.as_str(), trace)
         }
         Denial::Api(p) => api_error(StatusCode::BAD_REQUEST, "invalid_request", p.message(), code.as_str(), trace),
         Denial::CertificateRefused { .. }
+        | Denial::TooManyConnections { .. }
         | Denial::ToolNotAvailable { .. }
         | Denial::ArgumentsInvalid { .. }
-        | Denial::RateLimited { .. } => {
+        | Denial::ApprovalLimit { .. }
+        | Denial::ApprovalTampered { .. }
+        | Denial::RateLimited { .. }
+        | Denial::ToolStopped { .. } => {
             let e = rpc(d, trace);
             json_response(StatusCode::OK, json!({"jsonrpc": "2.0", "id": id, "error": e}), trace)
         }
@@ -164,23 +242,50 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
             };
             (ErrorCode::INVALID_PARAMS, message)
         }
-        Denial::ArgumentsInvalid { tool, errors } => {
+        Denial::ArgumentsInvalid { tool, errors, more } => {
             data.insert("errors".into(), json!(errors));
+            if *more > 0 {
+                data.insert("more_errors".into(), json!(more));
+            }
             (
                 ErrorCode::INVALID_PARAMS,
-                format!("invalid arguments for `{tool}`: {}", listed(errors)),
+                format!("invalid arguments for `{tool}`: {}", listed(errors, *more)),
             )
         }
+        Denial::ApprovalTampered { id } => {
+            data.insert("http_status".into(), json!(503));
+            (
+                ErrorCode(-32003),
+                format!(
+                    "approval request {id} failed its integrity check in the store; nothing ran, and the refusal is recorded for the operator"
+                ),
+            )
+        }
+        Denial::ApprovalLimit { open } => (
+            ErrorCode(-32029),
+            format!(
+                "approval request refused: you have {open} open approval requests, the most allowed; wait for a decision on one, or for one to expire, before asking for another"
+            ),
+        ),
         Denial::RateLimited { tool, retry_after } => {
             let secs = retry_after.as_secs().max(1);
             data.insert("retry_after".into(), json!(secs));
             (ErrorCode(-32029), format!("rate limit reached for `{tool}`; retry after {secs}s"))
         }
+        Denial::ToolStopped { tool } => (
+            ErrorCode(-32003),
+            format!(
+                "tool `{tool}` is stopped: its upstream changed the tool's definition since it was pinned; nothing ran, and an operator must review the change and re-pin it (`capgate contracts pin`)"
+            ),
+        ),
         Denial::Unavailable(o) => {
             data.insert("http_status".into(), json!(503));
             (ErrorCode(-32003), o.message().to_string())
         }
         Denial::Unauthenticated { error, .. } => (ErrorCode(-32001), format!("unauthenticated: {error}")),
+        Denial::MethodNotFound { method } => (ErrorCode::METHOD_NOT_FOUND, format!("method not found: {method}")),
+        Denial::InvalidParams { problem } => (ErrorCode::INVALID_PARAMS, format!("invalid params: {problem}")),
+        Denial::InvalidRequest { problem } => (ErrorCode::INVALID_REQUEST, format!("invalid request: {problem}")),
         other => (ErrorCode::INVALID_REQUEST, other.reason()),
     };
     data.insert("trace_id".into(), Value::String(trace.as_str().to_string()));

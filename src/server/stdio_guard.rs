@@ -8,41 +8,48 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::mpsc;
 
+use super::envelope::{self, Facts, Problem};
 use super::jsonguard::{BodyError, check_body};
 use super::respond;
 use crate::denial::{Channel, Denial, Outage};
 use crate::pipeline::Runtime;
 use crate::request::{CallCtx, ClientRef};
 
-/// Why a line is refused, and the JSON-RPC id it carried, if it was read that far.
-fn refusal(line: &str, limit: usize) -> Option<(Denial, Value)> {
+/// Why a line is refused, the JSON-RPC id it carried and what it named, as far as it reads.
+fn refusal(line: &str, limit: usize) -> Option<(Denial, Value, Facts)> {
     if line.len() > limit {
-        return Some((
-            Denial::BodyTooLarge {
-                limit,
-                declared: None,
-                channel: Channel::Stdio,
-            },
-            Value::Null,
-        ));
+        let denial = Denial::BodyTooLarge {
+            limit,
+            declared: None,
+            channel: Channel::Stdio,
+        };
+        return Some((denial, Value::Null, Facts::default()));
     }
-    match check_body(line.as_bytes()) {
-        Ok(_) => None,
-        Err(BodyError::Syntax) => Some((Denial::MalformedJson { channel: Channel::Stdio }, Value::Null)),
+    let body = match check_body(line.as_bytes()) {
+        Ok(v) => v,
+        Err(BodyError::Syntax) => return Some((Denial::MalformedJson { channel: Channel::Stdio }, Value::Null, Facts::default())),
         Err(BodyError::DuplicateKey(key)) => {
-            let id = serde_json::from_str::<Value>(line)
-                .ok()
-                .and_then(|v| v.get("id").cloned())
-                .unwrap_or(Value::Null);
-            Some((
-                Denial::DuplicateKey {
-                    key,
-                    channel: Channel::Stdio,
-                },
-                id,
-            ))
+            // serde's own reading (the last of each key), for the answer's id and the record.
+            let lenient = serde_json::from_str::<Value>(line).unwrap_or(Value::Null);
+            let id = lenient.get("id").cloned().unwrap_or(Value::Null);
+            let denial = Denial::DuplicateKey {
+                key,
+                channel: Channel::Stdio,
+            };
+            return Some((denial, id, envelope::facts(&lenient)));
         }
-    }
+    };
+    let id = body
+        .get("id")
+        .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let denial = match envelope::check(&body).err()? {
+        Problem::InvalidRequest(problem) => Denial::InvalidRequest { problem },
+        Problem::MethodNotFound(method) => Denial::MethodNotFound { method },
+        Problem::InvalidParams(problem) => Denial::InvalidParams { problem },
+    };
+    Some((denial, id, envelope::facts(&body)))
 }
 
 /// Returns the (reader, writer) pair `rmcp` serves on; the real stdin/stdout are behind it.
@@ -62,9 +69,12 @@ pub(crate) fn spawn(rt: Arc<Runtime>) -> (DuplexStream, DuplexStream) {
                         break;
                     }
                 }
-                Some((denial, id)) => {
-                    let call = CallCtx::new(ClientRef::stdio());
-                    let recorded = rt.audit().append(denial.record(&rt.env().name, &call)).await.is_ok();
+                Some((denial, id, facts)) => {
+                    let mut call = CallCtx::new(ClientRef::stdio());
+                    call.method = facts.method;
+                    call.request_id = facts.request_id;
+                    let rec = denial.record(&rt.env().name, &call).tool(facts.tool);
+                    let recorded = rt.audit().append(rec).await.is_ok();
                     let answer = if recorded {
                         respond::stdio(&denial, &call.trace, id)
                     } else {

@@ -34,8 +34,23 @@ pub async fn get(url: String) -> reqwest::Response {
     http().get(url).send().await.unwrap()
 }
 
+/// The binary under test; `CAPGATE_TEST_BIN` runs the tests against another build (to see
+/// a new test fail on the code before its fix).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_capgate"))
+    std::env::var_os("CAPGATE_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_capgate")), PathBuf::from)
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection, for requests a client library will not
+/// send as written (`HOST` in `request` is replaced by the address). Returns everything the
+/// server sent until it closed the connection, or until `wait` passed.
+pub async fn raw_http(base: &str, request: &str, wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.replace("HOST", addr).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn fixtures() -> PathBuf {

@@ -2,29 +2,53 @@
 //! (403, DNS rebinding), a foreign `Origin` (403), a token in the query string (401). They
 //! apply to every route that acts; rmcp's own Host check stays behind this one.
 
-use super::stamp::clean;
 use super::{Exchange, HttpState, Step};
 use crate::denial::Denial;
+use crate::request::clean;
 
 /// What this listener admits: names it answers to, and origins allowed to send requests.
 pub(super) struct Admission {
     /// `host[:port]` authorities, parsed once: see [`Admission::host_allowed`].
     hosts: Vec<(String, Option<u16>)>,
     /// The configured origins and this listener's own (the console calls the API from its
-    /// own origin).
-    origins: Vec<String>,
+    /// own origin), each as scheme, host and port: all three must match.
+    origins: Vec<Origin>,
+}
+
+/// An origin as compared: scheme and host lowercased, the port always given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `scheme://host[:port]` (a browser's `Origin`, or a configured one), nothing more.
+    fn parse(text: &str) -> Option<Self> {
+        let (scheme, rest) = text.trim().split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let (host, port) = authority(rest.trim_end_matches('/'))?;
+        Some(Self {
+            scheme,
+            host,
+            port: port.unwrap_or(default),
+        })
+    }
 }
 
 impl Admission {
-    pub(super) fn new(allowed_origins: &[String], hosts: &[String]) -> Self {
-        let mut origins = allowed_origins.to_vec();
-        for h in hosts {
-            origins.push(format!("http://{h}"));
-            origins.push(format!("https://{h}"));
-        }
+    /// `hosts`: the names this listener answers to (`host[:port]`); `own` the listener's own
+    /// origins (its scheme, its names, its port, and the public URL's).
+    pub(super) fn new(allowed_origins: &[String], hosts: &[String], own: &[String]) -> Self {
         Self {
             hosts: hosts.iter().filter_map(|h| authority(h)).collect(),
-            origins,
+            origins: allowed_origins.iter().chain(own).filter_map(|o| Origin::parse(o)).collect(),
         }
     }
 
@@ -48,7 +72,7 @@ impl Admission {
             });
         }
         if let Some(origin) = headers.get("origin").and_then(|v| v.to_str().ok())
-            && !self.origins.iter().any(|o| o == origin)
+            && !Origin::parse(origin).is_some_and(|o| self.origins.contains(&o))
         {
             return Some(Denial::OriginNotAllowed {
                 origin: clean(origin, 128),
@@ -103,8 +127,39 @@ mod tests {
     }
 
     #[test]
+    fn origins_match_in_scheme_host_and_port() {
+        let a = Admission::new(
+            &["https://console.example".into()],
+            &["127.0.0.1:8477".into()],
+            &["http://127.0.0.1:8477".into(), "http://localhost:8477".into()],
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::HOST, "127.0.0.1:8477".parse().unwrap());
+        for (origin, ok) in [
+            ("http://127.0.0.1:8477", true),
+            ("HTTP://LOCALHOST:8477", true),
+            ("https://console.example:443", true),
+            ("https://console.example", true),
+            ("http://localhost", false),
+            ("http://127.0.0.1", false),
+            ("https://127.0.0.1:8477", false),
+            ("http://127.0.0.1:8478", false),
+            ("http://console.example", false),
+            ("null", false),
+            ("http://127.0.0.1:8477/path", false),
+        ] {
+            h.insert("origin", origin.parse().unwrap());
+            assert_eq!(a.check(&h, None).is_none(), ok, "{origin}");
+        }
+    }
+
+    #[test]
     fn hosts_and_origins_are_compared_as_authorities() {
-        let a = Admission::new(&["https://console.example".into()], &["127.0.0.1:8477".into(), "localhost".into()]);
+        let a = Admission::new(
+            &["https://console.example".into()],
+            &["127.0.0.1:8477".into(), "localhost".into()],
+            &["http://127.0.0.1:8477".into()],
+        );
         let mut h = http::HeaderMap::new();
         h.insert(http::header::HOST, "127.0.0.1:8477".parse().unwrap());
         assert!(a.check(&h, None).is_none());

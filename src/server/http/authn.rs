@@ -22,7 +22,7 @@ pub(super) async fn authenticate_step(st: &HttpState, ex: &Exchange, channel: Ch
             };
             let rec = denial
                 .record(&st.rt.env().name, &ex.ctx)
-                .tool(ex.tool())
+                .tool(ex.tool.clone())
                 .args_digest(ex.args_digest());
             Err(st.refuse_unauthenticated(&ex.peer, &denial, rec).await)
         }

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::{Exchange, HttpState, Step};
 use crate::denial::{Channel, Denial};
-use crate::server::jsonguard::check_body;
+use crate::server::envelope;
+use crate::server::jsonguard::{BodyError, check_body};
 use crate::trace::TraceId;
 
 /// Bodies of the approvals API are one short reason.
@@ -27,9 +28,21 @@ pub(super) async fn read(st: &HttpState, ex: &mut Exchange, body: Body, channel:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > limit);
+    let after = st.rt.env().body_timeout;
     let bytes = match declared {
         Some(_) => None,
-        None => to_bytes(body, limit).await.ok(),
+        None => match tokio::time::timeout(after, to_bytes(body, limit)).await {
+            Ok(read) => read.ok(),
+            Err(_) => {
+                let denial = Denial::BodyTimeout { after };
+                let rec = denial.record(&st.rt.env().name, &ex.ctx);
+                let mut resp = st.refuse(&denial, rec, Value::Null).await;
+                // The rest of the body may never come: the connection cannot be reused.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                return Err(resp);
+            }
+        },
     };
     let Some(bytes) = bytes else {
         let denial = Denial::BodyTooLarge { limit, declared, channel };
@@ -41,10 +54,22 @@ pub(super) async fn read(st: &HttpState, ex: &mut Exchange, body: Body, channel:
         // SEP-414: a client may carry its trace in `_meta.traceparent` instead of the header.
         if ex.parts.headers.get("traceparent").is_none()
             && let Ok(v) = &parsed
-            && let Some(tp) = v.pointer("/params/_meta/traceparent").and_then(Value::as_str)
+            && let Some(tp) = crate::server::envelope::member(v, &["params", "_meta", "traceparent"]).and_then(Value::as_str)
         {
             ex.ctx.trace = TraceId::from_traceparent_or_new(Some(tp));
         }
+        // What every record of this request names, read as far as the body reads: a body
+        // refused for a duplicate key still names its method and tool (serde's reading).
+        let facts = match &parsed {
+            Ok(v) => envelope::facts(v),
+            Err(BodyError::DuplicateKey(_)) => serde_json::from_slice::<Value>(&bytes)
+                .map(|v| envelope::facts(&v))
+                .unwrap_or_default(),
+            Err(BodyError::Syntax) => envelope::Facts::default(),
+        };
+        ex.ctx.method = facts.method;
+        ex.ctx.request_id = facts.request_id;
+        ex.tool = facts.tool;
         ex.parsed = Some(parsed);
     }
     ex.bytes = bytes;

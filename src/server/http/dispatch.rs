@@ -9,7 +9,6 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::Value;
 
 use super::{Caller, Exchange, HttpState};
 use crate::pipeline::authn::Authenticated;
@@ -17,7 +16,7 @@ use crate::pipeline::authn::Authenticated;
 /// The answer, and whether the direct route gave it.
 pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authenticated, next: Next) -> (Response, bool) {
     let Exchange {
-        mut ctx,
+        ctx,
         arrived,
         parts,
         bytes,
@@ -25,11 +24,7 @@ pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authentica
         ..
     } = ex;
     let parsed = parsed.and_then(Result::ok);
-    let is_call = parsed.as_ref().and_then(|v| v.get("method")).and_then(Value::as_str) == Some("tools/call");
-    ctx.request_id = match parsed.as_ref().and_then(|v| v.get("id")) {
-        None | Some(Value::Null) => None,
-        Some(other) => Some(other.to_string()),
-    };
+    let is_call = ctx.method.as_deref() == Some("tools/call");
     let caller = Caller { auth, call: ctx };
     let direct = match parsed {
         Some(body) if parts.method == Method::POST => {

@@ -14,7 +14,7 @@ mod admission;
 mod authn;
 mod body;
 mod dispatch;
-mod jsonrpc;
+mod protocol;
 mod session;
 mod stamp;
 
@@ -61,24 +61,25 @@ struct Exchange {
     bytes: Bytes,
     /// A POST to `/mcp`: its one JSON value, or why it is not one.
     parsed: Option<Result<Value, BodyError>>,
+    /// The tool a `tools/call` names (cleaned, bounded), for records.
+    tool: Option<String>,
 }
 
 impl Exchange {
-    /// The tool a `tools/call` names, cleaned, for records.
-    fn tool(&self) -> Option<String> {
-        let body = self.parsed.as_ref()?.as_ref().ok()?;
-        body.get("params")
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .filter(|_| body.get("method").and_then(Value::as_str) == Some("tools/call"))
-            .map(|s| stamp::clean(s, 128))
+    /// The JSON-RPC id of a body that is JSON but was refused as a whole (a duplicate key),
+    /// read as serde reads it, for the refusal's answer.
+    fn lenient_id(&self) -> Value {
+        serde_json::from_slice::<Value>(&self.bytes)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null)
     }
 
     /// The digest of the arguments the request carries: only a refusal needs it, and it is
     /// the costliest fact.
     fn args_digest(&self) -> Option<String> {
         let body = self.parsed.as_ref()?.as_ref().ok()?;
-        body.pointer("/params/arguments").map(crate::canonical::digest)
+        crate::server::envelope::member(body, &["params", "arguments"]).map(crate::canonical::digest)
     }
 }
 
@@ -98,10 +99,11 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(rt: Arc<Runtime>, hosts: Vec<String>, mcp_sessions: Arc<LocalSessionManager>) -> Self {
+    /// `hosts`: the names the listener answers to; `own_origins`: its own origins.
+    pub(crate) fn new(rt: Arc<Runtime>, hosts: &[String], own_origins: &[String], mcp_sessions: Arc<LocalSessionManager>) -> Self {
         Self {
             sessions: Arc::default(),
-            admission: admission::Admission::new(&rt.env().allowed_origins, &hosts),
+            admission: admission::Admission::new(&rt.env().allowed_origins, hosts, own_origins),
             mcp_sessions,
             failures: FailureBudget::new(rt.env().auth_failure_limit),
             call_seconds: Default::default(),
@@ -111,7 +113,7 @@ impl HttpState {
 
     /// Records a refusal, then answers it; if the record cannot be written, the answer is
     /// 503 instead (a client must not believe a refusal was logged when it was not).
-    async fn refuse(&self, denial: &Denial, rec: AuditRecord, id: Value) -> Response {
+    pub(crate) async fn refuse(&self, denial: &Denial, rec: AuditRecord, id: Value) -> Response {
         let trace = rec.trace_id.clone();
         let recorded = self.rt.audit().append(rec).await;
         self.answer_if_recorded(recorded, denial, &trace, id)
@@ -160,7 +162,7 @@ async fn mcp_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) ->
     // Nothing of the tool surface is revealed, and no complaint about the body is answered,
     // to an unauthenticated caller.
     let auth = authn::authenticate_step(st, &ex, Channel::Mcp).await?;
-    jsonrpc::check(st, &ex, &auth).await?;
+    protocol::check(st, &ex, &auth).await?;
     // A session belongs to the identity that opened it; the request is in flight on it
     // until its answer has gone out.
     let owner = auth.principal().owner_key();
@@ -200,9 +202,10 @@ async fn api_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) ->
 pub(crate) fn mcp_routes(state: Arc<HttpState>, service: axum::routing::MethodRouter) -> axum::Router {
     axum::Router::new()
         .nest_service("/mcp", service)
-        .layer(from_fn_with_state(state, mcp))
+        // Only on `/mcp` itself: a path nothing serves is a plain 404, not an MCP refusal.
+        .route_layer(from_fn_with_state(state, mcp))
 }
 
 pub(crate) fn api_routes(state: Arc<HttpState>, handlers: axum::Router<Arc<HttpState>>) -> axum::Router {
-    handlers.layer(from_fn_with_state(state.clone(), api)).with_state(state)
+    handlers.route_layer(from_fn_with_state(state.clone(), api)).with_state(state)
 }

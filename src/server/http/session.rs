@@ -23,7 +23,7 @@ pub(super) async fn enter(st: &HttpState, ex: &Exchange, auth: &Authenticated) -
             let rec = denial
                 .record(&st.rt.env().name, &ex.ctx)
                 .principal(Some(auth.principal()))
-                .tool(ex.tool())
+                .tool(ex.tool.clone())
                 .args_digest(ex.args_digest());
             Err(st.refuse(&denial, rec, Value::Null).await)
         }

@@ -9,14 +9,9 @@ use axum::extract::Request;
 
 use super::{Exchange, SESSION_HEADER};
 use crate::denial::Channel;
-use crate::request::{CallCtx, ClientRef};
+use crate::request::{CallCtx, ClientRef, clean};
 use crate::server::listener::Peer;
 use crate::trace::TraceId;
-
-/// Caller-supplied text for records and messages: no control characters, at most `max`.
-pub(crate) fn clean(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
 
 /// The exchange, and the body apart from it: the body is not `Sync`, and the exchange is
 /// borrowed across the steps' awaits.
@@ -25,6 +20,7 @@ pub(super) fn stamp(peer: Peer, req: Request, channel: Channel) -> (Exchange, Bo
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let ctx = CallCtx {
         trace: TraceId::from_traceparent_or_new(header("traceparent")),
+        method: None,
         request_id: None,
         // Only MCP requests belong to sessions.
         session_id: match channel {
@@ -43,6 +39,7 @@ pub(super) fn stamp(peer: Peer, req: Request, channel: Channel) -> (Exchange, Bo
         parts,
         bytes: Bytes::new(),
         parsed: None,
+        tool: None,
     };
     (ex, body)
 }
