@@ -234,12 +234,17 @@ fn holds(expect: Expect, r: &anyhow::Result<Answer>) -> bool {
 /// `clients` concurrent callers, each with its own connection and session, sending `body`
 /// back to back for `dur` (after a short warm-up that is not counted).
 pub(crate) async fn closed(t: &Target, body: Bytes, clients: usize, dur: Duration, expect: Expect) -> Stats {
+    closed_spread(std::slice::from_ref(t), body, clients, dur, expect).await
+}
+
+/// A closed loop whose clients are spread over `targets` in turn (replicas of a gateway).
+pub(crate) async fn closed_spread(targets: &[Target], body: Bytes, clients: usize, dur: Duration, expect: Expect) -> Stats {
     let warm = Duration::from_millis(300);
     let start = Instant::now() + warm;
     let end = start + dur;
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (t, body) = (t.clone(), body.clone());
+    for i in 0..clients {
+        let (t, body) = (targets[i % targets.len()].clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = caller(&t).await;
             let mut s = Stats::new();

@@ -100,6 +100,15 @@ enum Cmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Only the audit-store table (SQLite, PostgreSQL with one and two replicas)
+    Stores {
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The capgate binary (default: next to this one)
+        #[arg(long)]
+        capgate: Option<PathBuf>,
+    },
     /// Run every scenario and print the tables of docs/BENCHMARKS.md
     Suite {
         /// Seconds per measurement
@@ -179,6 +188,10 @@ fn setup(tools: usize) -> Setup {
 
 /// `extra`: lines added to the environment table (e.g. `auth_failure_limit = "none"`).
 fn write_config(s: &Setup, upstream_url: &str, extra: &str) -> PathBuf {
+    write_config_with_store(s, upstream_url, extra, "sqlite://data/audit.db")
+}
+
+fn write_config_with_store(s: &Setup, upstream_url: &str, extra: &str, store: &str) -> PathBuf {
     let cfg = s.dir.path().join("capgate.toml");
     std::fs::write(
         &cfg,
@@ -194,7 +207,7 @@ max_body_bytes = 1048576
 issuer = "https://idp.bench.test"
 jwks = "keys/issuer.jwks.json"
 [environment.audit]
-store = "sqlite://data/audit.db"
+store = "{store}"
 signing_key = "keys/audit.pem"
 [[upstream]]
 name = "fast"
@@ -379,6 +392,105 @@ const OPEN_CONNS: usize = 128;
 /// Connections of the open-loop flood: its refusals are held 250 ms over the failure
 /// budget, so 5,000/s keeps ~1,250 in flight.
 const FLOOD_CONNS: usize = 2048;
+
+/// The machine's PostgreSQL for the store comparison (trust authentication).
+const BENCH_PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+async fn pg_exec(sql: &str) -> Result<(), String> {
+    let (client, conn) = tokio_postgres::connect(BENCH_PG, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.map_err(|e| e.to_string())
+}
+
+/// Gateways on `cfg`, each its own process (replicas of one environment).
+fn gateways(capgate: &Path, cfg: &Path, n: usize) -> Vec<(Proc, String)> {
+    (0..n)
+        .map(|_| {
+            spawn_with_url(
+                Command::new(capgate)
+                    .args(["serve", "--config"])
+                    .arg(cfg)
+                    .env("CAPGATE_LOG", "error"),
+                "listening on",
+            )
+        })
+        .collect()
+}
+
+/// Allowed calls at 64 clients with each audit store: SQLite, PostgreSQL with one replica,
+/// and PostgreSQL with two replicas sharing its chain (clients spread over them), beside
+/// the direct path and the null gateway of the same run.
+async fn stores(out: &mut Out, capgate: &Path, w: &World, echo: &Bytes, dur: Duration) {
+    out.line("");
+    out.line("### Audit stores: SQLite and PostgreSQL, one and two replicas (64 clients, allowed `tools/call`)");
+    out.line("");
+    let schema = format!("capgate_bench_{}", std::process::id());
+    if let Err(e) = pg_exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await {
+        out.line(&format!("PostgreSQL on 127.0.0.1:5432 is not reachable ({e}): not measured."));
+        return;
+    }
+    out.line("PostgreSQL: the machine's server on 127.0.0.1 (15, default settings: `synchronous_commit = on`), a schema of its own; CPU is the gateways' only (not the database's).");
+    out.line("");
+    out.line("| store | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | of direct | of null gateway |");
+    out.line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let d = closed(&w.direct(), echo, 64, dur, Expect::Ok, None).await;
+    let n = closed(&w.null(), echo, 64, dur, Expect::Ok, Some(w.null_pid())).await;
+    out.line(&format!("| | direct | {} | | | |", fmt(&d)));
+    out.line(&format!(
+        "| | null gateway | {} | {:.0} | {} | |",
+        fmt(&n),
+        n.cpu_us,
+        pct(n.rps(), d.rps())
+    ));
+    let setup = setup(10);
+    let pg_store = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
+    let mut rows = Vec::new();
+    for (label, store, replicas) in [
+        ("SQLite", "sqlite://data/audit.db".to_string(), 1),
+        ("PostgreSQL, 1 replica", pg_store.clone(), 1),
+        ("PostgreSQL, 2 replicas", pg_store.clone(), 2),
+    ] {
+        let cfg = write_config_with_store(&setup, &w.direct, "", &store);
+        if store.starts_with("postgres") {
+            let init = Command::new(capgate)
+                .args(["store", "init", "--env", "bench", "--config"])
+                .arg(&cfg)
+                .output();
+            if !init.as_ref().is_ok_and(|o| o.status.success()) {
+                out.line(&format!("| {label} | (store init failed) | |"));
+                continue;
+            }
+        }
+        let gws = gateways(capgate, &cfg, replicas);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let targets: Vec<Target> = gws
+            .iter()
+            .map(|(_, url)| Target {
+                url: url.clone(),
+                token: Some(setup.token.clone()),
+                session: true,
+            })
+            .collect();
+        let before: u64 = gws.iter().map(|(p, _)| load::cpu_ticks(p.0.id())).sum();
+        let mut g = load::closed_spread(&targets, echo.clone(), 64, dur, Expect::Ok).await;
+        let after: u64 = gws.iter().map(|(p, _)| load::cpu_ticks(p.0.id())).sum();
+        g.cpu_us = load::cpu_us_per(after.saturating_sub(before), g.all);
+        out.line(&format!(
+            "| {label} | capgate | {} | {:.0} | {} | {} |",
+            fmt(&g),
+            g.cpu_us,
+            pct(g.rps(), d.rps()),
+            pct(g.rps(), n.rps())
+        ));
+        rows.push(json!({"store": label, "replicas": replicas, "gateway": stats_json(&g), "ratio_direct": g.rps() / d.rps().max(1.0), "ratio_null": g.rps() / n.rps().max(1.0)}));
+        drop(gws);
+    }
+    out.json
+        .push(json!({"scenario": "stores", "clients": 64, "direct": stats_json(&d), "null": stats_json(&n), "rows": rows}));
+    let _ = pg_exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+}
 
 async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let dur = Duration::from_secs(seconds);
@@ -604,6 +716,7 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     ));
     floods.push(json!({"flood": "open-loop flood alone", "stats": stats_json(&flood), "gateway_cpu_us_per_refusal": gw_us, "generator_cpu_us_per_request": gen_us, "machine_busy_pct": busy}));
     out.json.push(json!({"scenario": "flood", "floods": floods}));
+    stores(&mut out, &capgate, &w, &echo, dur).await;
     drop(w);
 
     out.line("");
@@ -706,6 +819,15 @@ fn main() {
         Cmd::Instructions { requests, capgate, keep } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
             rt.block_on(instructions::run(capgate, requests, keep));
+        }
+        Cmd::Stores { seconds, capgate } => {
+            let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
+            rt.block_on(async {
+                let w = start_world(&capgate, 10, "");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let echo = load::call_body("echo", &json!({"text": "hello"}));
+                stores(&mut Out::default(), &capgate, &w, &echo, Duration::from_secs(seconds)).await;
+            });
         }
         Cmd::Suite { seconds, capgate, json } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));

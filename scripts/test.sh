@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
-# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, the MCP Inspector and playwright-core from
+# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, PostgreSQL's start, the MCP Inspector and playwright-core from
 # their package-lock) and, as root on Debian, Chromium for the console's browser test; then
 # runs `cargo test`. Extra arguments go to cargo test.
 set -euo pipefail
@@ -18,6 +18,18 @@ if ! command -v openssl >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
   else
     echo "OpenSSL is needed for the key format test: apt-get install openssl" >&2
+    exit 2
+  fi
+fi
+
+# PostgreSQL for the replica tests (tests/postgres.rs): the machine's server on
+# 127.0.0.1:5432 (trust authentication, database `test`), started if it is not running. The
+# test that stops a database starts a server of its own (initdb, pg_ctl).
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  else
+    echo "PostgreSQL is needed on 127.0.0.1:5432 (trust auth, database test) for tests/postgres.rs" >&2
     exit 2
   fi
 fi

@@ -100,10 +100,19 @@ fn the_top_level_modules_form_no_cycle() {
 }
 
 #[test]
-fn the_store_driver_and_the_upstream_client_stay_where_they_belong() {
+fn the_store_drivers_and_the_upstream_client_stay_where_they_belong() {
     for (rel, text) in sources() {
-        if text.contains("rusqlite") {
-            assert!(rel.starts_with("audit/"), "`{rel}` names rusqlite: only the audit store may");
+        for driver in ["rusqlite", "tokio_postgres", "deadpool_postgres"] {
+            if text.contains(driver) {
+                assert!(rel.starts_with("audit/"), "`{rel}` names {driver}: only the audit store may");
+            }
+        }
+        // And the PostgreSQL store's SQL stays in its own module.
+        if text.contains("tokio_postgres") {
+            assert!(
+                rel.starts_with("audit/postgres/"),
+                "`{rel}` names tokio_postgres outside audit/postgres/"
+            );
         }
         if text.contains("UpstreamClient") {
             assert!(

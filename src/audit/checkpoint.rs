@@ -61,8 +61,20 @@ impl Signer {
         super::approval::RowKey::derive(&self.key)
     }
 
-    pub(crate) fn sign(&self, seq: u64, head_hash: &str) -> Checkpoint {
-        let ts = super::record::now_rfc3339();
+    /// Signs with the time now, or the time of the checkpoint before it (`after`) if that
+    /// is later: another gateway sharing the store, on a clock a little ahead, may have
+    /// written it.
+    pub(crate) fn sign_after(&self, seq: u64, head_hash: &str, after: Option<&str>) -> Checkpoint {
+        let now = super::record::now_rfc3339();
+        let parse = |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let ts = match after.and_then(|a| Some((a, parse(a)?))) {
+            Some((a, at)) if parse(&now).is_none_or(|n| n < at) => a.to_string(),
+            _ => now,
+        };
+        self.sign_at(seq, head_hash, ts)
+    }
+
+    fn sign_at(&self, seq: u64, head_hash: &str, ts: String) -> Checkpoint {
         let sig = self.key.sign(Checkpoint::message(&self.env, seq, head_hash, &ts).as_bytes());
         Checkpoint {
             env: self.env.clone(),
@@ -136,7 +148,7 @@ mod tests {
     #[test]
     fn a_checkpoint_verifies_and_any_change_breaks_it() {
         let key = SigningKey::from_bytes(&[9u8; 32]);
-        let cp = Signer::new("prod", key.clone()).sign(42, "ab");
+        let cp = Signer::new("prod", key.clone()).sign_after(42, "ab", None);
         assert!(cp.verify(&key.verifying_key()).is_ok());
         for bad in [
             Checkpoint { seq: 41, ..cp.clone() },

@@ -24,6 +24,7 @@
 pub(crate) mod approval;
 pub(crate) mod checkpoint;
 pub(crate) mod export;
+pub(crate) mod postgres;
 pub(crate) mod record;
 mod recovery;
 mod sqlite;
@@ -56,6 +57,16 @@ pub(crate) enum AuditError {
     Unreadable(String),
 }
 
+impl AuditError {
+    /// What the operator running a command reads: the cause, which a client never sees.
+    pub(crate) fn for_operator(&self) -> String {
+        match self {
+            AuditError::Unavailable { detail } => format!("the audit store is unavailable: {detail}"),
+            AuditError::Unreadable(m) => m.clone(),
+        }
+    }
+}
+
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
     AuditError::Unavailable { detail: e.to_string() }
 }
@@ -70,6 +81,17 @@ pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy
             let reader = sqlite::SqliteReader::open(path, env, false)?;
             Ok((log, Arc::new(reader)))
         }
+        StoreLocation::Postgres(loc) => {
+            let pg = postgres::Pg::new(loc)?;
+            let row_key = policy.signer.row_key();
+            // Opened off the async workers: the store blocks on a runtime of its own.
+            let (opening, name) = (pg.clone(), env.to_string());
+            let store = std::thread::spawn(move || postgres::PgStore::open(opening, &name, row_key))
+                .join()
+                .map_err(|_| unavailable("opening the audit store failed"))??;
+            let log = AuditLog::start(Box::new(store), env, policy)?;
+            Ok((log, Arc::new(postgres::PgReader::open(pg, env)?)))
+        }
     }
 }
 
@@ -78,6 +100,68 @@ pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy
 pub(crate) fn open_reader(location: &StoreLocation, env: &str) -> Result<Arc<dyn AuditReader>, AuditError> {
     match location {
         StoreLocation::Sqlite(path) => Ok(Arc::new(sqlite::SqliteReader::open(path, env, true)?)),
+        StoreLocation::Postgres(loc) => Ok(Arc::new(postgres::PgReader::open(postgres::Pg::new(loc)?, env)?)),
+    }
+}
+
+/// `capgate store init`: creates or updates an environment's PostgreSQL schema, connected
+/// as `owner` (a role other than the gateway's, which is then granted only what the
+/// gateway needs) or as the gateway's own role. Says what it did.
+pub(crate) async fn init_store(
+    location: &StoreLocation,
+    env: &str,
+    owner: Option<(String, Option<crate::secret::Secret<String>>)>,
+) -> Result<String, AuditError> {
+    match location {
+        StoreLocation::Sqlite(path) => Ok(format!(
+            "environment `{env}`: the SQLite store `{}` is created by the gateway when it first starts; nothing to do",
+            path.display()
+        )),
+        StoreLocation::Postgres(loc) => {
+            let gateway_role = loc.user.clone();
+            let connect_as = match owner {
+                Some((user, password)) => std::sync::Arc::new(crate::config::PgLocation {
+                    user,
+                    password,
+                    host: loc.host.clone(),
+                    port: loc.port,
+                    dbname: loc.dbname.clone(),
+                    sslmode: loc.sslmode,
+                    sslrootcert: loc.sslrootcert.clone(),
+                    schema: loc.schema.clone(),
+                    pool_size: 1,
+                }),
+                None => loc.clone(),
+            };
+            let pg = postgres::Pg::new(&connect_as)?;
+            let mut client = pg.connect().await?;
+            let done = postgres::schema::init(&pg, &mut client, env, Some(&gateway_role)).await?;
+            let what = match done.from {
+                0 => format!("created schema `{}` (version {})", loc.schema, postgres::schema::VERSION),
+                v if v == postgres::schema::VERSION => format!("schema `{}` is at version {v}; checked", loc.schema),
+                v => format!("updated schema `{}` from version {v} to {}", loc.schema, postgres::schema::VERSION),
+            };
+            let who = match done.granted {
+                Some(role) => format!("; role `{role}` may read it and append records, nothing more"),
+                None => format!(
+                    "; the gateway's role `{gateway_role}` owns it (records are append-only by trigger; `--owner ROLE` keeps the gateway's role to appending)"
+                ),
+            };
+            Ok(format!("environment `{env}`: {what}{who}"))
+        }
+    }
+}
+
+/// What `capgate check` finds about a store it can reach: problems, then warnings.
+pub(crate) async fn review_store(location: &StoreLocation, env: &str) -> Result<(Vec<String>, Vec<String>), AuditError> {
+    match location {
+        StoreLocation::Sqlite(_) => Ok((Vec::new(), Vec::new())),
+        StoreLocation::Postgres(loc) => {
+            let pg = postgres::Pg::new(loc)?;
+            let client = pg.connect().await?;
+            postgres::schema::check(&pg, &client, env).await?;
+            postgres::schema::review(&pg, &client).await
+        }
     }
 }
 
@@ -86,6 +170,7 @@ pub(crate) fn open_reader(location: &StoreLocation, env: &str) -> Result<Arc<dyn
 pub(crate) fn lock(location: &StoreLocation) -> Result<Box<dyn StoreLock>, AuditError> {
     match location {
         StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::ExclusiveLock::take(path)?)),
+        StoreLocation::Postgres(loc) => Ok(Box::new(postgres::TableLock::take(loc)?)),
     }
 }
 
@@ -95,9 +180,23 @@ pub(crate) fn lock(location: &StoreLocation) -> Result<Box<dyn StoreLock>, Audit
 pub(crate) enum Entry {
     Record(Box<AuditRecord>),
     Approval(approval::Op),
-    /// A record accounting for a call whose outcome was never recorded
-    /// (`recovery.rs`): appended only if no outcome for its allow record is in the store.
-    Recovery(Box<AuditRecord>),
+    /// A record of a call's outcome (`outcome.decision_record` names its allow record),
+    /// appended only if no outcome for that allow record is in the store yet: a recovery
+    /// record (`recovery.rs`), or an outcome record tried again after a failed commit that
+    /// may have been written after all (a connection lost during `COMMIT`).
+    OutcomeOnce(Box<AuditRecord>),
+}
+
+impl Entry {
+    /// The entry as it is tried again after a failed commit: an outcome record becomes
+    /// [`Entry::OutcomeOnce`], so that a commit whose fate was unknown (and which did write
+    /// it) does not leave the outcome twice.
+    fn once(self) -> Self {
+        match self {
+            Entry::Record(r) if r.outcome.as_ref().is_some_and(|o| o.decision_record.is_some()) => Entry::OutcomeOnce(r),
+            other => other,
+        }
+    }
 }
 
 /// What one entry came to.
@@ -130,6 +229,17 @@ struct Queued {
     entry: Entry,
     done: Waiter,
     at: Instant,
+}
+
+/// An outcome record kept through a failed commit is dated when it is finally written, so
+/// that the chain's times never go back across an outage; when the call ended stays in its
+/// reason.
+fn written_late(r: &mut AuditRecord) {
+    const LATE: &str = "; written late: the audit store was unavailable when the call ended at ";
+    if !r.reason.contains(LATE) {
+        r.reason = format!("{}{LATE}{}", r.reason, r.ts);
+    }
+    r.ts = record::now_rfc3339();
 }
 
 enum Msg {
@@ -187,6 +297,8 @@ pub(crate) struct CheckpointPolicy {
     pub(crate) calls_end_within: Duration,
 }
 
+/// How often an unhealthy store is looked at when nothing else touches it.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer looks for calls without an outcome.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// First and longest wait before a failed commit of kept records is tried again.
@@ -261,7 +373,7 @@ struct Writer {
     policy: CheckpointPolicy,
     healthy: Arc<AtomicBool>,
     stats: Arc<AuditStats>,
-    last_checkpoint_seq: u64,
+    next_probe: Instant,
     /// Kept entries whose commit failed, oldest first, and when to try them again.
     retained: Vec<Queued>,
     retry_at: Option<Instant>,
@@ -289,6 +401,9 @@ impl Writer {
             let oldest = pending.first().map(|q| q.at).into_iter().chain(self.side.oldest()).min();
             let mut until = oldest.map_or(next_checkpoint, |at| (at + LINGER).min(next_checkpoint));
             until = until.min(self.next_sweep);
+            if !self.healthy.load(Ordering::Relaxed) {
+                until = until.min(self.next_probe);
+            }
             if let Some(retry) = self.retry_at {
                 until = until.min(retry);
             }
@@ -362,6 +477,9 @@ impl Writer {
             if Instant::now() >= self.next_sweep {
                 self.sweep(&mut pending);
             }
+            if Instant::now() >= self.next_probe {
+                self.probe();
+            }
             // After the commit above, so that the checkpoint covers what was due with it.
             if Instant::now() >= next_checkpoint {
                 self.checkpoint();
@@ -380,9 +498,8 @@ impl Writer {
         match self.sweep.run(self.store.as_mut()) {
             Ok(records) => {
                 for rec in records {
-                    tracing::warn!(trace_id = %rec.trace_id, "{}", rec.reason);
                     pending.push(Queued {
-                        entry: Entry::Recovery(Box::new(rec)),
+                        entry: Entry::OutcomeOnce(Box::new(rec)),
                         done: None,
                         at: Instant::now(),
                     });
@@ -398,7 +515,16 @@ impl Writer {
         let mut entries = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         for q in batch {
-            entries.push(q.entry);
+            let mut entry = q.entry;
+            // Only a kept outcome is an `OutcomeOnce` without a waiter that is not a recovery
+            // record; recovery records are made just before their commit.
+            if let Entry::OutcomeOnce(r) = &mut entry
+                && q.done.is_none()
+                && r.reason_code != crate::decision::ReasonCode::OutcomeUnknown
+            {
+                written_late(r);
+            }
+            entries.push(entry);
             waiters.push((q.done, q.at));
         }
         let started = Instant::now();
@@ -410,6 +536,15 @@ impl Writer {
                 self.retry_at = None;
                 self.retry_wait = RETRY_FIRST;
                 self.sweep.committed(c.head_before, c.head_after, &entries, &c.results);
+                // Said once the record is written: the store skips a recovery record whose
+                // call another gateway accounted for meanwhile.
+                for (entry, result) in entries.iter().zip(&c.results) {
+                    if let (Entry::OutcomeOnce(r), Done::Seq(_)) = (entry, result)
+                        && r.reason_code == crate::decision::ReasonCode::OutcomeUnknown
+                    {
+                        tracing::warn!(trace_id = %r.trace_id, "{}", r.reason);
+                    }
+                }
                 if c.records > 0 {
                     self.stats.records.fetch_add(c.records as u64, Ordering::Relaxed);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -429,7 +564,11 @@ impl Writer {
                         Some(done) => {
                             let _ = done.send(Err(unavailable(format!("{e:?}"))));
                         }
-                        None => self.retained.push(Queued { entry, done: None, at }),
+                        None => self.retained.push(Queued {
+                            entry: entry.once(),
+                            done: None,
+                            at,
+                        }),
                     }
                 }
                 tracing::error!(
@@ -443,60 +582,72 @@ impl Writer {
         }
     }
 
-    /// Signs the head if it moved since the last checkpoint, stores it, and copies it to the
-    /// external sinks. A failure here is logged and leaves the log unhealthy (readiness).
+    /// Has the store sign the head if it moved since the last checkpoint (by any gateway
+    /// sharing the store), and copies a new checkpoint to the external sinks. A failure here
+    /// is logged and leaves the log unhealthy (readiness).
     fn checkpoint(&mut self) {
-        let head = match self.store.head() {
-            Ok(h) => h,
+        let cp = match self.store.checkpoint(&self.policy.signer) {
+            Ok(Some(cp)) => cp,
+            Ok(None) => return,
             Err(e) => {
-                tracing::error!("audit checkpoint: cannot read the head: {e:?}");
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!("audit checkpoint not stored: {e:?}");
                 return;
             }
         };
-        if head.0 == 0 || head.0 == self.last_checkpoint_seq {
-            return;
-        }
-        let cp = self.policy.signer.sign(head.0, &head.1);
-        if let Err(e) = self.store.write_checkpoint(&cp) {
-            self.healthy.store(false, Ordering::Relaxed);
-            tracing::error!("audit checkpoint not stored: {e:?}");
-            return;
-        }
         for sink in &self.policy.sinks {
             if let Err(e) = sink.write(&cp) {
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!("audit checkpoint not copied to {sink}: {e}");
             }
         }
-        self.last_checkpoint_seq = head.0;
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// While the store is marked unhealthy and nothing is waiting to be retried, looks at it
+    /// once per [`PROBE_EVERY`]: a store that is back is ready again without a request
+    /// having to fail on it first (a load balancer sends none to a replica it sees unready).
+    fn probe(&mut self) {
+        self.next_probe = Instant::now() + PROBE_EVERY;
+        if self.healthy.load(Ordering::Relaxed) || self.retry_at.is_some() {
+            return;
+        }
+        if self.store.head().is_ok() {
+            tracing::info!("the audit store is reachable again");
+            self.healthy.store(true, Ordering::Relaxed);
+        }
     }
 }
 
 impl AuditLog {
-    pub(crate) fn start(mut store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
+    pub(crate) fn start(store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(AuditStats::default());
         let side = Arc::new(SideQueue::default());
-        // After a restart the first checkpoint may sign a head already covered: harmless.
-        let head = store.head().map_or(0, |(seq, _)| seq);
-        let writer = Writer {
-            side: side.clone(),
-            sweep: recovery::Sweep::new(head, policy.calls_end_within),
-            store,
-            policy,
-            healthy: healthy.clone(),
-            stats: stats.clone(),
-            last_checkpoint_seq: 0,
-            retained: Vec::new(),
-            retry_at: None,
-            retry_wait: RETRY_FIRST,
-            next_sweep: Instant::now(),
-        };
+        let (side_w, healthy_w, stats_w) = (side.clone(), healthy.clone(), stats.clone());
+        // Everything that touches the store runs on the writer's thread (a store may block
+        // on a runtime of its own, which an async worker must not).
         std::thread::Builder::new()
             .name(format!("audit-{env}"))
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let mut store = store;
+                let head = store.head().map_or(0, |(seq, _)| seq);
+                let writer = Writer {
+                    side: side_w,
+                    sweep: recovery::Sweep::new(head, policy.calls_end_within),
+                    store,
+                    policy,
+                    healthy: healthy_w,
+                    stats: stats_w,
+                    next_probe: Instant::now() + PROBE_EVERY,
+                    retained: Vec::new(),
+                    retry_at: None,
+                    retry_wait: RETRY_FIRST,
+                    next_sweep: Instant::now(),
+                };
+                writer.run(rx);
+            })
             .map_err(unavailable)?;
         Ok(Self { tx, side, healthy, stats })
     }
@@ -650,8 +801,8 @@ mod tests {
         fn head(&mut self) -> Result<(u64, String), AuditError> {
             Ok((self.all().len() as u64, String::new()))
         }
-        fn write_checkpoint(&mut self, _: &Checkpoint) -> Result<(), AuditError> {
-            Ok(())
+        fn checkpoint(&mut self, _: &checkpoint::Signer) -> Result<Option<Checkpoint>, AuditError> {
+            Ok(None)
         }
         fn calls_after(&mut self, _: u64, _: usize) -> Result<Vec<AuditRecord>, AuditError> {
             Ok(Vec::new())

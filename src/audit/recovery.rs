@@ -9,7 +9,7 @@
 //! other gateways sharing the store appended in between, and the tail of the log when the
 //! gateway starts, it reads from the store. So a gateway that died is accounted for by the
 //! next one to start, or by another one still running; the store appends a recovery record
-//! only if no outcome for that allow has been recorded meanwhile (`Entry::Recovery`).
+//! only if no outcome for that allow has been recorded meanwhile (`Entry::OutcomeOnce`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -57,7 +57,7 @@ impl Sweep {
         let now = SystemTime::now();
         for (entry, done) in entries.iter().zip(results) {
             match (entry, done) {
-                (Entry::Record(r) | Entry::Recovery(r), Done::Seq(seq)) => self.note(*seq, r, now),
+                (Entry::Record(r) | Entry::OutcomeOnce(r), Done::Seq(seq)) => self.note(*seq, r, now),
                 (Entry::Approval(_), Done::Approval(Answer::Released { seq, .. })) => {
                     self.open.insert(*seq, now);
                 }
@@ -78,9 +78,22 @@ impl Sweep {
         }
     }
 
+    fn is_stale(&self, written: SystemTime) -> bool {
+        SystemTime::now().duration_since(written).unwrap_or_default() > self.stale_after
+    }
+
     /// Reads what others appended, and returns the recovery records of the calls that can no
     /// longer be running.
     pub(crate) fn run(&mut self, store: &mut dyn AuditStore) -> Result<Vec<AuditRecord>, AuditError> {
+        // Up to the store's head, not only to what this writer last saw: a writer with
+        // nothing to commit would otherwise never learn of the outcomes others appended
+        // (and judge their calls stale), nor of the allows of a gateway that died.
+        let (head, _) = store.head()?;
+        if head > self.known_head {
+            let from = self.unread.map_or(self.known_head, |(from, _)| from.min(self.known_head));
+            self.unread = Some((from, head));
+            self.known_head = head;
+        }
         while let Some((after, upto)) = self.unread {
             let batch = store.calls_after(after, READ)?;
             let mut last = upto;
@@ -91,11 +104,10 @@ impl Sweep {
             }
             self.unread = (batch.len() == READ && last < upto).then_some((last, upto));
         }
-        let now = SystemTime::now();
         let stale: Vec<u64> = self
             .open
             .iter()
-            .filter(|(_, written)| now.duration_since(**written).unwrap_or_default() > self.stale_after)
+            .filter(|(_, written)| self.is_stale(**written))
             .map(|(seq, _)| *seq)
             .collect();
         let mut out = Vec::new();
@@ -154,8 +166,8 @@ mod tests {
         fn head(&mut self) -> Result<(u64, String), AuditError> {
             Ok((self.0.len() as u64, String::new()))
         }
-        fn write_checkpoint(&mut self, _: &crate::audit::checkpoint::Checkpoint) -> Result<(), AuditError> {
-            Ok(())
+        fn checkpoint(&mut self, _: &crate::audit::checkpoint::Signer) -> Result<Option<crate::audit::checkpoint::Checkpoint>, AuditError> {
+            Ok(None)
         }
         fn calls_after(&mut self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
             Ok(self.0.iter().filter(|r| r.seq > after).take(limit).cloned().collect())
@@ -218,5 +230,20 @@ mod tests {
         let found = sweep.run(&mut log).unwrap();
         let seqs: Vec<u64> = found.iter().map(|r| r.outcome.as_ref().unwrap().decision_record.unwrap()).collect();
         assert_eq!(seqs, [2], "only the other gateway's call has no outcome");
+    }
+
+    #[test]
+    fn a_writer_with_nothing_to_commit_reads_the_outcomes_others_appended_before_judging() {
+        // Another gateway's allow (1) is read on start; its outcome (2) is appended later,
+        // while this writer commits nothing.
+        let mut log = Log(vec![allow(1, 100)]);
+        let mut sweep = Sweep::new(1, Duration::from_secs(30));
+        log.0.push(outcome_of(2, 1));
+        assert!(sweep.run(&mut log).unwrap().is_empty(), "its outcome is in the store");
+        // An allow that really has none is still found.
+        log.0.push(allow(3, 100));
+        let found = sweep.run(&mut log).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].outcome.as_ref().unwrap().decision_record, Some(3));
     }
 }

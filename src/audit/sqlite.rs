@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
 use super::approval::{self, Binding, Request, RowKey, Status, Verdict, Vote};
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, Signer};
 use super::record::AuditRecord;
 use super::record::GENESIS;
 use super::store::{AuditReader, PagePosition, Reading, StoreLock, StoredRow};
@@ -178,7 +178,7 @@ impl SqliteStore {
                 Entry::Record(r) => Done::Seq(chain.append_in_place(r)?),
                 Entry::Approval(op) => Done::Approval(approval::apply(&mut chain, op)?),
                 // Another process may have recorded the outcome meanwhile: then nothing.
-                Entry::Recovery(r) => match r.outcome.as_ref().and_then(|o| o.decision_record) {
+                Entry::OutcomeOnce(r) => match r.outcome.as_ref().and_then(|o| o.decision_record) {
                     Some(allow) if !outcome_exists(chain.tx, allow)? => Done::Seq(chain.append_in_place(r)?),
                     _ => Done::Skipped,
                 },
@@ -577,15 +577,30 @@ impl AuditStore for SqliteStore {
         head_of(&self.conn)
     }
 
-    fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError> {
-        let json = serde_json::to_string(cp).map_err(unavailable)?;
-        self.conn
-            .execute(
-                "INSERT INTO checkpoints (seq, checkpoint) VALUES (?1, ?2)",
-                params![i64::try_from(cp.seq).map_err(unavailable)?, json],
-            )
+    fn checkpoint(&mut self, signer: &Signer) -> Result<Option<Checkpoint>, AuditError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
-        Ok(())
+        let (seq, hash) = head_of(&tx)?;
+        let last: Option<Checkpoint> = tx
+            .query_row("SELECT checkpoint FROM checkpoints ORDER BY id DESC LIMIT 1", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if seq == 0 || last.as_ref().is_some_and(|l| l.seq >= seq) {
+            return Ok(None);
+        }
+        let cp = signer.sign_after(seq, &hash, last.as_ref().map(|l| l.ts.as_str()));
+        let json = serde_json::to_string(&cp).map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO checkpoints (seq, checkpoint) VALUES (?1, ?2)",
+            params![i64::try_from(cp.seq).map_err(unavailable)?, json],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(Some(cp))
     }
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::approval::{Request, Status};
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, Signer};
 use super::record::AuditRecord;
 use super::{AuditError, Committed, Entry};
 
@@ -24,7 +24,11 @@ pub(crate) trait AuditStore: Send + 'static {
     fn record_at(&mut self, seq: u64) -> Result<Option<AuditRecord>, AuditError>;
     /// The last record's sequence number and hash (0 and the genesis hash when empty).
     fn head(&mut self) -> Result<(u64, String), AuditError>;
-    fn write_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), AuditError>;
+    /// Signs the head and stores the checkpoint, if the head moved since the newest stored
+    /// checkpoint; all in one transaction that holds the chain, so that checkpoints written
+    /// by several gateways sharing the store never go back in sequence or time (a
+    /// checkpoint's time is never before the one before it) and never repeat a sequence.
+    fn checkpoint(&mut self, signer: &Signer) -> Result<Option<Checkpoint>, AuditError>;
 }
 
 /// A read of the store, off the async workers.
@@ -75,6 +79,15 @@ pub(crate) trait AuditReader: Send + Sync + 'static {
     /// Every approval request of the store, each with the MAC stored with its row
     /// (`audit verify` checks them).
     fn approval_rows(&self) -> Reading<'_, Vec<(Request, Option<String>)>>;
+    /// Wakes `events`' waiters whenever another gateway sharing the store changes an
+    /// approval request, for as long as `events` lives; a store that cannot tell leaves it
+    /// to [`Self::poll_interval`].
+    fn watch(&self, _events: &std::sync::Arc<tokio::sync::Notify>) {}
+    /// How often a call waiting for a decision looks at the store by itself: `None` when
+    /// [`Self::watch`] reports every change.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(1))
+    }
 }
 
 /// Where a page of approval requests ends: the last request's creation time and id (newest

@@ -76,7 +76,7 @@ pub(crate) async fn verify(
     external: Option<&Path>,
     row_key: Option<&RowKey>,
 ) -> Result<Report, String> {
-    let rows = store.records(0).await.map_err(|e| e.to_string())?;
+    let rows = store.records(0).await.map_err(|e| e.for_operator())?;
     let mut report = Report::default();
     let mut hashes: Vec<String> = Vec::with_capacity(rows.len());
     let mut prev = GENESIS.to_string();
@@ -146,7 +146,7 @@ pub(crate) async fn verify(
         }
     };
     let mut order = CheckpointOrder::default();
-    for cp in store.checkpoints().await.map_err(|e| e.to_string())? {
+    for cp in store.checkpoints().await.map_err(|e| e.for_operator())? {
         report.checkpoints += 1;
         let problem = match cp {
             Ok(cp) => check_cp(&cp, "a stored").or_else(|| order.next(&cp, "a stored")),
@@ -192,7 +192,7 @@ async fn check_approval_rows(
     granted: &HashSet<String>,
     report: &mut Report,
 ) -> Result<Option<String>, String> {
-    let rows = store.approval_rows().await.map_err(|e| e.to_string())?;
+    let rows = store.approval_rows().await.map_err(|e| e.for_operator())?;
     if row_key.is_none() && !rows.is_empty() {
         report
             .warnings

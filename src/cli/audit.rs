@@ -33,7 +33,7 @@ fn store_of(config: &Path, env: &str) -> Result<(Arc<dyn AuditReader>, crate::co
     let e = cfg
         .environment(env)
         .ok_or_else(|| Failure::Usage(format!("no environment `{env}` in {}", config.display())))?;
-    let reader = crate::audit::open_reader(&e.audit_store, env).map_err(|e| Failure::Usage(e.to_string()))?;
+    let reader = crate::audit::open_reader(&e.audit_store, env).map_err(|e| Failure::Usage(e.for_operator()))?;
     Ok((reader, cfg))
 }
 
@@ -86,7 +86,7 @@ async fn records(store: &dyn AuditReader, after: i64) -> Result<Vec<AuditRecord>
     store
         .records(after)
         .await
-        .map_err(|e| Failure::Usage(e.to_string()))?
+        .map_err(|e| Failure::Usage(e.for_operator()))?
         .into_iter()
         .map(|row| {
             serde_json::from_str(&row.record)

@@ -14,6 +14,7 @@ pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure
         }
     };
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     for env in &config.environments {
         if let Err(e) = super::keys::load_signing_key(&env.audit_signing_key) {
             problems.push(format!("environment `{}`: audit.signing_key: {e}", env.name));
@@ -46,6 +47,23 @@ pub(super) async fn run(config_path: &Path, offline: bool) -> Result<(), Failure
         if !offline && let Err(p) = crate::pipeline::check_routes(&config, env).await {
             problems.extend(p);
         }
+        if !offline {
+            match crate::audit::review_store(&env.audit_store, &env.name).await {
+                Ok((p, w)) => {
+                    problems.extend(p.into_iter().map(|p| format!("environment `{}`: audit store: {p}", env.name)));
+                    warnings.extend(w.into_iter().map(|w| format!("environment `{}`: audit store: {w}", env.name)));
+                }
+                Err(e) => problems.push(format!(
+                    "environment `{}`: audit store {}: {}",
+                    env.name,
+                    env.audit_store,
+                    e.for_operator()
+                )),
+            }
+        }
+    }
+    for w in &warnings {
+        println!("warning: {w}");
     }
     if problems.is_empty() {
         let tools: usize = config.environments.iter().map(|e| e.contracts.len()).sum();

@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: ContractsCommand,
     },
+    /// The audit store: create or update an environment's PostgreSQL schema
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Read an environment's audit log: verify it, export it, follow it
     Audit {
         #[command(subcommand)]
@@ -233,6 +238,21 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum StoreCommand {
+    /// Create the schema (or bring it to this version; safe to run again)
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+        /// Connect as this role, which owns the schema; the configured (gateway) role is then
+        /// granted only reading and appending. Its password, if any, in CAPGATE_STORE_OWNER_PASSWORD.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ContractsCommand {
     /// Pin each routed tool's current upstream definition (after reviewing it) in the pins file
     Pin {
@@ -382,6 +402,9 @@ pub fn main() -> ExitCode {
                         ttl,
                     },
             } => token::mint(&config, &env, &sub, &roles, &ttl),
+            Command::Store {
+                command: StoreCommand::Init { config, env, owner },
+            } => store_init(&config, &env, owner).await,
             Command::Contracts {
                 command: ContractsCommand::Pin { config, env },
             } => contracts::pin(&config, env.as_deref()).await,
@@ -406,6 +429,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn store_init(config: &std::path::Path, env: &str, owner: Option<String>) -> Result<(), Failure> {
+    let config = load_config(config)?;
+    let e = config
+        .environment(env)
+        .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
+    let password = std::env::var("CAPGATE_STORE_OWNER_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(crate::secret::Secret::new);
+    let owner = owner.map(|o| (o, password));
+    let said = crate::audit::init_store(&e.audit_store, env, owner)
+        .await
+        .map_err(|e| Failure::Usage(e.for_operator()))?;
+    println!("{said}");
+    Ok(())
 }
 
 /// Loads a config, printing every problem.

@@ -90,7 +90,9 @@ impl Demo {
     }
 
     fn save(&self, state: &State) -> std::io::Result<()> {
-        let tmp = self.dir.join("state.json.tmp");
+        // Several demo upstreams may share a folder (one per gateway replica): each writes
+        // its own temporary file.
+        let tmp = self.dir.join(format!("state.json.{}.tmp", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(state).unwrap_or_default())?;
         std::fs::rename(tmp, self.state_path())
     }
@@ -108,6 +110,14 @@ impl Demo {
 
     async fn call(&self, name: &str, args: Map<String, Value>) -> Result<CallToolResult, String> {
         let _g = self.lock.lock().await;
+        // And across processes sharing the folder, while the state is read and written.
+        let _shared = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("state.lock"))
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("state lock: {e}"))?;
         let mut state = self.load();
         let text = match name {
             "create_ticket" => {

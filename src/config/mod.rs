@@ -2,5 +2,7 @@
 
 pub(crate) mod raw;
 pub(crate) mod resolved;
+pub(crate) mod store;
 
-pub(crate) use resolved::{Config, Environment, Issuer, JwksSource, StoreLocation, Tls, Upstream, UpstreamTarget, load};
+pub(crate) use resolved::{Config, Environment, Issuer, JwksSource, Tls, Upstream, UpstreamTarget, load};
+pub(crate) use store::{PgLocation, SslMode, StoreLocation};

@@ -110,7 +110,10 @@ pub(crate) struct RawIdentity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
-    pub(crate) store: String,
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB?schema=S&sslmode=M`.
+    pub(crate) store: Option<String>,
+    /// The PostgreSQL store as a table (for a password, which a URL may not carry).
+    pub(crate) postgres: Option<RawPostgres>,
     pub(crate) signing_key: String,
     /// Public keys (PEM) of signing keys this environment used before a rotation: their
     /// checkpoints keep verifying.
@@ -122,6 +125,21 @@ pub(crate) struct RawAudit {
     pub(crate) checkpoint_file: Option<String>,
     /// A command that receives every checkpoint as a JSON line on stdin.
     pub(crate) checkpoint_command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPostgres {
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) dbname: String,
+    pub(crate) user: String,
+    pub(crate) password: Option<RawCredential>,
+    /// `disable`, `require` or `verify-full`.
+    pub(crate) sslmode: Option<String>,
+    pub(crate) sslrootcert: Option<String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) pool_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

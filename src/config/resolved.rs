@@ -27,32 +27,7 @@ pub(crate) const DEFAULT_PIN_CHECK: Duration = Duration::from_secs(60);
 /// rmcp's own default for an idle session, kept now that the gateway closes them itself.
 pub(crate) const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(300);
 
-/// Where an environment's audit log, checkpoints and approval queue are kept
-/// (`[environment.audit] store`), by scheme.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StoreLocation {
-    /// `sqlite://PATH`: the embedded store, one file (relative to the config's folder).
-    Sqlite(PathBuf),
-}
-
-impl StoreLocation {
-    /// Reads a `store` setting; the error says what to write instead.
-    fn parse(text: &str, ctx: &Ctx<'_>) -> Result<Self, String> {
-        match text.strip_prefix("sqlite://") {
-            Some(p) if !p.is_empty() => Ok(Self::Sqlite(ctx.path(p))),
-            _ => Err(format!("`audit.store = \"{text}\"`: write `sqlite://PATH` (the embedded store)")),
-        }
-    }
-}
-
-/// The store as messages name it: the SQLite file's path.
-impl std::fmt::Display for StoreLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
+pub(crate) use super::store::StoreLocation;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum JwksSource {
@@ -362,10 +337,36 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             "no `[environment.identity]`: every caller must be authenticated, so at least one issuer is required",
         );
     }
-    let audit_store = StoreLocation::parse(&env.audit.store, ctx).unwrap_or_else(|e| {
-        ctx.push(&at, e);
-        StoreLocation::Sqlite(PathBuf::new())
-    });
+    let audit_store = {
+        let mut found = Vec::new();
+        let base = ctx.base.to_path_buf();
+        let path = move |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        };
+        let mut credential_problems = Vec::new();
+        let store = super::store::parse(
+            &env.audit,
+            env.production,
+            &path,
+            &mut |c| {
+                let mut sub = Ctx {
+                    file: ctx.file,
+                    base: ctx.base,
+                    problems: Vec::new(),
+                };
+                let s = read_credential(c, &format!("{at}: audit.postgres.password"), &mut sub);
+                credential_problems.extend(sub.problems);
+                s
+            },
+            &mut |p| found.push(p),
+        );
+        for p in found {
+            ctx.push(&at, p);
+        }
+        ctx.problems.extend(credential_problems);
+        store.unwrap_or_else(|| StoreLocation::Sqlite(PathBuf::new()))
+    };
     let audit_signing_key = ctx.path(&env.audit.signing_key);
     let mut audit_previous_keys = Vec::new();
     for k in &env.audit.previous_public_keys {
@@ -726,7 +727,21 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
             claim("listen address", e.listen.clone(), &e.name, ctx);
         }
         claim("public_url (token audience)", e.public_url.clone(), &e.name, ctx);
-        claim("audit store", e.audit_store.to_string(), &e.name, ctx);
+        match &e.audit_store {
+            StoreLocation::Sqlite(p) => claim("audit store", p.display().to_string(), &e.name, ctx),
+            StoreLocation::Postgres(pg) => {
+                claim("audit store", pg.place(), &e.name, ctx);
+                claim("audit database account", pg.account(), &e.name, ctx);
+                if let Some(pw) = &pg.password {
+                    claim(
+                        "audit database password",
+                        crate::canonical::sha256_hex(pw.expose().as_bytes()),
+                        &e.name,
+                        ctx,
+                    );
+                }
+            }
+        }
         claim("audit signing key", e.audit_signing_key.display().to_string(), &e.name, ctx);
         if let Some(f) = &e.checkpoint_file {
             claim("checkpoint file", f.display().to_string(), &e.name, ctx);

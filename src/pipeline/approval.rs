@@ -28,9 +28,6 @@ use crate::trace::TraceId;
 
 /// The longest any call waits for a decision, whatever it asks.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
-/// How often a waiting call looks at the store (a decision taken by another gateway
-/// process sharing the store is seen this late at most).
-const POLL: Duration = Duration::from_secs(1);
 
 /// Proof that a call may execute as far as approval is concerned. Only [`check`] and
 /// [`decide`] build it.
@@ -183,6 +180,11 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
 async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait: &Wait) -> Option<Status> {
     let events = &rt.approval_events;
     loop {
+        // Registered before the store is read, so that a decision announced between the
+        // read and the wait is not missed.
+        let notified = events.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         // Checked before the store is read: a decision and a cancellation seen together end
         // the wait unreleased.
         if wait.cancelled.is_cancelled() {
@@ -210,10 +212,13 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
         if left.is_zero() {
             return None;
         }
+        // Woken by decisions taken here, and by the store for those taken by other gateways
+        // sharing it; a store that cannot tell is looked at every `poll_interval`.
+        let look_again = rt.store.poll_interval().map_or(left, |p| left.min(p));
         tokio::select! {
             biased;
             () = wait.cancelled.cancelled() => {}
-            _ = tokio::time::timeout(left.min(POLL), events.notified()) => {}
+            _ = tokio::time::timeout(look_again, notified) => {}
         }
     }
 }

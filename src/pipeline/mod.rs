@@ -63,7 +63,7 @@ pub struct Runtime {
     upstreams: usize,
     /// Woken when a decision is taken in this process; waiting calls also poll the store
     /// for decisions taken by other processes.
-    approval_events: tokio::sync::Notify,
+    approval_events: Arc<tokio::sync::Notify>,
     /// The pins file, and the tools stopped because their upstream definition no longer
     /// matches it (`any_stopped` spares the lock on every call when none is).
     pins_path: std::path::PathBuf,

@@ -263,8 +263,14 @@ fn open_audit(config: &Config, env: &Environment) -> anyhow::Result<(crate::audi
         sinks,
         calls_end_within: longest + CALL_MARGIN,
     };
-    crate::audit::open(&env.audit_store, &env.name, policy)
-        .map_err(|e| anyhow!("environment `{}`: audit store `{}`: {e:?}", env.name, env.audit_store))
+    crate::audit::open(&env.audit_store, &env.name, policy).map_err(|e| {
+        anyhow!(
+            "environment `{}`: audit store `{}`: {}",
+            env.name,
+            env.audit_store,
+            e.for_operator()
+        )
+    })
 }
 
 pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
@@ -274,6 +280,8 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
     }
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
     let (audit, store) = open_audit(config, &env)?;
+    let events = Arc::new(tokio::sync::Notify::new());
+    store.watch(&events);
     let resolved = resolve(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
     let rt = Runtime {
         env,
@@ -284,7 +292,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         routes: resolved.routes,
         rate: Default::default(),
         upstreams: resolved.connected,
-        approval_events: Default::default(),
+        approval_events: events,
         pins_path: config.pins.clone(),
         stopped: Default::default(),
         any_stopped: Default::default(),

@@ -14,6 +14,8 @@
     reason = "test harness: a failure here is a test failure"
 )]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -568,6 +570,11 @@ impl Mcp {
     }
 
     pub async fn send(&self, body: String, headers: &[(&str, &str)]) -> Reply {
+        self.try_send(body, headers).await.unwrap()
+    }
+
+    /// Like [`Self::send`], but a gateway that is gone is an `Err`, not a panic.
+    pub async fn try_send(&self, body: String, headers: &[(&str, &str)]) -> Result<Reply, reqwest::Error> {
         let mut req = self
             .http
             .post(&self.url)
@@ -584,16 +591,23 @@ impl Mcp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        Reply {
+        let text = resp.text().await?;
+        Ok(Reply {
             status,
             headers,
             body: parse_body(&text),
             text,
-        }
+        })
+    }
+
+    /// A call that may find the gateway gone (killed, restarting): `None` then.
+    pub async fn try_call(&mut self, tool: &str, args: Value) -> Option<Reply> {
+        self.next_id += 1;
+        let body = json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+        self.try_send(body.to_string(), &[]).await.ok()
     }
 
     pub async fn rpc(&mut self, method: &str, params: Value) -> Reply {
