@@ -171,6 +171,7 @@ pub(crate) enum Denial {
     },
     /// Unknown and forbidden tools alike; `tool` is what the caller named.
     ToolNotAvailable {
+        kind: crate::contract::Kind,
         tool: String,
     },
     /// The first problems, and how many more there were.
@@ -288,7 +289,9 @@ impl Denial {
             }
             Denial::Session(SessionRefusal::TableUnavailable) => "the session table is unavailable".into(),
             Denial::CertificateRefused { why } => format!("TLS handshake refused: {why}"),
-            Denial::ToolNotAvailable { .. } => "no contract for this tool in this environment allows the caller's roles".into(),
+            Denial::ToolNotAvailable { kind, .. } => {
+                format!("no contract for this {} in this environment allows the caller's roles", kind.noun())
+            }
             Denial::ArgumentsInvalid { errors, more, .. } => format!("invalid arguments: {}", listed(errors, *more)),
             Denial::RateLimited { .. } => "rate limit of the contract reached".into(),
             Denial::ToolStopped { .. } => {

@@ -311,6 +311,29 @@ pub fn store_setting(data: &[u8]) {
     }
 }
 
+/// Resource URI templates and the URIs callers send: a template line, then a URI. Never
+/// panics; a URI that matches expands back, from the decoded values, to a URI that matches
+/// with the same values; every value a match yields is decoded text without the template's
+/// literal text spilling into it.
+pub fn resource_uri(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (template, uri) = text.split_once('\n').unwrap_or((text, ""));
+    let Ok(t) = crate::contract::UriTemplate::parse(template) else {
+        return;
+    };
+    let Ok(values) = t.matches(uri) else { return };
+    if values.len() != t.vars().count() {
+        panic!("`{uri}` against `{template}`: {values:?} does not name every variable");
+    }
+    let Some(again) = t.expand(&values) else {
+        panic!("`{template}`: the values of `{uri}` do not expand");
+    };
+    match t.matches(&again) {
+        Ok(v) if v == values => {}
+        other => panic!("`{template}`: `{uri}` → {values:?} → `{again}` → {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -385,5 +408,18 @@ mod tests {
         let (loc, problems) = read("password");
         assert!(loc.is_none() && !format!("{problems:?}").contains("hunter2secret"), "{problems:?}");
         assert!(read("inject").0.is_none());
+    }
+
+    #[test]
+    fn the_resource_uri_target_holds_on_its_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/resource_uri");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            super::resource_uri(&std::fs::read(entry.unwrap().path()).unwrap());
+            seeds += 1;
+        }
+        assert!(seeds >= 4);
+        let t = crate::contract::UriTemplate::parse("r://{a}?q={b}").unwrap();
+        assert_eq!(t.matches("r://x%2Fy?q=%E2%82%AC").unwrap()["a"], "x/y");
     }
 }

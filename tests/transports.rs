@@ -299,3 +299,33 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
     let recs = f.audit_for_trace("stage", &first.trace());
     assert_eq!(recs.last().unwrap()["reason_code"], "backend_error", "{recs:#?}");
 }
+
+/// An upstream that asks its client something mid-call (sampling): the gateway relays no
+/// such request to its callers, so it answers it at once with "method not found", over a
+/// streamable HTTP upstream (an event stream) as over stdio; the call ends with the
+/// upstream's own answer instead of hanging until the upstream's timeout.
+#[tokio::test]
+async fn a_request_from_the_upstream_to_its_client_is_refused_at_once_and_the_call_ends() {
+    let state = tempfile::tempdir().unwrap();
+    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
+    let f = with_stage_upstream(block);
+    std::fs::write(
+        f.path().join("contracts/ask.toml"),
+        "tool = \"ask_model\"\nallowed_roles = [\"oncall\"]\nside_effects = \"read\"\narg_schema = { question = \"string(1..100)\" }\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    for env in ["stage", "dev"] {
+        let mut mcp = Mcp::open(gw.url(env), &f.token(env, "sid", &["oncall"])).await;
+        let r = mcp.call("ask_model", json!({"question": "which range to block?"})).await;
+        let text = r.body["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        assert_eq!(r.body["result"]["isError"], json!(true), "{env}: {}", r.text);
+        assert!(
+            text.starts_with("sampling refused") && text.contains("-32601"),
+            "{env}: the upstream's request was not refused at once: {text}"
+        );
+        let recs = f.audit_for_trace(env, &r.trace());
+        assert_eq!(recs.last().unwrap()["reason_code"], "executed", "{env}: {recs:#?}");
+    }
+}

@@ -195,13 +195,18 @@ impl HttpSession {
         }
         match kind {
             Kind::Json => answer_in_body(&read_bounded(response).await?, id),
-            Kind::EventStream => answer_from_events(response, id).await,
+            Kind::EventStream => answer_from_events(response, id, self).await,
             Kind::Other => Err(err("the upstream answered with neither JSON nor an event stream", false)),
         }
     }
 
     pub(crate) async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, SessionError> {
         self.request(ClientRequest::CallToolRequest(CallToolRequest::new(params))).await
+    }
+
+    /// Any other request this gateway forwards (`prompts/*`, `resources/*`), answered as `R`.
+    pub(crate) async fn send<R: DeserializeOwned>(&self, req: ClientRequest) -> Result<R, SessionError> {
+        self.request(req).await
     }
 
     pub(crate) async fn list_tools(&self) -> Result<Vec<Tool>, SessionError> {
@@ -312,9 +317,15 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Sessio
 }
 
 /// Reads an event stream up to the event that answers request `id`, skipping the server's
-/// notifications and requests (the gateway advertises no capabilities, so it answers none),
-/// refused once [`MAX_ANSWER`] bytes came without it.
-async fn answer_from_events<R: DeserializeOwned>(response: reqwest::Response, id: &RequestId) -> Result<R, SessionError> {
+/// notifications, refused once [`MAX_ANSWER`] bytes came without it. A request of the
+/// server's (sampling, elicitation, roots) is answered at once with an error: the gateway
+/// relays none to its callers, and an unanswered one would hold the call until the
+/// upstream's timeout.
+async fn answer_from_events<R: DeserializeOwned>(
+    response: reqwest::Response,
+    id: &RequestId,
+    session: &HttpSession,
+) -> Result<R, SessionError> {
     let mut seen = 0usize;
     let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
         let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
@@ -333,6 +344,10 @@ async fn answer_from_events<R: DeserializeOwned>(response: reqwest::Response, id
         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
             continue;
         };
+        if let Some((their_id, method)) = server_request(&data) {
+            session.refuse_server_request(their_id, &method).await;
+            continue;
+        }
         if let Some(answer) = answer_in_event(&data, id) {
             return answer;
         }
@@ -370,6 +385,44 @@ pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -
             Ok(answer) => answer.settle(id, false).unwrap_or_else(|| Err(err(NOT_AN_ANSWER, false))),
             Err(_) => Err(err(NOT_AN_ANSWER, false)),
         }),
+    }
+}
+
+/// The id and method of a request the server sends its client, if `data` is one.
+fn server_request(data: &str) -> Option<(serde_json::Value, String)> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        id: Option<serde_json::Value>,
+        method: Option<String>,
+    }
+    let e: Envelope = serde_json::from_str(data).ok()?;
+    let id = e.id.filter(|i| i.is_string() || i.is_i64() || i.is_u64())?;
+    Some((id, e.method?))
+}
+
+impl HttpSession {
+    /// Answers a request of the server's with "method not found" (what a client without
+    /// that capability answers); a failure to deliver it is the server's to time out.
+    async fn refuse_server_request(&self, id: serde_json::Value, method: &str) {
+        let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": -32601,
+                "message": format!("method not found: {shown} (capgate relays no requests from upstream servers to its callers)"),
+            },
+        });
+        let sent = self
+            .http
+            .post(self.url.clone())
+            .headers(self.request_headers.clone())
+            .body(body.to_string())
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("answering the upstream's {shown} request failed: {e}");
+        }
     }
 }
 

@@ -14,7 +14,12 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::model::{
+    ArgumentInfo, CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult,
+    CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, JsonObject, ListPromptsRequest, ListPromptsResult,
+    ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, PaginatedRequestParams, Prompt,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, Tool,
+};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -44,6 +49,43 @@ impl BackendError {
 }
 
 type Service = RunningService<RoleClient, ()>;
+
+/// What an upstream offers besides tools.
+#[derive(Default)]
+pub(crate) struct Surface {
+    pub(crate) prompts: Vec<Prompt>,
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) templates: Vec<ResourceTemplate>,
+}
+
+fn trace_meta(traceparent: &str) -> rmcp::model::RequestMetaObject {
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.0
+        .insert("traceparent".to_string(), serde_json::Value::String(traceparent.to_string()));
+    meta
+}
+
+/// Every page of a list, at most 1000 (a server that keeps handing out cursors cannot hold
+/// the start forever).
+async fn pages<R, T, F, Fut>(mut fetch: F, split: impl Fn(R) -> (Vec<T>, Option<String>)) -> Result<Vec<T>, http_session::SessionError>
+where
+    F: FnMut(PaginatedRequestParams) -> Fut,
+    Fut: std::future::Future<Output = Result<R, http_session::SessionError>>,
+{
+    let mut out = Vec::new();
+    let mut cursor = None;
+    for _ in 0..1000 {
+        let mut p = PaginatedRequestParams::default();
+        p.cursor = cursor;
+        let (items, next) = split(fetch(p).await?);
+        out.extend(items);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+    Ok(out)
+}
 
 /// What an error detail becomes when it held a backend credential.
 const WITHHELD: &str = "(the upstream's error text held a backend credential and was withheld)";
@@ -232,6 +274,140 @@ impl UpstreamClient {
                 upstream: self.cfg.name.clone(),
                 secs: self.cfg.timeout.as_secs(),
             })?
+    }
+
+    /// The prompts, fixed resources and resource templates this upstream lists (a kind it
+    /// does not serve lists as empty), for the contracts that name them.
+    pub(crate) async fn list_surface(&self, prompts: bool, resources: bool) -> Result<Surface, BackendError> {
+        let c = self.client().await?;
+        let listed = async {
+            let mut surface = Surface::default();
+            match c.as_ref() {
+                Client::Service(s) => {
+                    let peer = s.peer();
+                    let caps = peer.peer_info().map(|i| i.capabilities.clone()).unwrap_or_default();
+                    if prompts && caps.prompts.is_some() {
+                        surface.prompts = peer.list_all_prompts().await.map_err(|e| self.unavailable(e))?;
+                    }
+                    if resources && caps.resources.is_some() {
+                        surface.resources = peer.list_all_resources().await.map_err(|e| self.unavailable(e))?;
+                        surface.templates = peer.list_all_resource_templates().await.map_err(|e| self.unavailable(e))?;
+                    }
+                }
+                Client::Http(h) => {
+                    if prompts {
+                        surface.prompts = pages(
+                            |p| h.send::<ListPromptsResult>(ClientRequest::ListPromptsRequest(ListPromptsRequest::with_param(p))),
+                            |r| (r.prompts, r.next_cursor),
+                        )
+                        .await
+                        .unwrap_or_default();
+                    }
+                    if resources {
+                        surface.resources = pages(
+                            |p| h.send::<ListResourcesResult>(ClientRequest::ListResourcesRequest(ListResourcesRequest::with_param(p))),
+                            |r| (r.resources, r.next_cursor),
+                        )
+                        .await
+                        .unwrap_or_default();
+                        surface.templates = pages(
+                            |p| {
+                                h.send::<ListResourceTemplatesResult>(ClientRequest::ListResourceTemplatesRequest(
+                                    ListResourceTemplatesRequest::with_param(p),
+                                ))
+                            },
+                            |r| (r.resource_templates, r.next_cursor),
+                        )
+                        .await
+                        .unwrap_or_default();
+                    }
+                }
+            }
+            Ok(surface)
+        };
+        tokio::time::timeout(self.cfg.timeout, listed)
+            .await
+            .map_err(|_| BackendError::Timeout {
+                upstream: self.cfg.name.clone(),
+                secs: self.cfg.timeout.as_secs(),
+            })?
+            .map_err(|e| self.scrub(e))
+    }
+
+    pub(crate) async fn get_prompt(&self, name: &str, args: JsonObject, traceparent: &str) -> Result<GetPromptResult, BackendError> {
+        let mut params = GetPromptRequestParams::new(name.to_string());
+        params.arguments = Some(args);
+        params.meta = Some(trace_meta(traceparent));
+        let c = self.client().await?;
+        let fut = async {
+            match c.as_ref() {
+                Client::Service(s) => s.peer().get_prompt(params).await.map_err(|e| e.to_string()),
+                Client::Http(h) => h
+                    .send(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)))
+                    .await
+                    .map_err(|e| e.detail),
+            }
+        };
+        self.finish(fut).await
+    }
+
+    pub(crate) async fn read_resource(&self, uri: &str, traceparent: &str) -> Result<ReadResourceResult, BackendError> {
+        let mut params = ReadResourceRequestParams::new(uri.to_string());
+        params.meta = Some(trace_meta(traceparent));
+        let c = self.client().await?;
+        let fut = async {
+            match c.as_ref() {
+                Client::Service(s) => s.peer().read_resource(params).await.map_err(|e| e.to_string()),
+                Client::Http(h) => h
+                    .send(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)))
+                    .await
+                    .map_err(|e| e.detail),
+            }
+        };
+        self.finish(fut).await
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        reference: Reference,
+        argument: ArgumentInfo,
+        context: std::collections::HashMap<String, String>,
+        traceparent: &str,
+    ) -> Result<CompleteResult, BackendError> {
+        let mut params = CompleteRequestParams::new(reference, argument);
+        if !context.is_empty() {
+            let mut c = CompletionContext::new();
+            c.arguments = Some(context);
+            params.context = Some(c);
+        }
+        params.meta = Some(trace_meta(traceparent));
+        let c = self.client().await?;
+        let fut = async {
+            match c.as_ref() {
+                Client::Service(s) => s.peer().complete(params).await.map_err(|e| e.to_string()),
+                Client::Http(h) => h
+                    .send(ClientRequest::CompleteRequest(CompleteRequest::new(params)))
+                    .await
+                    .map_err(|e| e.detail),
+            }
+        };
+        self.finish(fut).await
+    }
+
+    /// A forwarded request's answer within the upstream's timeout; its failure as the
+    /// upstream's, scrubbed of credentials.
+    async fn finish<T>(&self, fut: impl std::future::Future<Output = Result<T, String>>) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.cfg.timeout, Box::pin(fut)).await {
+            Err(_) => Err(BackendError::Timeout {
+                upstream: self.cfg.name.clone(),
+                secs: self.cfg.timeout.as_secs(),
+            }),
+            Ok(Err(detail)) => Err(self.scrub(BackendError::Failed {
+                upstream: self.cfg.name.clone(),
+                detail,
+            })),
+            Ok(Ok(r)) => Ok(r),
+        }
     }
 
     pub(crate) async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {

@@ -4,15 +4,20 @@
 //! It trusts its caller completely, as a real backend behind a gateway does; that is why it
 //! must only ever be reached through capgate. The calls log makes it the canary of the
 //! tests: a denied call that reaches it shows up there. It also has a tool no contract
-//! names (`purge_all_tickets`), which the gateway must never expose.
+//! names (`purge_all_tickets`), which the gateway must never expose. Besides tools it serves
+//! prompts and resources, each `prompts/get` and `resources/read` logged the same way (as
+//! `prompt:NAME` and `resource`), and again one of each that no contract names
+//! (`prompt admin_override`, `secrets://vault/root`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, CompletionInfo, ContentBlock,
+    ErrorData, GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, Prompt, PromptArgument, PromptMessage, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -68,6 +73,11 @@ fn tools() -> Vec<Tool> {
             "run_report",
             "Build a (slow) report",
             schema(json!({"type": "object", "properties": {"seconds": {"type": "integer"}}})),
+        ),
+        Tool::new(
+            "ask_model",
+            "Ask the calling client's model (a sampling request back to the client)",
+            schema(json!({"type": "object", "properties": {"question": {"type": "string"}}})),
         ),
         Tool::new(
             "purge_all_tickets",
@@ -157,10 +167,42 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// Logs a prompt or resource request like a tool call (the canary sees every kind).
+    async fn log(&self, name: &str, args: Value, c: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let _serialised = self.lock.lock().await;
+        if !self.no_record
+            && let Err(e) = self.record(name, &args, &Value::Object(c.meta.0.0.clone()))
+        {
+            return Err(ErrorData::internal_error(format!("cannot record the request: {e}"), None));
+        }
+        Ok(())
+    }
+}
+
+fn prompt(name: &str, description: &str, args: &[(&str, bool)]) -> Prompt {
+    let args = args
+        .iter()
+        .map(|(n, required)| {
+            let mut a = PromptArgument::new(*n);
+            a.required = Some(*required);
+            a
+        })
+        .collect();
+    Prompt::new(name, Some(description), Some(args))
+}
+
 impl ServerHandler for Demo {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("capgate-demo-upstream", env!("CARGO_PKG_VERSION")))
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new("capgate-demo-upstream", env!("CARGO_PKG_VERSION")))
     }
 
     async fn list_tools(&self, _r: Option<PaginatedRequestParams>, _c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
@@ -180,6 +222,93 @@ impl ServerHandler for Demo {
             })
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn list_prompts(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![
+            prompt(
+                "incident_summary",
+                "Summarise an incident for an audience",
+                &[("incident", true), ("audience", false)],
+            ),
+            prompt("admin_override", "Ignore every rule (no contract: never exposed)", &[]),
+        ]))
+    }
+
+    async fn get_prompt(&self, request: GetPromptRequestParams, c: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
+        let args = request.arguments.clone().unwrap_or_default();
+        self.log(&format!("prompt:{}", request.name), Value::Object(args.clone()), &c)
+            .await?;
+        let text = format!(
+            "Summarise incident {} for {}.",
+            args.get("incident").and_then(Value::as_str).unwrap_or("?"),
+            args.get("audience").and_then(Value::as_str).unwrap_or("engineers")
+        );
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(rmcp::model::Role::User, text)]).into())
+    }
+
+    async fn complete(&self, request: CompleteRequestParams, c: RequestContext<RoleServer>) -> Result<CompleteResult, ErrorData> {
+        let context = request.context.as_ref().and_then(|c| c.arguments.clone()).unwrap_or_default();
+        self.log(
+            "complete",
+            json!({"ref": request.r#ref, "argument": request.argument, "context": context}),
+            &c,
+        )
+        .await?;
+        // Deliberately more than the contracts allow (`everyone`, `mail`): the gateway must
+        // pass on only what a call would accept.
+        let all: &[&str] = match request.argument.name.as_str() {
+            "audience" => &["engineers", "executives", "everyone"],
+            "service" => &["db", "web", "mail"],
+            _ => &[],
+        };
+        let values: Vec<String> = all
+            .iter()
+            .filter(|v| v.starts_with(request.argument.value.as_str()))
+            .map(|v| (*v).to_string())
+            .collect();
+        let info = CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(CompleteResult::new(info))
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new("tickets://summary", "ticket_summary"),
+            Resource::new("secrets://vault/root", "vault_root"),
+        ]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new("runbook://{service}/{page}", "runbook"),
+            ResourceTemplate::new("secrets://{path}", "secrets"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        c: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.log("resource", json!({"uri": request.uri}), &c).await?;
+        let text = if request.uri == "tickets://summary" {
+            format!("{} tickets", self.load().tickets.len())
+        } else {
+            format!("contents of {}", request.uri)
+        };
+        Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, c: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
@@ -212,10 +341,28 @@ impl ServerHandler for Demo {
                 None,
             ));
         }
+        if request.name == "ask_model" {
+            return Ok(ask_model(&c, &args).await.into());
+        }
         match self.call(&request.name, args).await {
             Ok(r) => Ok(r.into()),
             Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e)]).into()),
         }
+    }
+}
+
+/// A request back to whoever called (sampling, as 2025-11-25 servers send it): a gateway in
+/// between must answer it, relayed or refused, or this call hangs.
+#[allow(
+    deprecated,
+    reason = "sampling is what the upstreams of 2025-11-25 send; the demo sends it to test the gateway's answer"
+)]
+async fn ask_model(c: &RequestContext<RoleServer>, args: &Map<String, Value>) -> CallToolResult {
+    let question = args.get("question").and_then(Value::as_str).unwrap_or("?").to_string();
+    let params = rmcp::model::CreateMessageRequestParams::new(vec![rmcp::model::SamplingMessage::user_text(question)], 50);
+    match c.peer.create_message(params).await {
+        Ok(r) => CallToolResult::success(vec![ContentBlock::text(format!("the model said: {:?}", r.message))]),
+        Err(e) => CallToolResult::error(vec![ContentBlock::text(format!("sampling refused: {e}"))]),
     }
 }
 

@@ -242,7 +242,7 @@ fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
         for e in c.environments.iter().flatten() {
             if !env_names.contains(e) {
                 ctx.push(
-                    &format!("{} (tool `{}`)", c.source, c.tool),
+                    &format!("{} ({} `{}`)", c.source, c.kind.noun(), c.tool),
                     format!("`environments` names `{e}`, which is not defined"),
                 );
             }
@@ -251,7 +251,7 @@ fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
             && !raw.upstream.iter().any(|u| u.name == b.upstream)
         {
             ctx.push(
-                &format!("{} (tool `{}`)", c.source, c.tool),
+                &format!("{} ({} `{}`)", c.source, c.kind.noun(), c.tool),
                 format!("`backend.upstream = \"{}\"` names no `[[upstream]]`", b.upstream),
             );
         }
@@ -393,11 +393,11 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
     let mine: BTreeMap<String, Arc<Contract>> = contracts
         .iter()
         .filter(|c| c.applies_to(&env.name))
-        .map(|c| (c.tool.clone(), c.clone()))
+        .map(|c| (c.key.clone(), c.clone()))
         .collect();
     let applicable = contracts.iter().filter(|c| c.applies_to(&env.name)).count();
     if applicable != mine.len() {
-        ctx.push(&at, "two contracts define the same tool for this environment");
+        ctx.push(&at, "two contracts define the same tool, prompt or resource for this environment");
     }
     if let Some(roles) = &env.roles {
         for r in &env.approver_roles {
@@ -409,7 +409,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             for r in c.allowed_roles.iter().chain(c.approver_roles.iter().flatten()) {
                 if !roles.contains(r) {
                     ctx.push(
-                        &format!("{} (tool `{}`)", c.source, c.tool),
+                        &format!("{} ({} `{}`)", c.source, c.kind.noun(), c.tool),
                         format!("role `{r}` is not among environment `{}`'s `roles`", env.name),
                     );
                 }
@@ -419,7 +419,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
     for c in mine.values() {
         if c.requires_approval && c.approver_roles.as_ref().is_none_or(Vec::is_empty) && env.approver_roles.is_empty() {
             ctx.push(
-                &format!("{} (tool `{}`)", c.source, c.tool),
+                &format!("{} ({} `{}`)", c.source, c.kind.noun(), c.tool),
                 format!(
                     "requires approval but neither it nor environment `{}` names `approver_roles`",
                     env.name

@@ -6,6 +6,7 @@
 //! contract is guessed at call time.
 
 pub(crate) mod types;
+pub(crate) mod uri;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,35 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 pub(crate) use types::{ArgSpec, ArgType, IpFamily};
+pub(crate) use uri::UriTemplate;
+
+/// What a contract governs: a tool (`tools/call`), a prompt (`prompts/get`) or a resource
+/// (`resources/read`). Each kind is listed, decided, validated and audited the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl Kind {
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            Kind::Tool => "tool",
+            Kind::Prompt => "prompt",
+            Kind::Resource => "resource",
+        }
+    }
+
+    /// The key of a contract of this kind named `name` in an environment's contracts:
+    /// a tool's name as it is (tool names hold no `:`), the others with their kind before it.
+    pub(crate) fn key(self, name: &str) -> String {
+        match self {
+            Kind::Tool => name.to_string(),
+            Kind::Prompt | Kind::Resource => format!("{}:{name}", self.noun()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +72,8 @@ impl SideEffects {
 #[serde(deny_unknown_fields)]
 pub(crate) struct BackendRef {
     pub(crate) upstream: String,
+    /// The upstream's name for the tool (or, as `prompt`, for the prompt).
+    #[serde(alias = "prompt")]
     pub(crate) tool: Option<String>,
 }
 
@@ -50,9 +82,16 @@ pub(crate) struct BackendRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawContract {
-    pub(crate) tool: String,
+    /// Exactly one of `tool`, `prompt`, `resource` names what the contract governs.
+    pub(crate) tool: Option<String>,
+    pub(crate) prompt: Option<String>,
+    pub(crate) resource: Option<String>,
+    /// A resource's URI or URI template (`runbook://{service}`).
+    pub(crate) uri: Option<String>,
+    pub(crate) mime_type: Option<String>,
     pub(crate) allowed_roles: Vec<String>,
-    pub(crate) arg_schema: BTreeMap<String, Value>,
+    /// Required for a tool (the seed's form); a prompt or a fixed resource may have none.
+    pub(crate) arg_schema: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     pub(crate) requires_approval: bool,
     pub(crate) description: Option<String>,
@@ -86,7 +125,15 @@ pub(crate) struct RateLimit {
 /// A loaded, compiled contract. Shared read-only by every call.
 #[derive(Debug)]
 pub(crate) struct Contract {
+    pub(crate) kind: Kind,
+    /// The name: a tool's, a prompt's, a resource's (for a resource, the name it is listed
+    /// under; callers name it by URI).
     pub(crate) tool: String,
+    /// Where it sits in an environment's contracts ([`Kind::key`]).
+    pub(crate) key: String,
+    /// A resource's URI template.
+    pub(crate) uri: Option<UriTemplate>,
+    pub(crate) mime_type: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) allowed_roles: Vec<String>,
     /// The id of each role rule (`allowed_roles:ROLE`), in the order of `allowed_roles`: what
@@ -150,6 +197,45 @@ impl Contract {
     }
 }
 
+/// How a resource contract is listed.
+pub(crate) enum Listing {
+    Fixed(rmcp::model::Resource),
+    Template(rmcp::model::ResourceTemplate),
+}
+
+impl Contract {
+    /// The prompt as MCP lists it: name, description, arguments (all strings).
+    pub(crate) fn to_prompt(&self) -> rmcp::model::Prompt {
+        let args = self
+            .args
+            .iter()
+            .map(|(name, spec)| {
+                let mut a = rmcp::model::PromptArgument::new(name.clone());
+                a.description = spec.description.clone();
+                a.required = Some(!spec.optional);
+                a
+            })
+            .collect::<Vec<_>>();
+        rmcp::model::Prompt::new(self.tool.clone(), self.description.clone(), Some(args))
+    }
+
+    /// A fixed URI lists as a resource, a template as a resource template.
+    pub(crate) fn to_resource(&self) -> Listing {
+        let uri = self.uri.as_ref().map_or("", |u| u.as_str()).to_string();
+        if self.uri.as_ref().is_some_and(UriTemplate::is_fixed) {
+            let mut r = rmcp::model::Resource::new(uri, self.tool.clone());
+            r.description = self.description.clone();
+            r.mime_type = self.mime_type.clone();
+            Listing::Fixed(r)
+        } else {
+            let mut t = rmcp::model::ResourceTemplate::new(uri, self.tool.clone());
+            t.description = self.description.clone();
+            t.mime_type = self.mime_type.clone();
+            Listing::Template(t)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{source_name}: {message}")]
 pub(crate) struct ContractError {
@@ -207,24 +293,48 @@ fn valid_tool_name(name: &str) -> bool {
 impl Contract {
     /// Compiles one contract. `raw_value` is the contract as read, for the digest.
     pub(crate) fn compile(raw: RawContract, raw_value: &Value, source: &str) -> Result<Self, ContractError> {
-        if !valid_tool_name(&raw.tool) {
+        let (kind, name) = match (&raw.tool, &raw.prompt, &raw.resource) {
+            (Some(t), None, None) => (Kind::Tool, t.clone()),
+            (None, Some(p), None) => (Kind::Prompt, p.clone()),
+            (None, None, Some(r)) => (Kind::Resource, r.clone()),
+            _ => {
+                return Err(cerr(source, "a contract names exactly one of `tool`, `prompt` or `resource`"));
+            }
+        };
+        let noun = kind.noun();
+        if !valid_tool_name(&name) {
             return Err(cerr(
                 source,
-                format!("tool name `{}` must be 1-128 characters of A-Z, a-z, 0-9, `_`, `-`, `.`", raw.tool),
+                format!("{noun} name `{name}` must be 1-128 characters of A-Z, a-z, 0-9, `_`, `-`, `.`"),
             ));
         }
-        let ctx = format!("{source} (tool `{}`)", raw.tool);
+        let ctx = format!("{source} ({noun} `{name}`)");
         if raw.allowed_roles.is_empty() || raw.allowed_roles.iter().any(|r| r.trim().is_empty()) {
             return Err(cerr(
                 &ctx,
                 "`allowed_roles` must name at least one role: a contract without roles is callable by nobody, so it is refused",
             ));
         }
+        let arg_schema = match (&raw.arg_schema, kind) {
+            (Some(a), _) => a.clone(),
+            (None, Kind::Tool) => return Err(cerr(&ctx, "`arg_schema` is missing (write `{}` for a tool without arguments)")),
+            (None, _) => BTreeMap::new(),
+        };
         let mut args = BTreeMap::new();
-        for (name, decl) in &raw.arg_schema {
+        for (name, decl) in &arg_schema {
             let spec = ArgSpec::parse(decl).map_err(|e| cerr(&ctx, format!("argument `{name}`: {e}")))?;
             args.insert(name.clone(), spec);
         }
+        let uri = match (kind, &raw.uri) {
+            (Kind::Resource, Some(u)) => Some(UriTemplate::parse(u).map_err(|e| cerr(&ctx, e))?),
+            (Kind::Resource, None) => return Err(cerr(&ctx, "a resource contract needs `uri` (a URI or a URI template)")),
+            (_, Some(_)) => return Err(cerr(&ctx, "`uri` is for resource contracts")),
+            (_, None) => None,
+        };
+        if raw.mime_type.is_some() && kind != Kind::Resource {
+            return Err(cerr(&ctx, "`mime_type` is for resource contracts"));
+        }
+        check_kind(kind, &raw, &args, uri.as_ref()).map_err(|e| cerr(&ctx, e))?;
         for name in &raw.sensitive {
             let spec = args
                 .get_mut(name)
@@ -280,15 +390,23 @@ impl Contract {
         }
         let published = Arc::new(input_schema(&args));
         let role_rule_ids = raw.allowed_roles.iter().map(|r| Arc::from(format!("allowed_roles:{r}"))).collect();
+        let default_effects = match kind {
+            Kind::Tool => SideEffects::Write,
+            Kind::Prompt | Kind::Resource => SideEffects::Read,
+        };
         Ok(Contract {
-            tool: raw.tool,
+            kind,
+            key: kind.key(&name),
+            tool: name,
+            uri,
+            mime_type: raw.mime_type,
             description: raw.description,
             allowed_roles: raw.allowed_roles,
             role_rule_ids,
             args,
             requires_approval: raw.requires_approval,
             environments: raw.environments,
-            side_effects: raw.side_effects.unwrap_or(SideEffects::Write),
+            side_effects: raw.side_effects.unwrap_or(default_effects),
             approver_roles: raw.approver_roles,
             approval_ttl,
             approvals_required,
@@ -301,6 +419,46 @@ impl Contract {
             published,
         })
     }
+}
+
+/// What only some kinds allow. A prompt's arguments arrive as strings (MCP says so), so
+/// only types a string can satisfy are taken; a resource's arguments are its URI's
+/// variables, exactly, all required; both only read.
+fn check_kind(kind: Kind, raw: &RawContract, args: &BTreeMap<String, ArgSpec>, uri: Option<&UriTemplate>) -> Result<(), String> {
+    if kind == Kind::Tool {
+        return Ok(());
+    }
+    if raw.requires_approval {
+        return Err(format!("a {} only reads: approval is for tools", kind.noun()));
+    }
+    if matches!(raw.side_effects, Some(SideEffects::Write | SideEffects::Destructive)) {
+        return Err(format!("a {} only reads: `side_effects` is `read` or `none`", kind.noun()));
+    }
+    for (name, spec) in args {
+        if matches!(spec.ty, ArgType::Int { .. } | ArgType::Bool) {
+            return Err(format!(
+                "argument `{name}`: a {} argument is a string; use `string`, `enum(…)`, `regex(…)`, `hostname`, `uuid`, `ip` or `cidr`",
+                kind.noun()
+            ));
+        }
+    }
+    if let Some(uri) = uri {
+        if !raw.fixed_args.is_empty() {
+            return Err("`fixed_args` is for tools and prompts".into());
+        }
+        let vars: Vec<&str> = uri.vars().collect();
+        for v in &vars {
+            match args.get(*v) {
+                None => return Err(format!("`uri` variable `{v}` needs a type in `arg_schema`")),
+                Some(spec) if spec.optional => return Err(format!("`uri` variable `{v}` cannot be optional")),
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = args.keys().find(|a| !vars.contains(&a.as_str())) {
+            return Err(format!("`arg_schema` names `{extra}`, which is not a variable of `uri`"));
+        }
+    }
+    Ok(())
 }
 
 fn input_schema(args: &BTreeMap<String, ArgSpec>) -> Map<String, Value> {

@@ -51,3 +51,38 @@ pub(crate) fn usable<'r>(rt: &'r Runtime, auth: &Authenticated, tool: &str) -> O
     let contract = rt.env.contracts.get(tool)?;
     (rt.routes.contains_key(tool) && rt.policy.may_list(auth.principal(), contract).allowed()).then_some(contract)
 }
+
+/// The resource contract whose URI `uri` is, usable by this caller, and the URI's variables:
+/// a fixed URI before a template; unknown, unmatched and forbidden alike.
+pub(crate) fn find_resource(
+    rt: &Runtime,
+    auth: &Authenticated,
+    uri: &str,
+) -> Result<(Listed, serde_json::Map<String, serde_json::Value>), NotAvailable> {
+    let mut candidates: Vec<&Arc<Contract>> = rt
+        .env
+        .contracts
+        .values()
+        .filter(|c| c.kind == crate::contract::Kind::Resource)
+        .collect();
+    candidates.sort_by_key(|c| !c.uri.as_ref().is_some_and(crate::contract::UriTemplate::is_fixed));
+    for c in candidates {
+        if let Some(vars) = c.uri.as_ref().and_then(|t| t.matches(uri).ok()) {
+            let listed = find(rt, auth, &c.key)?;
+            return Ok((listed, vars));
+        }
+    }
+    Err(NotAvailable)
+}
+
+/// The resource template contract written exactly as `template`, usable by this caller (a
+/// completion names a template, not a URI).
+pub(crate) fn find_template(rt: &Runtime, auth: &Authenticated, template: &str) -> Result<Listed, NotAvailable> {
+    let contract = rt
+        .env
+        .contracts
+        .values()
+        .find(|c| c.kind == crate::contract::Kind::Resource && c.uri.as_ref().is_some_and(|u| u.as_str() == template))
+        .ok_or(NotAvailable)?;
+    find(rt, auth, &contract.key)
+}

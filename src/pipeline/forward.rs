@@ -6,13 +6,12 @@
 
 use std::time::Instant;
 
-use rmcp::model::CallToolResult;
-
-use super::Runtime;
 use super::approval::Approved;
 use super::audit::Audited;
+use super::{Answer, Runtime};
 use crate::audit::AuditRecord;
 use crate::backend::BackendError;
+use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::identity::Principal;
 use crate::request::CallCtx;
@@ -20,7 +19,7 @@ use crate::request::CallCtx;
 /// What came back from the upstream, with the digest of its canonical JSON for the outcome
 /// record, and the call it answers.
 pub struct Forwarded {
-    pub(crate) result: Result<(CallToolResult, String), BackendError>,
+    pub(crate) result: Result<(Answer, String), BackendError>,
     pub(crate) latency_ms: f64,
     pub(crate) call: Executed,
 }
@@ -63,26 +62,54 @@ impl Audited {
     pub async fn forward(self, rt: &Runtime) -> Forwarded {
         let (approved, allow_seq, ctx) = self.into_parts();
         let v = approved.validated();
-        let tool = &v.listed().contract().tool;
+        let contract = v.listed().contract();
         let started = Instant::now();
-        let result = match rt.routes.get(tool) {
+        let result = match rt.routes.get(&contract.key) {
             Some(route) => {
+                let traceparent = ctx.trace.child_traceparent();
+                let upstream = &route.upstream;
                 // Boxed: the HTTP client's future is most of a call's state, and every future
                 // that holds this one (the call's task, the transport's) is moved as a whole.
-                let r = Box::pin(
-                    route
-                        .upstream
-                        .call(&route.tool, v.forward_args().clone(), &ctx.trace.child_traceparent()),
-                )
-                .await;
+                let r = match (route.kind, v.completion()) {
+                    (Kind::Prompt | Kind::Resource, Some((argument, value))) => {
+                        let reference = match route.kind {
+                            Kind::Prompt => rmcp::model::Reference::for_prompt(route.tool.clone()),
+                            _ => rmcp::model::Reference::for_resource(route.tool.clone()),
+                        };
+                        let context = v
+                            .forward_args()
+                            .iter()
+                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                            .collect();
+                        let info = rmcp::model::ArgumentInfo::new(argument, value);
+                        Box::pin(upstream.complete(reference, info, context, &traceparent))
+                            .await
+                            .map(|r| Answer::Completion(only_acceptable(contract, argument, r)))
+                    }
+                    (Kind::Tool, _) => Box::pin(upstream.call(&route.tool, v.forward_args().clone(), &traceparent))
+                        .await
+                        .map(Answer::Tool),
+                    (Kind::Prompt, None) => Box::pin(upstream.get_prompt(&route.tool, v.forward_args().clone(), &traceparent))
+                        .await
+                        .map(Answer::Prompt),
+                    // The URI sent is expanded from the values that passed, not the caller's
+                    // spelling of them.
+                    (Kind::Resource, None) => match contract.uri.as_ref().and_then(|t| t.expand(v.forward_args())) {
+                        Some(uri) => Box::pin(upstream.read_resource(&uri, &traceparent)).await.map(Answer::Resource),
+                        None => Err(BackendError::Unavailable {
+                            upstream: upstream.name().to_string(),
+                            detail: "the resource URI could not be built from its arguments".into(),
+                        }),
+                    },
+                };
                 r.and_then(|ok| {
                     // One canonical text serves the credential check and the digest.
                     // INVARIANT: a backend credential never reaches the agent, even when the
                     // upstream itself echoes it; a result that cannot be checked is withheld too.
-                    match serde_json::to_value(&ok).map(|v| v.to_string()) {
-                        Ok(text) if !route.upstream.leaks_credential(&text) => Ok((ok, crate::canonical::sha256_hex(text.as_bytes()))),
+                    match ok.canonical_text() {
+                        Some(text) if !upstream.leaks_credential(&text) => Ok((ok, crate::canonical::sha256_hex(text.as_bytes()))),
                         _ => Err(BackendError::Withheld {
-                            upstream: route.upstream.name().to_string(),
+                            upstream: upstream.name().to_string(),
                         }),
                     }
                 })
@@ -100,4 +127,27 @@ impl Audited {
             call: Executed { ctx, approved, allow_seq },
         }
     }
+}
+
+/// An upstream's suggestions, only those the contract would take as the argument's value
+/// (at most 100, as MCP allows): a completion cannot offer what a call would refuse.
+fn only_acceptable(
+    contract: &crate::contract::Contract,
+    argument: &str,
+    mut r: rmcp::model::CompleteResult,
+) -> rmcp::model::CompleteResult {
+    let before = r.completion.values.len();
+    if let Some(spec) = contract.args.get(argument) {
+        r.completion
+            .values
+            .retain(|v| spec.check(&serde_json::Value::String(v.clone())).is_ok());
+    } else {
+        r.completion.values.clear();
+    }
+    r.completion.values.truncate(100);
+    if r.completion.values.len() != before {
+        // The upstream's count no longer describes this list.
+        r.completion.total = None;
+    }
+    r
 }

@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use crate::audit::{AuditLog, AuditReader, AuditRecord, Outcome};
 use crate::backend::UpstreamClient;
 use crate::config::{Config, Environment};
+use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::denial::{Denial, Outage};
 use crate::policy::PolicyEngine;
@@ -46,7 +47,9 @@ pub(crate) use routes::{check_routes, current_pins};
 /// pipeline: only [`Audited::forward`] reads it.
 struct Route {
     upstream: Arc<UpstreamClient>,
+    /// The upstream's name for the tool or prompt; for a resource, the contract's URI.
     tool: String,
+    kind: crate::contract::Kind,
 }
 
 /// Everything one environment runs on. Nothing in it is shared with another environment,
@@ -110,12 +113,7 @@ impl Runtime {
 
     /// Tools this caller may call here: the rest do not exist for them.
     pub(crate) fn list_tools(&self, auth: &Authenticated) -> Vec<Tool> {
-        self.env
-            .contracts
-            .keys()
-            .filter_map(|tool| contract::usable(self, auth, tool))
-            .map(|c| c.to_tool())
-            .collect()
+        self.usable_of(auth, Kind::Tool).map(|c| c.to_tool()).collect()
     }
 
     /// Whether `tool` is in this caller's list: what a transport may look at before the
@@ -142,26 +140,161 @@ impl Runtime {
         args: Option<Map<String, Value>>,
         wait: approval::Wait,
     ) -> Result<CallToolResult, Denial> {
+        match self.call(auth, ctx, Kind::Tool, tool, args, wait).await? {
+            Answer::Tool(r) => Ok(r),
+            // A tool's route answers with a tool's result; anything else is a wiring fault.
+            _ => Err(Denial::Unavailable(Outage::CallIncomplete)),
+        }
+    }
+
+    /// Prompts the caller may get here.
+    pub(crate) fn list_prompts(&self, auth: &Authenticated) -> Vec<rmcp::model::Prompt> {
+        self.usable_of(auth, Kind::Prompt).map(|c| c.to_prompt()).collect()
+    }
+
+    /// Resources (fixed URIs) and resource templates the caller may read here.
+    pub(crate) fn list_resources(&self, auth: &Authenticated) -> (Vec<rmcp::model::Resource>, Vec<rmcp::model::ResourceTemplate>) {
+        let (mut fixed, mut templates) = (Vec::new(), Vec::new());
+        for c in self.usable_of(auth, Kind::Resource) {
+            match c.to_resource() {
+                crate::contract::Listing::Fixed(r) => fixed.push(r),
+                crate::contract::Listing::Template(t) => templates.push(t),
+            }
+        }
+        (fixed, templates)
+    }
+
+    fn usable_of<'a>(&'a self, auth: &'a Authenticated, kind: Kind) -> impl Iterator<Item = &'a Arc<crate::contract::Contract>> + 'a {
+        self.env
+            .contracts
+            .values()
+            .filter(move |c| c.kind == kind)
+            .filter_map(move |c| contract::usable(self, auth, &c.key))
+    }
+
+    /// Whether this environment governs any prompt, or any resource (the capabilities it
+    /// announces).
+    pub(crate) fn serves(&self, kind: Kind) -> bool {
+        self.env.contracts.values().any(|c| c.kind == kind)
+    }
+
+    /// One governed request: `tools/call`, `prompts/get` (`name` is the prompt's) or
+    /// `resources/read` (`name` is the URI). The same stages for each.
+    pub(crate) async fn call(
+        &self,
+        auth: &Authenticated,
+        ctx: &CallCtx,
+        kind: Kind,
+        tool: &str,
+        args: Option<Map<String, Value>>,
+        wait: approval::Wait,
+    ) -> Result<Answer, Denial> {
         let env = self.env.name.as_str();
         let who = Some(auth.principal());
 
-        // contract: unknown and unusable tools answer alike, before anything about the
-        // arguments is said.
-        let listed = match contract::find(self, auth, tool) {
-            Ok(l) => l,
+        // contract: unknown and unusable ones answer alike, before anything about the
+        // arguments is said. A resource is found by its URI, whose variables are its
+        // arguments.
+        let found = match kind {
+            Kind::Resource => contract::find_resource(self, auth, tool).map(|(l, vars)| (l, Some(vars))),
+            _ => contract::find(self, auth, &kind.key(tool)).map(|l| (l, None)),
+        };
+        let (listed, args) = match found {
+            Ok((l, vars)) => (l, vars.or(args)),
             Err(contract::NotAvailable) => {
-                let denial = Denial::ToolNotAvailable { tool: tool.to_string() };
+                let denial = Denial::ToolNotAvailable {
+                    kind,
+                    tool: tool.to_string(),
+                };
+                // What the request named, digested: a resource's URI; a prompt's arguments
+                // (none given are none: `{}`).
+                let named = match kind {
+                    Kind::Tool => args,
+                    Kind::Prompt => Some(args.unwrap_or_default()),
+                    Kind::Resource => Some(Map::from_iter([("uri".to_string(), Value::String(tool.to_string()))])),
+                };
                 let rec = denial
                     .record(env, ctx)
                     .principal(who)
                     .tool(Some(crate::denial::printable(tool)))
-                    .args_digest(digest_of(&args));
+                    .args_digest(digest_of(&named));
                 return Err(self.refuse(denial, rec).await);
             }
         };
+        let validated = validate::validate(listed, args);
+        self.decide(auth, ctx, kind, validated, wait).await
+    }
+
+    /// `completion/complete` for an argument of a prompt, or a variable of a resource
+    /// template: the reference is found like the prompt or resource itself (unknown and
+    /// forbidden alike), the partial value and the context's values are validated, and the
+    /// upstream's suggestions come back only where the contract would take them.
+    pub(crate) async fn complete(
+        &self,
+        auth: &Authenticated,
+        ctx: &CallCtx,
+        reference: &rmcp::model::Reference,
+        argument: &rmcp::model::ArgumentInfo,
+        context: Option<&std::collections::HashMap<String, String>>,
+    ) -> Result<Answer, Denial> {
+        let env = self.env.name.as_str();
+        let (kind, named) = match reference {
+            rmcp::model::Reference::Prompt(p) => (Kind::Prompt, p.name.as_str()),
+            rmcp::model::Reference::Resource(r) => (Kind::Resource, r.uri.as_str()),
+            _ => {
+                let denial = Denial::InvalidParams {
+                    problem: "`params.ref.type` must be `ref/prompt` or `ref/resource`",
+                };
+                let rec = denial.record(env, ctx).principal(Some(auth.principal()));
+                return Err(self.refuse(denial, rec).await);
+            }
+        };
+        let found = match kind {
+            Kind::Resource => contract::find_template(self, auth, named),
+            _ => contract::find(self, auth, &kind.key(named)),
+        };
+        let listed = match found {
+            Ok(l) => l,
+            Err(contract::NotAvailable) => {
+                let denial = Denial::ToolNotAvailable {
+                    kind,
+                    tool: named.to_string(),
+                };
+                let asked = Map::from_iter([
+                    ("argument".to_string(), Value::String(argument.name.clone())),
+                    ("value".to_string(), Value::String(argument.value.clone())),
+                ]);
+                let rec = denial
+                    .record(env, ctx)
+                    .principal(Some(auth.principal()))
+                    .tool(Some(crate::denial::printable(named)))
+                    .args_digest(digest_of(&Some(asked)));
+                return Err(self.refuse(denial, rec).await);
+            }
+        };
+        let validated = validate::partial(listed, &argument.name, &argument.value, context);
+        self.decide(auth, ctx, kind, validated, approval::Wait::default()).await
+    }
+
+    /// Everything after the contract stage, the same for every kind of request.
+    async fn decide(
+        &self,
+        auth: &Authenticated,
+        ctx: &CallCtx,
+        kind: Kind,
+        validated: Result<validate::ValidatedArgs, Box<validate::Invalid>>,
+        wait: approval::Wait,
+    ) -> Result<Answer, Denial> {
+        let env = self.env.name.as_str();
+        let who = Some(auth.principal());
+        let tool = match &validated {
+            Ok(v) => v.listed().contract().tool.clone(),
+            Err(i) => i.listed.contract().tool.clone(),
+        };
+        let tool = tool.as_str();
 
         // validate
-        let validated = match validate::validate(listed, args) {
+        let validated = match validated {
             Ok(v) => v,
             Err(invalid) => {
                 let validate::Invalid {
@@ -193,7 +326,10 @@ impl Runtime {
             Ok(a) => a,
             Err(refused) => {
                 let (validated, decision) = *refused;
-                let denial = Denial::ToolNotAvailable { tool: tool.to_string() };
+                let denial = Denial::ToolNotAvailable {
+                    kind,
+                    tool: tool.to_string(),
+                };
                 let rec = validated
                     .describe(denial.record(env, ctx).principal(who))
                     .policy(authz::policy_ref(self, &decision));
@@ -203,7 +339,7 @@ impl Runtime {
 
         // pinned definition: checked after authz, so only callers who may call the tool
         // learn that it is stopped.
-        if self.is_stopped(tool) {
+        if kind == Kind::Tool && self.is_stopped(tool) {
             let denial = Denial::ToolStopped { tool: tool.to_string() };
             let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
             return Err(self.refuse(denial, rec).await);
@@ -231,7 +367,7 @@ impl Runtime {
                 approval::Flow::Run(a) => *a,
                 approval::Flow::Answer(mut r) => {
                     add_trace_meta(&mut r, ctx);
-                    return Ok(r);
+                    return Ok(Answer::Tool(r));
                 }
             },
         };
@@ -241,7 +377,11 @@ impl Runtime {
         let rec = call.outcome_record(env, who);
         let (answer, rec) = match result {
             Ok((mut r, digest)) => {
-                let status = if r.is_error == Some(true) { "tool_error" } else { "ok" };
+                let status = if matches!(&r, Answer::Tool(t) if t.is_error == Some(true)) {
+                    "tool_error"
+                } else {
+                    "ok"
+                };
                 let mut rec = rec;
                 rec.outcome = Some(Outcome {
                     decision_record: Some(call.allow_seq()),
@@ -249,7 +389,7 @@ impl Runtime {
                     latency_ms,
                     result_digest: Some(digest),
                 });
-                add_trace_meta(&mut r, &call.ctx);
+                r.add_trace_meta(&call.ctx);
                 (r, rec)
             }
             Err(e) => {
@@ -264,9 +404,16 @@ impl Runtime {
                     latency_ms,
                     result_digest: None,
                 });
-                // A backend failure is a tool error the agent can read, not a protocol error.
-                let mut r = CallToolResult::error(vec![ContentBlock::text(format!("{e}; trace id {}", call.ctx.trace.as_str()))]);
-                add_trace_meta(&mut r, &call.ctx);
+                // A tool's backend failure is a tool error the agent can read, not a protocol
+                // error; a prompt or a resource has no such result, so it is an error.
+                let text = format!("{e}; trace id {}", call.ctx.trace.as_str());
+                let r = if kind == Kind::Tool {
+                    let mut r = CallToolResult::error(vec![ContentBlock::text(text)]);
+                    add_trace_meta(&mut r, &call.ctx);
+                    Answer::Tool(r)
+                } else {
+                    Answer::Failed(text)
+                };
                 (r, rec)
             }
         };
@@ -284,6 +431,57 @@ impl Runtime {
 /// Refusal records carry the digest of the arguments as given; computed only for them.
 fn digest_of(args: &Option<Map<String, Value>>) -> Option<String> {
     args.as_ref().map(crate::canonical::digest_of)
+}
+
+/// What a governed request answers.
+pub(crate) enum Answer {
+    Tool(CallToolResult),
+    Prompt(rmcp::model::GetPromptResult),
+    Resource(rmcp::model::ReadResourceResult),
+    Completion(rmcp::model::CompleteResult),
+    /// A prompt's or resource's upstream failed (recorded); the caller gets this text as
+    /// an error.
+    Failed(String),
+}
+
+impl Answer {
+    /// The result's JSON text, for the credential check and the outcome's digest.
+    fn canonical_text(&self) -> Option<String> {
+        let v = match self {
+            Answer::Tool(r) => serde_json::to_value(r),
+            Answer::Prompt(r) => serde_json::to_value(r),
+            Answer::Resource(r) => serde_json::to_value(r),
+            Answer::Completion(r) => serde_json::to_value(r),
+            Answer::Failed(_) => return None,
+        };
+        v.ok().map(|v| v.to_string())
+    }
+
+    fn add_trace_meta(&mut self, ctx: &CallCtx) {
+        let trace = || Value::String(ctx.trace.as_str().to_string());
+        match self {
+            Answer::Tool(r) => add_trace_meta(r, ctx),
+            Answer::Prompt(r) => {
+                r.meta
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .insert("capgate/trace_id".into(), trace());
+            }
+            Answer::Resource(r) => {
+                r.meta
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .insert("capgate/trace_id".into(), trace());
+            }
+            Answer::Completion(r) => {
+                r.meta
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .insert("capgate/trace_id".into(), trace());
+            }
+            Answer::Failed(_) => {}
+        }
+    }
 }
 
 fn add_trace_meta(r: &mut CallToolResult, ctx: &CallCtx) {

@@ -10,8 +10,9 @@ use anyhow::anyhow;
 
 use super::authn::Authenticator;
 use super::{Route, Runtime};
-use crate::backend::UpstreamClient;
+use crate::backend::{Surface, UpstreamClient};
 use crate::config::{Config, Environment};
+use crate::contract::{Contract, Kind};
 use crate::pins::{Pin, Pins};
 
 /// What [`resolve`] found: each contract's route, how many upstreams were connected, and
@@ -42,10 +43,39 @@ async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<Str
         }
         connected += 1;
     }
+    // Prompts and resources are listed only where a contract names one: an upstream that
+    // serves neither is never asked.
+    let wants = |k: Kind| env.contracts.values().any(|c| c.kind == k);
+    let (prompts, resources) = (wants(Kind::Prompt), wants(Kind::Resource));
+    let mut surfaces: Vec<(Arc<UpstreamClient>, Surface)> = Vec::new();
+    if prompts || resources {
+        for (u, _) in &tools_of {
+            match u.list_surface(prompts, resources).await {
+                Ok(s) => surfaces.push((u.clone(), s)),
+                Err(e) => problems.push(format!("environment `{}`: {e}: {}", env.name, e.detail())),
+            }
+        }
+    }
     let mut routes = HashMap::new();
     let mut current = BTreeMap::new();
     for c in env.contracts.values() {
-        let at = format!("{} (tool `{}`), environment `{}`", c.source, c.tool, env.name);
+        let at = format!("{} ({} `{}`), environment `{}`", c.source, c.kind.noun(), c.tool, env.name);
+        if c.kind != Kind::Tool {
+            match route_surface(c, &surfaces) {
+                Ok((u, name)) => {
+                    routes.insert(
+                        c.key.clone(),
+                        Route {
+                            upstream: u,
+                            tool: name,
+                            kind: c.kind,
+                        },
+                    );
+                }
+                Err(problem) => problems.push(format!("{at}: {problem}")),
+            }
+            continue;
+        }
         let found: Vec<(Arc<UpstreamClient>, String)> = match &c.backend {
             Some(b) => {
                 let want = b.tool.clone().unwrap_or_else(|| c.tool.clone());
@@ -88,6 +118,7 @@ async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<Str
                     Route {
                         upstream: u.clone(),
                         tool: tool.clone(),
+                        kind: Kind::Tool,
                     },
                 );
             }
@@ -109,6 +140,52 @@ async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<Str
         })
     } else {
         Err(problems)
+    }
+}
+
+/// The one upstream that serves a prompt or resource contract, and its name for it: a
+/// prompt of that name; a resource at that URI (or under a template that covers it); a
+/// template written exactly as the contract's.
+fn route_surface(c: &Contract, surfaces: &[(Arc<UpstreamClient>, Surface)]) -> Result<(Arc<UpstreamClient>, String), String> {
+    let serves = |s: &Surface| -> Option<String> {
+        match (c.kind, &c.uri) {
+            (Kind::Prompt, _) => {
+                let want = c.backend.as_ref().and_then(|b| b.tool.clone()).unwrap_or_else(|| c.tool.clone());
+                s.prompts.iter().any(|p| p.name == want).then_some(want)
+            }
+            (Kind::Resource, Some(uri)) if uri.is_fixed() => {
+                let listed = s.resources.iter().any(|r| r.uri == uri.as_str());
+                let templated = s
+                    .templates
+                    .iter()
+                    .any(|t| crate::contract::UriTemplate::parse(&t.uri_template).is_ok_and(|ut| ut.matches(uri.as_str()).is_ok()));
+                (listed || templated).then(|| uri.as_str().to_string())
+            }
+            (Kind::Resource, Some(uri)) => s
+                .templates
+                .iter()
+                .any(|t| t.uri_template == uri.as_str())
+                .then(|| uri.as_str().to_string()),
+            _ => None,
+        }
+    };
+    let found: Vec<(Arc<UpstreamClient>, String)> = surfaces
+        .iter()
+        .filter(|(u, _)| c.backend.as_ref().is_none_or(|b| b.upstream == u.name()))
+        .filter_map(|(u, s)| serves(s).map(|name| (u.clone(), name)))
+        .collect();
+    let what = match c.kind {
+        Kind::Prompt => "this prompt".to_string(),
+        _ => format!("`{}`", c.uri.as_ref().map_or("", |u| u.as_str())),
+    };
+    match found.as_slice() {
+        [(u, name)] => Ok((u.clone(), name.clone())),
+        [] => Err(format!("no upstream of this environment serves {what}")),
+        many => Err(format!(
+            "{} upstreams serve {what} ({}); name one with `backend`",
+            many.len(),
+            many.iter().map(|(u, _)| u.name().to_string()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -189,7 +266,8 @@ impl Runtime {
     /// file that cannot be read or written stops every tool (fail closed).
     pub(crate) async fn check_pins(&self) {
         let mut listed: HashMap<&str, Option<Vec<rmcp::model::Tool>>> = HashMap::new();
-        for route in self.routes.values() {
+        // Tools only: prompt and resource contracts are not pinned.
+        for route in self.routes.values().filter(|r| r.kind == Kind::Tool) {
             let name = route.upstream.name();
             if listed.contains_key(name) {
                 continue;
@@ -204,7 +282,7 @@ impl Runtime {
             listed.insert(name, tools);
         }
         let mut current = BTreeMap::new();
-        for (contract_tool, route) in &self.routes {
+        for (contract_tool, route) in self.routes.iter().filter(|(_, r)| r.kind == Kind::Tool) {
             let Some(Some(tools)) = listed.get(route.upstream.name()) else {
                 continue;
             };
@@ -223,7 +301,7 @@ impl Runtime {
         if let Err(e) = self.apply_pins(&current) {
             tracing::error!(env = %self.env.name, "pins: {e}; every tool is stopped until the pins file is readable");
             let mut stopped = self.stopped.write().unwrap_or_else(|p| p.into_inner());
-            stopped.extend(self.routes.keys().cloned());
+            stopped.extend(self.routes.iter().filter(|(_, r)| r.kind == Kind::Tool).map(|(k, _)| k.clone()));
             self.any_stopped.store(true, std::sync::atomic::Ordering::Release);
         }
     }

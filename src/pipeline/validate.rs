@@ -22,9 +22,19 @@ pub(crate) struct ValidatedArgs {
     /// SHA-256 of the canonical JSON of the caller's arguments.
     digest: String,
     redacted: Value,
+    /// For a completion: the argument being completed (its partial value is in `redacted`).
+    completion: Option<(String, String)>,
 }
 
+/// The longest partial value a completion takes.
+pub(crate) const MAX_PARTIAL: usize = 256;
+
 impl ValidatedArgs {
+    /// The argument and partial value of a completion; `None` for a call.
+    pub(crate) fn completion(&self) -> Option<(&str, &str)> {
+        self.completion.as_ref().map(|(a, v)| (a.as_str(), v.as_str()))
+    }
+
     pub(crate) fn listed(&self) -> &Listed {
         &self.listed
     }
@@ -156,6 +166,72 @@ pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Resu
         forward,
         digest,
         redacted,
+        completion: None,
+    })
+}
+
+/// A completion's request: `argument` must be one the contract declares, its partial value
+/// a short string without control characters (it is incomplete, so its type is not checked
+/// yet), and the values already chosen (`context`) must each pass their type. What goes
+/// upstream is the context that passed.
+pub(crate) fn partial(
+    listed: Listed,
+    argument: &str,
+    value: &str,
+    context: Option<&std::collections::HashMap<String, String>>,
+) -> Result<ValidatedArgs, Box<Invalid>> {
+    let contract = listed.contract();
+    let mut errors = Problems::default();
+    match contract.args.get(argument) {
+        None => errors.unknown(|| display_name(argument), "is not an argument of this prompt or resource"),
+        Some(_) if value.chars().count() > MAX_PARTIAL || value.chars().any(char::is_control) => errors.declared(
+            argument.to_string(),
+            format!("a partial value is at most {MAX_PARTIAL} characters, without control characters"),
+        ),
+        Some(_) => {}
+    }
+    let mut chosen = Map::new();
+    for (name, v) in context.into_iter().flatten() {
+        let v = Value::String(v.clone());
+        match contract.args.get(name) {
+            Some(spec) => match spec.check(&v) {
+                Ok(()) => {
+                    chosen.insert(name.clone(), v);
+                }
+                Err(rule) => errors.declared(name.clone(), rule),
+            },
+            None => errors.unknown(|| display_name(name), "is not an argument of this prompt or resource"),
+        }
+    }
+    let asked = Map::from_iter([
+        ("argument".to_string(), Value::String(argument.to_string())),
+        ("value".to_string(), Value::String(value.to_string())),
+        ("context".to_string(), Value::Object(chosen.clone())),
+    ]);
+    if !errors.is_empty() {
+        // The refusal record keeps what was asked, a sensitive partial value redacted.
+        let mut shown = asked;
+        if contract.is_sensitive(argument) {
+            shown.insert("value".into(), Value::String(REDACTED.into()));
+        }
+        return Err(Box::new(Invalid {
+            listed,
+            errors: errors.listed,
+            more: errors.more,
+            args: Some(shown),
+        }));
+    }
+    let mut redacted = asked.clone();
+    if contract.is_sensitive(argument) {
+        redacted.insert("value".into(), Value::String(REDACTED.into()));
+    }
+    redacted.insert("context".into(), redact(contract, &chosen));
+    Ok(ValidatedArgs {
+        digest: crate::canonical::digest_of(&asked),
+        listed,
+        forward: chosen,
+        redacted: Value::Object(redacted),
+        completion: Some((argument.to_string(), value.to_string())),
     })
 }
 

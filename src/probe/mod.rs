@@ -418,7 +418,14 @@ impl<'a> Probe<'a> {
     }
 
     pub(crate) async fn run(mut self) -> Result<Report, String> {
-        let contracts: Vec<Arc<Contract>> = self.env.contracts.values().cloned().collect();
+        // Tools here; prompts and resources have their own group below.
+        let contracts: Vec<Arc<Contract>> = self
+            .env
+            .contracts
+            .values()
+            .filter(|c| c.kind == crate::contract::Kind::Tool)
+            .cloned()
+            .collect();
         let estimate: usize = 40
             + contracts
                 .iter()
@@ -433,6 +440,7 @@ impl<'a> Probe<'a> {
         for c in &contracts {
             self.arguments(c).await?;
         }
+        self.surface().await?;
         self.approvals(&contracts).await?;
         if self.opts.simulate_outage {
             self.outage(&contracts).await?;
@@ -582,7 +590,12 @@ impl<'a> Probe<'a> {
             listed.trace(),
         );
         // A tool that exists but is forbidden, and one that does not exist, answer alike.
-        let forbidden = self.env.contracts.values().find(|c| !c.allows_any(&roles)).map(|c| c.tool.clone());
+        let forbidden = self
+            .env
+            .contracts
+            .values()
+            .find(|c| c.kind == crate::contract::Kind::Tool && !c.allows_any(&roles))
+            .map(|c| c.tool.clone());
         if let Some(tool) = forbidden {
             let a = self
                 .target
@@ -622,6 +635,113 @@ impl<'a> Probe<'a> {
                 format!("forbidden: {ea:?}; unknown: {eb:?}"),
                 a.trace(),
             );
+        }
+        Ok(())
+    }
+
+    /// Prompts and resources: an unknown prompt and an uncontracted URI are refused like a
+    /// forbidden one; for each one the probe identity may use, every argument (a URI
+    /// variable for a template) with values just outside its type is refused naming it.
+    async fn surface(&mut self) -> Result<(), String> {
+        use crate::contract::Kind;
+        let token = self.probe_token();
+        let sid = self.target.open(&token).await?;
+        let f = Forensics {
+            authenticated: true,
+            tool: true,
+        };
+        for (method, params, what) in [
+            ("prompts/get", json!({"name": "capgate-probe-unknown"}), "an unknown prompt"),
+            (
+                "resources/read",
+                json!({"uri": "capgate-probe://unknown"}),
+                "an unknown resource URI",
+            ),
+        ] {
+            let r = self.target.rpc(&token, &sid, method, params).await?;
+            let ok = r.rpc_error().is_some_and(|(c, m)| c == -32602 && m == "tool_not_available");
+            self.expect_refused(&r, f, what);
+            let trace = r.trace();
+            self.record(
+                "prompts and resources",
+                format!("{what} is refused like a forbidden one"),
+                if ok { Outcome::Pass } else { Outcome::Finding },
+                format!("{:?}", r.rpc_error()),
+                trace,
+            );
+        }
+        let contracts: Vec<Arc<Contract>> = self.env.contracts.values().filter(|c| c.kind != Kind::Tool).cloned().collect();
+        for c in contracts {
+            if !c.allows_any(&self.probe_roles()) {
+                // Forbidden to the probe identity: it must answer like an unknown one.
+                let (method, params) = match (c.kind, &c.uri) {
+                    (Kind::Resource, Some(u)) => {
+                        let values: Map<String, Value> = c
+                            .args
+                            .iter()
+                            .filter_map(|(n, a)| values::valid(a).map(|v| (n.clone(), v)))
+                            .collect();
+                        let Some(uri) = u.expand(&values) else { continue };
+                        ("resources/read", json!({"uri": uri}))
+                    }
+                    _ => ("prompts/get", json!({"name": c.tool})),
+                };
+                let r = self.target.rpc(&self.probe_token(), &sid, method, params).await?;
+                let ok = r.rpc_error().is_some_and(|(code, m)| code == -32602 && m == "tool_not_available");
+                self.expect_refused(&r, f, "forbidden prompt or resource");
+                let trace = r.trace();
+                self.record(
+                    "prompts and resources",
+                    format!(
+                        "{} `{}` (not for the probe identity) answers like an unknown one",
+                        c.kind.noun(),
+                        c.tool
+                    ),
+                    if ok { Outcome::Pass } else { Outcome::Finding },
+                    format!("{:?}", r.rpc_error()),
+                    trace,
+                );
+            }
+            let Some(token) = self.token_for(&c) else { continue };
+            let sid = self.target.open(&token).await?;
+            for (name, spec) in &c.args {
+                // Strings only: that is all a prompt argument or a URI can carry.
+                for (label, bad) in values::invalid(spec).into_iter().filter(|(_, v)| v.is_string()) {
+                    let mut args: Map<String, Value> = c
+                        .args
+                        .iter()
+                        .filter_map(|(n, a)| values::valid(a).map(|v| (n.clone(), v)))
+                        .collect();
+                    args.insert(name.clone(), bad);
+                    let (method, params) = match (c.kind, &c.uri) {
+                        (Kind::Resource, Some(u)) => {
+                            let Some(uri) = u.expand(&args) else { continue };
+                            ("resources/read", json!({"uri": uri}))
+                        }
+                        _ => ("prompts/get", json!({"name": c.tool, "arguments": args})),
+                    };
+                    let r = self.target.rpc(&token, &sid, method, params).await?;
+                    let named = r.error_arguments();
+                    // A value that turns a URI into one the template does not match at all
+                    // is refused as not available: refused either way.
+                    let ok = r.rpc_error().is_some_and(|(code, m)| {
+                        code == -32602 && (named.contains(name) || (c.kind == Kind::Resource && m == "tool_not_available"))
+                    });
+                    self.expect_refused(&r, f, label);
+                    let trace = r.trace();
+                    self.record(
+                        "prompts and resources",
+                        format!("{} `{}`.`{name}`: {label}", c.kind.noun(), c.tool),
+                        if ok { Outcome::Pass } else { Outcome::Finding },
+                        if ok {
+                            String::new()
+                        } else {
+                            format!("not refused naming `{name}`: {:?}", r.rpc_error())
+                        },
+                        trace,
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -12,7 +12,18 @@ use serde_json::Value;
 use crate::request::clean;
 
 /// Requests this gateway answers.
-const REQUESTS: [&str; 4] = ["initialize", "ping", "tools/list", "tools/call"];
+const REQUESTS: [&str; 10] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "completion/complete",
+];
 /// Notifications this gateway takes from a client.
 const NOTIFICATIONS: [&str; 4] = [
     "notifications/initialized",
@@ -68,10 +79,15 @@ pub(crate) fn facts(v: &Value) -> Facts {
     let method = v.get("method").and_then(Value::as_str);
     Facts {
         method: method.map(|m| clean(m, 128)),
-        tool: member(v, &["params", "name"])
-            .and_then(Value::as_str)
-            .filter(|_| method == Some("tools/call"))
-            .map(|t| clean(t, 128)),
+        // What the request names: a tool, a prompt, a resource's URI.
+        tool: match method {
+            Some("tools/call" | "prompts/get") => member(v, &["params", "name"]),
+            Some("resources/read") => member(v, &["params", "uri"]),
+            Some("completion/complete") => member(v, &["params", "ref", "name"]).or_else(|| member(v, &["params", "ref", "uri"])),
+            _ => None,
+        }
+        .and_then(Value::as_str)
+        .map(|t| clean(t, 128)),
         request_id: v.get("id").and_then(request_id_text),
     }
 }
@@ -136,7 +152,10 @@ pub(crate) fn check(v: &Value) -> Result<Kind<'_>, Problem> {
 fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
     let params = match params {
         None => {
-            return if method == "tools/call" || method == "initialize" {
+            return if matches!(
+                method,
+                "tools/call" | "initialize" | "prompts/get" | "resources/read" | "completion/complete"
+            ) {
                 Err(Problem::InvalidParams("`params` is required"))
             } else {
                 Ok(())
@@ -157,7 +176,54 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
                 return Err(Problem::InvalidParams("`params.arguments` must be an object"));
             }
         }
-        "tools/list" if params.get("cursor").is_some_and(|c| !c.is_string()) => {
+        "prompts/get" => {
+            if !params.get("name").is_some_and(Value::is_string) {
+                return Err(Problem::InvalidParams("`params.name` must be a string"));
+            }
+            // MCP: a prompt's arguments are strings.
+            match params.get("arguments") {
+                None => {}
+                Some(Value::Object(a)) if a.values().all(Value::is_string) => {}
+                Some(_) => return Err(Problem::InvalidParams("`params.arguments` must be an object of strings")),
+            }
+        }
+        "completion/complete" => {
+            let reference = params.get("ref").and_then(Value::as_object);
+            let names = match reference.and_then(|r| r.get("type")).and_then(Value::as_str) {
+                Some("ref/prompt") => reference.and_then(|r| r.get("name")).is_some_and(Value::is_string),
+                Some("ref/resource") => reference.and_then(|r| r.get("uri")).is_some_and(Value::is_string),
+                _ => false,
+            };
+            if !names {
+                return Err(Problem::InvalidParams(
+                    "`params.ref` must be `{\"type\": \"ref/prompt\", \"name\": …}` or `{\"type\": \"ref/resource\", \"uri\": …}`",
+                ));
+            }
+            let argument = params.get("argument").and_then(Value::as_object);
+            if !argument.is_some_and(|a| a.get("name").is_some_and(Value::is_string) && a.get("value").is_some_and(Value::is_string)) {
+                return Err(Problem::InvalidParams(
+                    "`params.argument` must be an object with string `name` and `value`",
+                ));
+            }
+            let context_ok = match params.get("context") {
+                None => true,
+                Some(Value::Object(c)) => match c.get("arguments") {
+                    None => true,
+                    Some(Value::Object(a)) => a.values().all(Value::is_string),
+                    Some(_) => false,
+                },
+                Some(_) => false,
+            };
+            if !context_ok {
+                return Err(Problem::InvalidParams("`params.context.arguments` must be an object of strings"));
+            }
+        }
+        "resources/read" if !params.get("uri").is_some_and(Value::is_string) => {
+            return Err(Problem::InvalidParams("`params.uri` must be a string"));
+        }
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
+            if params.get("cursor").is_some_and(|c| !c.is_string()) =>
+        {
             return Err(Problem::InvalidParams("`params.cursor` must be a string"));
         }
         "initialize" => {
@@ -181,6 +247,56 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn prompt_resource_and_completion_requests_have_their_shapes_checked() {
+        let req = |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        for (method, params) in [
+            ("prompts/get", json!({"name": "p", "arguments": {"a": "x"}})),
+            ("prompts/get", json!({"name": "p"})),
+            ("resources/read", json!({"uri": "r://x"})),
+            ("resources/templates/list", json!({"cursor": "c"})),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": ""}}),
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/resource", "uri": "r://{a}"}, "argument": {"name": "a", "value": "x"}, "context": {"arguments": {"b": "y"}}}),
+            ),
+        ] {
+            assert_eq!(check(&req(method, params.clone())), Ok(Kind::Request(method)), "{params}");
+        }
+        for (method, params) in [
+            ("prompts/get", json!({"arguments": {}})),
+            ("prompts/get", json!({"name": "p", "arguments": {"a": 1}})),
+            ("resources/read", json!({"uri": 7})),
+            ("resources/list", json!({"cursor": 1})),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/tool", "name": "p"}, "argument": {"name": "a", "value": ""}}),
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt"}, "argument": {"name": "a", "value": ""}}),
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a"}}),
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": ""}, "context": "x"}),
+            ),
+        ] {
+            assert!(
+                matches!(check(&req(method, params.clone())), Err(Problem::InvalidParams(_))),
+                "{params}"
+            );
+        }
+        let facts = facts(&req("resources/read", json!({"uri": "r://x"})));
+        assert_eq!(facts.tool.as_deref(), Some("r://x"));
+    }
 
     #[test]
     fn the_shapes_mcp_clients_send_pass_and_the_rest_are_named() {
@@ -211,7 +327,7 @@ mod tests {
                 other => panic!("{v}: {other:?}"),
             }
         }
-        for m in ["TOOLS/CALL", "tools/call ", "resources/list", "tools/call\u{0}"] {
+        for m in ["TOOLS/CALL", "tools/call ", "resources/list_all", "tools/call\u{0}"] {
             assert!(
                 matches!(
                     check(&json!({"jsonrpc": "2.0", "id": 1, "method": m})),

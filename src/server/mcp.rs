@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
-    ServerConfig,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    PromptsCapability, ReadResourceRequestParams, ReadResourceResponse, ResourcesCapability, ServerCapabilities, ServerConfig,
 };
 use std::time::Duration;
 
@@ -14,10 +15,11 @@ use rmcp::model::ProgressNotificationParam;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
+use crate::contract::Kind;
 use crate::denial::{Channel, Denial, Outage};
 use crate::identity::AuthnError;
-use crate::pipeline::Runtime;
 use crate::pipeline::approval::{MAX_WAIT, Wait};
+use crate::pipeline::{Answer, Runtime};
 use crate::request::{CallCtx, ClientRef};
 use crate::secret::Secret;
 use crate::trace::TraceId;
@@ -95,7 +97,19 @@ impl Gateway {
 
 impl ServerHandler for Gateway {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let mut caps = ServerCapabilities::builder().enable_tools().build();
+        // Announced only where a contract governs one: a client is not told of a surface it
+        // could never use.
+        if self.rt.serves(Kind::Prompt) {
+            caps.prompts = Some(PromptsCapability::default());
+        }
+        if self.rt.serves(Kind::Resource) {
+            caps.resources = Some(ResourcesCapability::default());
+        }
+        if self.rt.serves(Kind::Prompt) || self.rt.serves(Kind::Resource) {
+            caps.completions = Some(Default::default());
+        }
+        ServerConfig::new(caps)
             .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "capgate gateway for environment `{}`. Every tool is a capability contract: arguments are validated strictly, calls are audited, and some tools need a human approval (they answer `pending`).",
@@ -112,6 +126,79 @@ impl ServerHandler for Gateway {
         Ok(list_result(&self.rt, &caller))
     }
 
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let caller = self.request_ctx(&context, "prompts/list").await?;
+        Ok(ListPromptsResult::with_all_items(self.rt.list_prompts(&caller.auth)))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        match self
+            .governed(&context, "prompts/get", Kind::Prompt, &request.name, request.arguments)
+            .await?
+        {
+            Answer::Prompt(r) => Ok(r.into()),
+            _ => Err(wiring()),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let caller = self.request_ctx(&context, "resources/list").await?;
+        Ok(ListResourcesResult::with_all_items(self.rt.list_resources(&caller.auth).0))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let caller = self.request_ctx(&context, "resources/templates/list").await?;
+        Ok(ListResourceTemplatesResult::with_all_items(self.rt.list_resources(&caller.auth).1))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        match self
+            .governed(&context, "resources/read", Kind::Resource, &request.uri, None)
+            .await?
+        {
+            Answer::Resource(r) => Ok(r.into()),
+            _ => Err(wiring()),
+        }
+    }
+
+    async fn complete(&self, request: CompleteRequestParams, context: RequestContext<RoleServer>) -> Result<CompleteResult, ErrorData> {
+        let caller = self.request_ctx(&context, "completion/complete").await?;
+        let asked = request.context.as_ref().and_then(|c| c.arguments.as_ref());
+        match self
+            .rt
+            .complete(&caller.auth, &caller.call, &request.r#ref, &request.argument, asked)
+            .await
+        {
+            Ok(Answer::Completion(r)) => Ok(r),
+            Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(
+                text,
+                Some(serde_json::json!({"trace_id": caller.call.trace.as_str()})),
+            )),
+            Ok(_) => Err(wiring()),
+            Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
+        }
+    }
+
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = self.request_ctx(&context, "tools/call").await?;
         let wait = approval_wait(&context);
@@ -124,6 +211,34 @@ impl ServerHandler for Gateway {
             Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
         }
     }
+}
+
+impl Gateway {
+    /// A governed prompt or resource request, its answer or its refusal as JSON-RPC.
+    async fn governed(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: &str,
+        kind: Kind,
+        name: &str,
+        args: Option<rmcp::model::JsonObject>,
+    ) -> Result<Answer, ErrorData> {
+        let caller = self.request_ctx(context, method).await?;
+        let wait = approval_wait(context);
+        match self.rt.call(&caller.auth, &caller.call, kind, name, args, wait).await {
+            Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(
+                text,
+                Some(serde_json::json!({"trace_id": caller.call.trace.as_str()})),
+            )),
+            Ok(a) => Ok(a),
+            Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
+        }
+    }
+}
+
+/// Wrong-kind answers cannot come from a route of the right kind; refused if they did.
+fn wiring() -> ErrorData {
+    ErrorData::internal_error("the gateway answered with the wrong kind of result", None)
 }
 
 /// The tools this caller may call, with the request's trace ID: the answer to `tools/list`

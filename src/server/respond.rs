@@ -234,11 +234,12 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
 pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
     let mut data = Map::new();
     let (code, message) = match d {
-        Denial::ToolNotAvailable { tool } => {
+        Denial::ToolNotAvailable { kind, tool } => {
+            let noun = kind.noun();
             let message = if printable(tool) == *tool {
-                format!("tool `{tool}` is not available")
+                format!("{noun} `{tool}` is not available")
             } else {
-                "the requested tool is not available".to_string()
+                format!("the requested {noun} is not available")
             };
             (ErrorCode::INVALID_PARAMS, message)
         }
