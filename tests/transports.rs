@@ -329,3 +329,75 @@ async fn a_request_from_the_upstream_to_its_client_is_refused_at_once_and_the_ca
         assert_eq!(recs.last().unwrap()["reason_code"], "executed", "{env}: {recs:#?}");
     }
 }
+
+/// The caller's progress token is not handed to the upstream (callers choose theirs; an
+/// upstream must not be able to address another caller's call): the upstream gets one of
+/// the gateway's, and its progress for that token reaches this caller, under the caller's
+/// token, in order, over a stdio and a streamable HTTP upstream alike.
+#[tokio::test]
+async fn an_upstreams_progress_reaches_the_calling_client_under_its_own_token() {
+    let state = tempfile::tempdir().unwrap();
+    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
+    let f = with_stage_upstream(block);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    for (env, log) in [
+        ("stage", state.path().join("calls.jsonl")),
+        ("dev", f.path().join("state/dev/calls.jsonl")),
+    ] {
+        let mut mcp = Mcp::open(gw.url(env), &f.token(env, "pat", &["oncall"])).await;
+        let r = mcp
+            .rpc(
+                "tools/call",
+                json!({"name": "run_report", "arguments": {"seconds": 0}, "_meta": {"progressToken": "caller-7"}}),
+            )
+            .await;
+        let events: Vec<Value> = r
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect();
+        // What the upstream was handed: a token of the gateway's, not the caller's.
+        let calls: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let token = calls.last().unwrap()["meta"]["progressToken"].clone();
+        assert!(
+            !token.is_null() && token != json!("caller-7"),
+            "{env}: the upstream got {token:?}, not a token of the gateway's"
+        );
+        let progress: Vec<&Value> = events.iter().filter(|e| e["method"] == "notifications/progress").collect();
+        let seen: Vec<(String, f64, String)> = progress
+            .iter()
+            .map(|p| {
+                (
+                    p["params"]["progressToken"].as_str().unwrap_or("").to_string(),
+                    p["params"]["progress"].as_f64().unwrap_or(-1.0),
+                    p["params"]["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, f64, String)> = (1..=3)
+            .map(|i| ("caller-7".to_string(), f64::from(i), format!("step {i} of 3")))
+            .collect();
+        if env == "stage" {
+            // An event stream keeps its order: all three, in order.
+            assert_eq!(seen, want, "{env}: {}", r.text);
+        } else {
+            // rmcp's client hands each notification to a task of its own: they may arrive
+            // out of order, and one that would make the value go back is dropped. What
+            // arrives is the upstream's, under the caller's token, only ever growing.
+            assert!(!seen.is_empty() && seen.iter().all(|s| want.contains(s)), "{env}: {seen:?}");
+            assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{env}: {seen:?}");
+        }
+        assert!(
+            !r.text.contains(&format!("\"progressToken\":{token}")),
+            "{env}: the upstream's token reached the caller"
+        );
+        let result = events.iter().find(|e| e.get("result").is_some()).expect("a result");
+        assert_eq!(result["result"]["isError"], json!(false), "{env}: {}", r.text);
+    }
+}

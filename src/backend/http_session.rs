@@ -74,6 +74,8 @@ pub(crate) struct HttpSession {
     request_headers: HeaderMap,
     next_id: AtomicI64,
     closed: AtomicBool,
+    /// Where the upstream's progress notifications for a call go.
+    relays: super::relay::Relays,
 }
 
 /// Versions this session speaks: known to rmcp, and still opened with `initialize`.
@@ -88,6 +90,7 @@ impl HttpSession {
         http: reqwest::Client,
         uri: &str,
         mut headers: HashMap<HeaderName, HeaderValue>,
+        relays: super::relay::Relays,
     ) -> Result<Option<Self>, SessionError> {
         let uri: Arc<str> = Arc::from(uri);
         let mut params = InitializeRequestParams::default();
@@ -138,6 +141,7 @@ impl HttpSession {
             request_headers,
             next_id: AtomicI64::new(1),
             closed: AtomicBool::new(false),
+            relays,
         }))
     }
 
@@ -348,6 +352,10 @@ async fn answer_from_events<R: DeserializeOwned>(
             session.refuse_server_request(their_id, &method).await;
             continue;
         }
+        if let Some(params) = progress_notification(&data) {
+            session.relays.deliver_json(&params);
+            continue;
+        }
         if let Some(answer) = answer_in_event(&data, id) {
             return answer;
         }
@@ -386,6 +394,20 @@ pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -
             Err(_) => Err(err(NOT_AN_ANSWER, false)),
         }),
     }
+}
+
+/// The params of a `notifications/progress`, if `data` is one.
+fn progress_notification(data: &str) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        id: Option<serde_json::Value>,
+        method: Option<String>,
+        params: Option<serde_json::Value>,
+    }
+    let e: Envelope = serde_json::from_str(data).ok()?;
+    (e.id.is_none() && e.method.as_deref() == Some("notifications/progress"))
+        .then_some(e.params)
+        .flatten()
 }
 
 /// The id and method of a request the server sends its client, if `data` is one.
@@ -471,7 +493,7 @@ mod tests {
         let url = format!("http://{addr}/mcp");
         // As the binary does at start: reqwest is built without a TLS provider of its own.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        match HttpSession::open(reqwest::Client::new(), &url, HashMap::new()).await {
+        match HttpSession::open(reqwest::Client::new(), &url, HashMap::new(), Default::default()).await {
             Ok(Some(s)) => s,
             Ok(None) => panic!("the scripted server's version is spoken"),
             Err(e) => panic!("handshake: {}", e.detail),

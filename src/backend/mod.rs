@@ -8,6 +8,7 @@
 //! may have run before the connection broke.
 
 pub(crate) mod http_session;
+pub(crate) mod relay;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -48,7 +49,7 @@ impl BackendError {
     }
 }
 
-type Service = RunningService<RoleClient, ()>;
+type Service = RunningService<RoleClient, relay::Relays>;
 
 /// What an upstream offers besides tools.
 #[derive(Default)]
@@ -113,6 +114,8 @@ pub(crate) struct UpstreamClient {
     conn: std::sync::RwLock<Option<Arc<Client>>>,
     /// Held while (re)connecting, so that one handshake serves every waiting call.
     connecting: Mutex<()>,
+    /// The calls waiting for this upstream's progress notifications (any connection's).
+    relays: relay::Relays,
 }
 
 impl UpstreamClient {
@@ -121,6 +124,7 @@ impl UpstreamClient {
             cfg,
             conn: std::sync::RwLock::new(None),
             connecting: Mutex::new(()),
+            relays: relay::Relays::default(),
         }
     }
 
@@ -197,11 +201,16 @@ impl UpstreamClient {
                         .redirect(reqwest::redirect::Policy::none())
                         .build()
                         .map_err(|e| self.unavailable(format!("http client: {e}")))?;
-                    match http_session::HttpSession::open(http.clone(), url.as_str(), headers).await {
+                    match http_session::HttpSession::open(http.clone(), url.as_str(), headers, self.relays.clone()).await {
                         Ok(Some(session)) => Ok(Client::Http(session)),
                         Ok(None) => {
                             let transport = StreamableHttpClientTransport::with_client(http, config);
-                            ().serve(transport).await.map(Client::Service).map_err(|e| self.unavailable(e))
+                            self.relays
+                                .clone()
+                                .serve(transport)
+                                .await
+                                .map(Client::Service)
+                                .map_err(|e| self.unavailable(e))
                         }
                         Err(e) => Err(self.unavailable(e.detail)),
                     }
@@ -228,7 +237,7 @@ impl UpstreamClient {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| self.unavailable(format!("cannot start: {e}")))?;
-        ().serve(transport).await.map_err(|e| self.unavailable(e))
+        self.relays.clone().serve(transport).await.map_err(|e| self.unavailable(e))
     }
 
     /// The live connection if there is one and it has not closed.
@@ -410,25 +419,78 @@ impl UpstreamClient {
         }
     }
 
-    pub(crate) async fn call(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
-        self.call_unscrubbed(tool, args, traceparent).await.map_err(|e| self.scrub(e))
+    /// Calls `tool`; with `progress`, the upstream's progress notifications for this call go
+    /// there while it runs.
+    pub(crate) async fn call(
+        &self,
+        tool: &str,
+        args: JsonObject,
+        traceparent: &str,
+        progress: Option<relay::ProgressSink>,
+    ) -> Result<CallToolResult, BackendError> {
+        self.call_unscrubbed(tool, args, traceparent, progress)
+            .await
+            .map_err(|e| self.scrub(e))
     }
 
-    async fn call_unscrubbed(&self, tool: &str, args: JsonObject, traceparent: &str) -> Result<CallToolResult, BackendError> {
+    async fn call_unscrubbed(
+        &self,
+        tool: &str,
+        args: JsonObject,
+        traceparent: &str,
+        progress: Option<relay::ProgressSink>,
+    ) -> Result<CallToolResult, BackendError> {
         let c = self.client().await?;
         let mut params = CallToolRequestParams::new(tool.to_string());
         params.arguments = Some(args);
-        let mut meta = rmcp::model::RequestMetaObject::default();
-        meta.0
-            .insert("traceparent".to_string(), serde_json::Value::String(traceparent.to_string()));
-        params.meta = Some(meta);
+        let mut meta = trace_meta(traceparent);
+        // Held until the call ends: the registration is what routes the upstream's progress.
+        let mut registered = None;
         let called = async {
             match c.as_ref() {
-                Client::Service(s) => s.peer().call_tool(params).await.map_err(|e| e.to_string()),
-                Client::Http(h) => h.call_tool(params).await.map_err(|e| e.detail),
+                Client::Service(s) => {
+                    params.meta = Some(meta);
+                    // rmcp's client puts a progress token of its own on every request; it is
+                    // learnt from the request's handle and routed from then on.
+                    let handle = s
+                        .peer()
+                        .send_request_with_option(
+                            ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(params)),
+                            rmcp::service::PeerRequestOptions::no_options(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let Some(sink) = progress {
+                        registered = Some(self.relays.register_token(&handle.progress_token.0, sink));
+                    }
+                    match handle.await_response().await.map_err(|e| e.to_string())? {
+                        rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
+                        _ => Err("the upstream answered a tool call with another kind of result".to_string()),
+                    }
+                }
+                Client::Http(h) => {
+                    if let Some(sink) = progress {
+                        let r = self.relays.register(sink);
+                        meta.0
+                            .insert("progressToken".to_string(), serde_json::Value::String(r.token().to_string()));
+                        registered = Some(r);
+                    }
+                    params.meta = Some(meta);
+                    h.call_tool(params).await.map_err(|e| e.detail)
+                }
             }
         };
-        match tokio::time::timeout(self.cfg.timeout, called).await {
+        let outcome = tokio::time::timeout(self.cfg.timeout, called).await;
+        if registered.is_some() {
+            // rmcp hands each notification to a task of its own and the answer straight to
+            // the caller, so progress sent just before the answer may still be on its way:
+            // let those tasks run before the registration (which routes it) is dropped.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(registered);
+        match outcome {
             Err(_) => Err(BackendError::Timeout {
                 upstream: self.cfg.name.clone(),
                 secs: self.cfg.timeout.as_secs(),

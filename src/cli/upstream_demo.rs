@@ -341,6 +341,17 @@ impl ServerHandler for Demo {
                 None,
             ));
         }
+        if request.name == "run_report"
+            && let Some(token) = c.meta.get_progress_token()
+        {
+            // Progress for the caller's token, as a report would say how far it got.
+            for step in 1..=3u32 {
+                let mut p = rmcp::model::ProgressNotificationParam::new(token.clone(), f64::from(step));
+                p.total = Some(3.0);
+                p.message = Some(format!("step {step} of 3"));
+                let _ = c.peer.notify_progress(p).await;
+            }
+        }
         if request.name == "ask_model" {
             return Ok(ask_model(&c, &args).await.into());
         }

@@ -22,18 +22,31 @@ pub struct Audited {
     seq: u64,
     /// The call it was made for; a released approval runs under the original call's trace.
     ctx: CallCtx,
+    /// Where the upstream's progress for this call goes (the caller asked for progress).
+    relay: Option<crate::backend::relay::ProgressSink>,
 }
 
 impl Audited {
     /// A call released by the approval store, whose allow record (`seq`) was written in the
     /// same transaction that used the approval up.
     pub(super) fn released(approved: Approved, seq: u64, ctx: CallCtx) -> Self {
-        Self { approved, seq, ctx }
+        Self {
+            approved,
+            seq,
+            ctx,
+            relay: None,
+        }
+    }
+
+    /// The same proof, with where the upstream's progress for the call goes.
+    pub(super) fn relaying(mut self, relay: Option<crate::backend::relay::ProgressSink>) -> Self {
+        self.relay = relay;
+        self
     }
 
     /// Taken apart by the only step that spends it.
-    pub(super) fn into_parts(self) -> (Approved, u64, CallCtx) {
-        (self.approved, self.seq, self.ctx)
+    pub(super) fn into_parts(self) -> (Approved, u64, CallCtx, Option<crate::backend::relay::ProgressSink>) {
+        (self.approved, self.seq, self.ctx, self.relay)
     }
 }
 
@@ -57,5 +70,6 @@ pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved
         approved,
         seq,
         ctx: ctx.clone(),
+        relay: None,
     })
 }

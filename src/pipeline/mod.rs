@@ -287,6 +287,7 @@ impl Runtime {
     ) -> Result<Answer, Denial> {
         let env = self.env.name.as_str();
         let who = Some(auth.principal());
+        let relay = wait.relay.clone();
         let tool = match &validated {
             Ok(v) => v.listed().contract().tool.clone(),
             Err(i) => i.listed.contract().tool.clone(),
@@ -373,7 +374,7 @@ impl Runtime {
         };
 
         // forward: the proof is spent here.
-        let Forwarded { result, latency_ms, call } = audited.forward(self).await;
+        let Forwarded { result, latency_ms, call } = audited.relaying(relay).forward(self).await;
         let rec = call.outcome_record(env, who);
         let (answer, rec) = match result {
             Ok((mut r, digest)) => {

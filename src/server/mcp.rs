@@ -12,6 +12,8 @@ use rmcp::model::{
 use std::time::Duration;
 
 use rmcp::model::ProgressNotificationParam;
+
+use crate::backend::relay::{PROGRESS_BUFFER, Progress};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
@@ -201,12 +203,14 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = self.request_ctx(&context, "tools/call").await?;
-        let wait = approval_wait(&context);
-        match self
+        let (wait, relaying) = approval_wait(&context);
+        let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
-            .await
-        {
+            .await;
+        // The progress the call produced goes out before its answer.
+        flushed(relaying).await;
+        match answer {
             Ok(r) => Ok(r.into()),
             Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
         }
@@ -224,8 +228,10 @@ impl Gateway {
         args: Option<rmcp::model::JsonObject>,
     ) -> Result<Answer, ErrorData> {
         let caller = self.request_ctx(context, method).await?;
-        let wait = approval_wait(context);
-        match self.rt.call(&caller.auth, &caller.call, kind, name, args, wait).await {
+        let (wait, relaying) = approval_wait(context);
+        let answer = self.rt.call(&caller.auth, &caller.call, kind, name, args, wait).await;
+        flushed(relaying).await;
+        match answer {
             Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(
                 text,
                 Some(serde_json::json!({"trace_id": caller.call.trace.as_str()})),
@@ -257,32 +263,81 @@ pub(crate) fn list_result(rt: &Runtime, caller: &Caller) -> ListToolsResult {
 /// A caller may ask a call that needs approval to wait for the decision:
 /// `_meta: {"capgate/approval_wait": SECONDS}` (bounded by the gateway). With a progress
 /// token, each look at the queue becomes a `notifications/progress` to the caller.
-fn approval_wait(context: &RequestContext<RoleServer>) -> Wait {
+/// Waits (briefly) until the task that speaks progress to the caller has sent what it was
+/// given: it ends once the call's senders are gone, that is once the call has ended.
+async fn flushed(relaying: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = relaying {
+        let _ = tokio::time::timeout(FLUSH, task).await;
+    }
+}
+
+/// The longest an answer waits for its call's progress notifications to go out.
+const FLUSH: Duration = Duration::from_secs(2);
+
+fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::task::JoinHandle<()>>) {
     let requested = context
         .meta
         .0
         .get("capgate/approval_wait")
         .and_then(serde_json::Value::as_u64)
         .map(|s| Duration::from_secs(s.min(MAX_WAIT.as_secs())));
-    let progress = context.meta.get_progress_token().map(|token| {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let peer = context.peer.clone();
-        tokio::spawn(async move {
-            let mut n = 0.0;
-            while let Some(message) = rx.recv().await {
-                n += 1.0;
-                let mut p = ProgressNotificationParam::new(token.clone(), n);
-                p.message = Some(message);
-                if peer.notify_progress(p).await.is_err() {
-                    break;
+    // One task speaks to the caller for this token: the approval queue's messages first,
+    // then the upstream's own progress, numbered after them so that the caller sees the
+    // value only ever grow (MCP requires it).
+    let (progress, relay, relaying) = match context.meta.get_progress_token() {
+        None => (None, None, None),
+        Some(token) => {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let (relay_tx, mut relay_rx) = tokio::sync::mpsc::channel::<Progress>(PROGRESS_BUFFER);
+            let peer = context.peer.clone();
+            let task = tokio::spawn(async move {
+                let mut n = 0.0;
+                let mut last = 0.0;
+                let mut approvals_open = true;
+                loop {
+                    let p = tokio::select! {
+                        message = rx.recv(), if approvals_open => match message {
+                            Some(message) => {
+                                n += 1.0;
+                                let mut p = ProgressNotificationParam::new(token.clone(), n);
+                                p.message = Some(message);
+                                p
+                            }
+                            None => {
+                                approvals_open = false;
+                                continue;
+                            }
+                        },
+                        upstream = relay_rx.recv() => match upstream {
+                            // rmcp's client handles each notification in a task of its own, so
+                            // they can arrive out of order; one that would make the value go
+                            // back is dropped (MCP: progress only grows).
+                            Some(u) if n + u.progress <= last => continue,
+                            Some(u) => {
+                                let mut p = ProgressNotificationParam::new(token.clone(), n + u.progress);
+                                p.total = u.total.map(|t| n + t);
+                                p.message = u.message;
+                                p
+                            }
+                            None => break,
+                        },
+                    };
+                    last = p.progress;
+                    if peer.notify_progress(p).await.is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        tx
-    });
-    Wait {
-        requested,
-        progress,
-        cancelled: context.ct.clone(),
-    }
+            });
+            (Some(tx), Some(relay_tx), Some(task))
+        }
+    };
+    (
+        Wait {
+            requested,
+            progress,
+            relay,
+            cancelled: context.ct.clone(),
+        },
+        relaying,
+    )
 }

@@ -1,0 +1,171 @@
+//! What an upstream says about a call while it runs, relayed to the caller that made it and
+//! to nobody else. Each forwarded call that carries the caller's progress token gets a token
+//! of its own towards the upstream (never the caller's: callers choose theirs, two callers
+//! may choose the same one, and an upstream must not be able to address another caller's
+//! call); the upstream's progress for that token goes to that call's sink only, and a token
+//! the gateway did not hand out, or one whose call has ended, reaches nobody.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{NumberOrString, ProgressNotificationParam};
+use rmcp::service::NotificationContext;
+use rmcp::{ClientHandler, RoleClient};
+
+/// One progress notification, as the upstream sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Progress {
+    pub(crate) progress: f64,
+    pub(crate) total: Option<f64>,
+    pub(crate) message: Option<String>,
+}
+
+/// Where a call's progress goes. Bounded: a caller that does not read loses progress
+/// notifications; the upstream's connection is never held up by it.
+pub(crate) type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
+
+/// How many progress notifications one call buffers for its caller.
+pub(crate) const PROGRESS_BUFFER: usize = 64;
+
+/// The calls of one upstream connection waiting for progress, by the token handed out.
+#[derive(Clone, Default)]
+pub(crate) struct Relays {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: AtomicU64,
+    progress: Mutex<HashMap<String, ProgressSink>>,
+}
+
+/// A registration, undone when the call ends (dropped).
+pub(crate) struct Registered {
+    token: String,
+    relays: Relays,
+}
+
+impl Registered {
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.relays.sinks().remove(&self.token);
+    }
+}
+
+impl Relays {
+    fn sinks(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProgressSink>> {
+        // Nothing panics while holding this lock; a poisoned one still holds a whole map.
+        self.inner.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A token of the gateway's for a call (an HTTP session's requests carry it), routed to
+    /// `sink`. A counter and a random part: an upstream cannot guess another call's token.
+    pub(crate) fn register(&self, sink: ProgressSink) -> Registered {
+        let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let token = format!("capgate-progress-{n}-{}", crate::trace::TraceId::generate().as_str());
+        self.register_as(token, sink)
+    }
+
+    /// The token rmcp's client put on a request (it sets its own on every request), routed
+    /// to `sink`.
+    pub(crate) fn register_token(&self, token: &NumberOrString, sink: ProgressSink) -> Registered {
+        self.register_as(key(token), sink)
+    }
+
+    fn register_as(&self, token: String, sink: ProgressSink) -> Registered {
+        self.sinks().insert(token.clone(), sink);
+        Registered {
+            token,
+            relays: self.clone(),
+        }
+    }
+
+    /// Hands a notification to the call that owns `token`, if one does.
+    pub(crate) fn deliver(&self, token: &NumberOrString, p: Progress) {
+        if let Some(sink) = self.sinks().get(&key(token)) {
+            let _ = sink.try_send(p);
+        }
+    }
+
+    /// An upstream's `notifications/progress` as JSON (from an HTTP event stream).
+    pub(crate) fn deliver_json(&self, params: &serde_json::Value) {
+        if let Ok(p) = serde_json::from_value::<ProgressNotificationParam>(params.clone()) {
+            self.deliver(
+                &p.progress_token.0,
+                Progress {
+                    progress: p.progress,
+                    total: p.total,
+                    message: p.message,
+                },
+            );
+        }
+    }
+}
+
+/// A token as a key: a string as it is, a number marked as one (`#7`), so that the two
+/// never meet.
+fn key(token: &NumberOrString) -> String {
+    match token {
+        NumberOrString::String(s) => s.to_string(),
+        NumberOrString::Number(n) => format!("#{n}"),
+    }
+}
+
+impl ClientHandler for Relays {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        self.deliver(
+            &params.progress_token.0,
+            Progress {
+                progress: params.progress,
+                total: params.total,
+                message: params.message,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: f64) -> Progress {
+        Progress {
+            progress: v,
+            total: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn progress_reaches_only_the_call_that_owns_the_token_and_only_while_it_runs() {
+        let relays = Relays::default();
+        let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+        let a = relays.register(tx_a);
+        let b = relays.register(tx_b);
+        assert_ne!(a.token(), b.token());
+        relays.deliver(&NumberOrString::String(a.token().into()), p(1.0));
+        relays.deliver(&NumberOrString::String("capgate-progress-99".into()), p(2.0));
+        relays.deliver(&NumberOrString::Number(0), p(3.0));
+        let (tx_c, mut rx_c) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+        let c = relays.register_token(&NumberOrString::Number(7), tx_c);
+        relays.deliver(&NumberOrString::String("#7".into()), p(5.0));
+        relays.deliver(&NumberOrString::Number(7), p(6.0));
+        assert_eq!(rx_c.try_recv().ok(), Some(p(5.0)), "the key of a number is its marked spelling");
+        assert_eq!(rx_c.try_recv().ok(), Some(p(6.0)));
+        drop(c);
+        assert_eq!(rx_a.try_recv().ok(), Some(p(1.0)));
+        assert!(rx_a.try_recv().is_err() && rx_b.try_recv().is_err());
+        let token = a.token().to_string();
+        drop(a);
+        relays.deliver(&NumberOrString::String(token.into()), p(4.0));
+        assert!(rx_a.try_recv().is_err(), "a call that ended gets nothing more");
+        drop(b);
+    }
+}
