@@ -401,3 +401,76 @@ async fn an_upstreams_progress_reaches_the_calling_client_under_its_own_token() 
         assert_eq!(result["result"]["isError"], json!(false), "{env}: {}", r.text);
     }
 }
+
+/// A caller that cancels a call the upstream is running: the upstream is told (it stops and
+/// logs it), over a stdio and a streamable HTTP upstream alike, and the outcome record says
+/// the call was cancelled after it had started.
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_upstream_and_recorded_as_such() {
+    let state = tempfile::tempdir().unwrap();
+    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
+    let f = with_stage_upstream(block);
+    f.rewrite("timeout = \"2s\"", "timeout = \"20s\"");
+    let gw = Gateway::start(&f.config(), &ENVS);
+    for (env, log) in [
+        ("stage", state.path().join("calls.jsonl")),
+        ("dev", f.path().join("state/dev/calls.jsonl")),
+    ] {
+        let logged = |tool: &str| -> bool {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| serde_json::from_str::<Value>(l).unwrap()["tool"] == tool)
+        };
+        let mcp = Mcp::open(gw.url(env), &f.token(env, "cam", &["oncall"])).await;
+        let (http, url, session, token) = (mcp.http.clone(), mcp.url.clone(), mcp.session.clone(), mcp.token.clone());
+        let call =
+            json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "run_report", "arguments": {"seconds": 10}}});
+        let running = tokio::spawn(async move { mcp.send(call.to_string(), &[]).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !logged("run_report") {
+            assert!(std::time::Instant::now() < deadline, "{env}: the call never reached the upstream");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let cancel =
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 41, "reason": "changed my mind"}});
+        // Another caller's session naming the same request id cancels nothing.
+        let other = Mcp::open(gw.url(env), &f.token(env, "eve", &["oncall"])).await;
+        other.send(cancel.to_string(), &[]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!logged("cancelled:run_report"), "{env}: another session cancelled the call");
+        let r = http
+            .post(&url)
+            .header("authorization", format!("Bearer {}", token.unwrap()))
+            .header("mcp-session-id", session.unwrap())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(cancel.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{env}: {}", r.status());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        while !logged("cancelled:run_report") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{env}: the upstream was not told of the cancellation"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // The outcome: recorded as cancelled after it ran.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+        let outcome = loop {
+            let recs = f.audit_now(env);
+            if let Some(o) = recs.iter().find(|r| r["outcome"]["status"] == "cancelled") {
+                break o.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{env}: no cancelled outcome in {recs:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(outcome["tool"], "run_report");
+        assert!(outcome["reason"].as_str().unwrap().contains("cancelled"), "{outcome}");
+        running.abort();
+    }
+}

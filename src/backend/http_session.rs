@@ -204,8 +204,49 @@ impl HttpSession {
         }
     }
 
+    #[cfg(test)]
     pub(crate) async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, SessionError> {
         self.request(ClientRequest::CallToolRequest(CallToolRequest::new(params))).await
+    }
+
+    /// A tool call that ends when `cancel` fires, telling the server
+    /// (`notifications/cancelled` with the request's id and `reason`).
+    pub(crate) async fn call_tool_cancellable(
+        &self,
+        params: CallToolRequestParams,
+        cancel: &tokio_util::sync::CancellationToken,
+        reason: &str,
+    ) -> Result<CallToolResult, SessionError> {
+        let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let message = ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), id.clone());
+        tokio::select! {
+            r = self.exchange(&message, &id) => {
+                if let Err(e) = &r
+                    && e.closed
+                {
+                    self.closed.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+            () = cancel.cancelled() => {
+                let note = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": id, "reason": reason},
+                });
+                let sent = self
+                    .http
+                    .post(self.url.clone())
+                    .headers(self.request_headers.clone())
+                    .body(note.to_string())
+                    .send()
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!("telling the upstream of a cancellation failed: {e}");
+                }
+                Err(err("the caller cancelled the request", false))
+            }
+        }
     }
 
     /// Any other request this gateway forwards (`prompts/*`, `resources/*`), answered as `R`.

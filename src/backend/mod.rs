@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use rmcp::ServiceExt;
+use rmcp::model::CancelledNotificationParam;
 use rmcp::model::{
     ArgumentInfo, CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult,
     CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, JsonObject, ListPromptsRequest, ListPromptsResult,
@@ -25,6 +26,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Upstream, UpstreamTarget};
 
@@ -38,13 +40,15 @@ pub(crate) enum BackendError {
     Failed { upstream: String, detail: String },
     #[error("the result of upstream `{upstream}` contained a backend credential and was withheld")]
     Withheld { upstream: String },
+    #[error("the caller cancelled the call; upstream `{upstream}` was told")]
+    Cancelled { upstream: String },
 }
 
 impl BackendError {
     pub(crate) fn detail(&self) -> String {
         match self {
             BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),
-            BackendError::Timeout { .. } | BackendError::Withheld { .. } => self.to_string(),
+            BackendError::Timeout { .. } | BackendError::Withheld { .. } | BackendError::Cancelled { .. } => self.to_string(),
         }
     }
 }
@@ -421,14 +425,17 @@ impl UpstreamClient {
 
     /// Calls `tool`; with `progress`, the upstream's progress notifications for this call go
     /// there while it runs.
+    /// `cancel`: the caller's cancellation; the upstream is told (`notifications/cancelled`)
+    /// and the call ends as [`BackendError::Cancelled`].
     pub(crate) async fn call(
         &self,
         tool: &str,
         args: JsonObject,
         traceparent: &str,
         progress: Option<relay::ProgressSink>,
+        cancel: CancellationToken,
     ) -> Result<CallToolResult, BackendError> {
-        self.call_unscrubbed(tool, args, traceparent, progress)
+        self.call_unscrubbed(tool, args, traceparent, progress, cancel)
             .await
             .map_err(|e| self.scrub(e))
     }
@@ -439,6 +446,7 @@ impl UpstreamClient {
         args: JsonObject,
         traceparent: &str,
         progress: Option<relay::ProgressSink>,
+        cancel: CancellationToken,
     ) -> Result<CallToolResult, BackendError> {
         let c = self.client().await?;
         let mut params = CallToolRequestParams::new(tool.to_string());
@@ -459,13 +467,21 @@ impl UpstreamClient {
                             rmcp::service::PeerRequestOptions::no_options(),
                         )
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| Failure::Said(e.to_string()))?;
                     if let Some(sink) = progress {
                         registered = Some(self.relays.register_token(&handle.progress_token.0, sink));
                     }
-                    match handle.await_response().await.map_err(|e| e.to_string())? {
-                        rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
-                        _ => Err("the upstream answered a tool call with another kind of result".to_string()),
+                    let (id, peer) = (handle.id.clone(), handle.peer.clone());
+                    tokio::select! {
+                        answer = handle.await_response() => match answer.map_err(|e| Failure::Said(e.to_string()))? {
+                            rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
+                            _ => Err(Failure::Said("the upstream answered a tool call with another kind of result".to_string())),
+                        },
+                        () = cancel.cancelled() => {
+                            let note = CancelledNotificationParam::new(Some(id), Some(CANCELLED.to_string()));
+                            let _ = peer.notify_cancelled(note).await;
+                            Err(Failure::Cancelled)
+                        }
                     }
                 }
                 Client::Http(h) => {
@@ -476,7 +492,13 @@ impl UpstreamClient {
                         registered = Some(r);
                     }
                     params.meta = Some(meta);
-                    h.call_tool(params).await.map_err(|e| e.detail)
+                    h.call_tool_cancellable(params, &cancel, CANCELLED).await.map_err(|e| {
+                        if cancel.is_cancelled() {
+                            Failure::Cancelled
+                        } else {
+                            Failure::Said(e.detail)
+                        }
+                    })
                 }
             }
         };
@@ -495,7 +517,10 @@ impl UpstreamClient {
                 upstream: self.cfg.name.clone(),
                 secs: self.cfg.timeout.as_secs(),
             }),
-            Ok(Err(detail)) => Err(BackendError::Failed {
+            Ok(Err(Failure::Cancelled)) => Err(BackendError::Cancelled {
+                upstream: self.cfg.name.clone(),
+            }),
+            Ok(Err(Failure::Said(detail))) => Err(BackendError::Failed {
                 upstream: self.cfg.name.clone(),
                 detail,
             }),
@@ -503,3 +528,12 @@ impl UpstreamClient {
         }
     }
 }
+
+/// Why a forwarded call ended without a result.
+enum Failure {
+    Said(String),
+    Cancelled,
+}
+
+/// What the upstream is told when a caller cancels.
+const CANCELLED: &str = "the caller cancelled the request";

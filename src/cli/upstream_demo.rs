@@ -352,6 +352,19 @@ impl ServerHandler for Demo {
                 let _ = c.peer.notify_progress(p).await;
             }
         }
+        if request.name == "run_report" {
+            // A report the caller may cancel: the demo stops and says so in its log.
+            return tokio::select! {
+                r = self.call(&request.name, args.clone()) => match r {
+                    Ok(r) => Ok(r.into()),
+                    Err(e) => Ok(CallToolResult::error(vec![ContentBlock::text(e)]).into()),
+                },
+                () = c.ct.cancelled() => {
+                    self.log("cancelled:run_report", Value::Object(args), &c).await?;
+                    Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]).into())
+                }
+            };
+        }
         if request.name == "ask_model" {
             return Ok(ask_model(&c, &args).await.into());
         }

@@ -24,6 +24,8 @@ pub struct Audited {
     ctx: CallCtx,
     /// Where the upstream's progress for this call goes (the caller asked for progress).
     relay: Option<crate::backend::relay::ProgressSink>,
+    /// Fires when the caller cancels the call.
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Audited {
@@ -35,18 +37,33 @@ impl Audited {
             seq,
             ctx,
             relay: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// The same proof, with where the upstream's progress for the call goes.
-    pub(super) fn relaying(mut self, relay: Option<crate::backend::relay::ProgressSink>) -> Self {
+    /// The same proof, with where the upstream's progress for the call goes and what
+    /// cancels it.
+    pub(super) fn relaying(
+        mut self,
+        relay: Option<crate::backend::relay::ProgressSink>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Self {
         self.relay = relay;
+        self.cancel = cancel;
         self
     }
 
     /// Taken apart by the only step that spends it.
-    pub(super) fn into_parts(self) -> (Approved, u64, CallCtx, Option<crate::backend::relay::ProgressSink>) {
-        (self.approved, self.seq, self.ctx, self.relay)
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        Approved,
+        u64,
+        CallCtx,
+        Option<crate::backend::relay::ProgressSink>,
+        tokio_util::sync::CancellationToken,
+    ) {
+        (self.approved, self.seq, self.ctx, self.relay, self.cancel)
     }
 }
 
@@ -71,5 +88,6 @@ pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved
         seq,
         ctx: ctx.clone(),
         relay: None,
+        cancel: tokio_util::sync::CancellationToken::new(),
     })
 }

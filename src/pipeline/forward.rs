@@ -60,7 +60,7 @@ impl Executed {
 impl Audited {
     /// Sends the call this proof was made for to its upstream, once.
     pub async fn forward(self, rt: &Runtime) -> Forwarded {
-        let (approved, allow_seq, ctx, relay) = self.into_parts();
+        let (approved, allow_seq, ctx, relay, cancel) = self.into_parts();
         let v = approved.validated();
         let contract = v.listed().contract();
         let started = Instant::now();
@@ -86,7 +86,7 @@ impl Audited {
                             .await
                             .map(|r| Answer::Completion(only_acceptable(contract, argument, r)))
                     }
-                    (Kind::Tool, _) => Box::pin(upstream.call(&route.tool, v.forward_args().clone(), &traceparent, relay))
+                    (Kind::Tool, _) => Box::pin(upstream.call(&route.tool, v.forward_args().clone(), &traceparent, relay, cancel))
                         .await
                         .map(Answer::Tool),
                     (Kind::Prompt, None) => Box::pin(upstream.get_prompt(&route.tool, v.forward_args().clone(), &traceparent))

@@ -288,6 +288,7 @@ impl Runtime {
         let env = self.env.name.as_str();
         let who = Some(auth.principal());
         let relay = wait.relay.clone();
+        let cancel = wait.cancelled.clone();
         let tool = match &validated {
             Ok(v) => v.listed().contract().tool.clone(),
             Err(i) => i.listed.contract().tool.clone(),
@@ -374,7 +375,7 @@ impl Runtime {
         };
 
         // forward: the proof is spent here.
-        let Forwarded { result, latency_ms, call } = audited.relaying(relay).forward(self).await;
+        let Forwarded { result, latency_ms, call } = audited.relaying(relay, cancel).forward(self).await;
         let rec = call.outcome_record(env, who);
         let (answer, rec) = match result {
             Ok((mut r, digest)) => {
@@ -394,14 +395,22 @@ impl Runtime {
                 (r, rec)
             }
             Err(e) => {
-                tracing::warn!(env = %env, trace_id = %call.ctx.trace.as_str(), "upstream failure: {}", e.detail());
+                // A cancelled call is an outcome like a failed one (the same reason code, so
+                // that every reader of outcomes counts it); its status says what happened,
+                // and that it ran, perhaps in part, until then.
+                let cancelled = matches!(e, crate::backend::BackendError::Cancelled { .. });
                 let mut rec = rec;
                 rec.decision = Decision::Error;
                 rec.reason_code = ReasonCode::BackendError;
-                rec.reason = format!("{e}: {}", e.detail());
+                if cancelled {
+                    rec.reason = format!("{e}; it ran until then");
+                } else {
+                    tracing::warn!(env = %env, trace_id = %call.ctx.trace.as_str(), "upstream failure: {}", e.detail());
+                    rec.reason = format!("{e}: {}", e.detail());
+                }
                 rec.outcome = Some(Outcome {
                     decision_record: Some(call.allow_seq()),
-                    status: "backend_error".into(),
+                    status: if cancelled { "cancelled" } else { "backend_error" }.into(),
                     latency_ms,
                     result_digest: None,
                 });

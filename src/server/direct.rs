@@ -26,6 +26,7 @@ use rmcp::model::{CallToolRequest, JsonRpcRequest, ListToolsRequest, ProtocolVer
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::http::Caller;
 use super::respond;
@@ -105,6 +106,43 @@ impl Eligible {
     }
 }
 
+/// Calls running on this route, by session and request id, with what cancels each: rmcp
+/// never sees them, so a `notifications/cancelled` for one is matched here (the session
+/// step has already checked that the caller owns the session it names).
+static RUNNING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, String), CancellationToken>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn running() -> std::sync::MutexGuard<'static, std::collections::HashMap<(String, String), CancellationToken>> {
+    // Nothing panics while holding this lock; a poisoned one still holds a whole map.
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A call's entry in [`RUNNING`], removed when the call ends.
+struct Running(String, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().remove(&(std::mem::take(&mut self.0), std::mem::take(&mut self.1)));
+    }
+}
+
+/// A `notifications/cancelled` on session `sid`: cancels the call it names if that call runs
+/// on this route. The notification still goes on to rmcp, for the calls rmcp runs.
+pub(crate) fn cancel(session_id: Option<&str>, body: &Value) {
+    if body.get("method").and_then(Value::as_str) != Some("notifications/cancelled") {
+        return;
+    }
+    let (Some(sid), Some(id)) = (
+        session_id,
+        crate::server::envelope::member(body, &["params", "requestId"]).and_then(crate::server::envelope::request_id_text),
+    ) else {
+        return;
+    };
+    if let Some(ct) = running().get(&(sid.to_string(), id)) {
+        ct.cancel();
+    }
+}
+
 /// Answers the request if it is this route's; otherwise hands the request's context back,
 /// and the guard passes the request on to rmcp as it came (from its bytes).
 pub(crate) async fn try_serve(
@@ -139,11 +177,18 @@ pub(crate) async fn try_serve(
             let trace = caller.call.trace.clone();
             let (rt, Caller { auth, mut call }) = (rt.clone(), caller);
             call.request_id = Some(id.to_string());
+            let key = (
+                sid.to_string(),
+                crate::server::envelope::request_id_text(&serde_json::to_value(&id).unwrap_or_default()).unwrap_or_default(),
+            );
+            let wait = Wait::default();
+            running().insert(key.clone(), wait.cancelled.clone());
+            let _running = Running(key.0, key.1);
             // Its own task: a client that disconnects must not cut a call short between its
             // allow record and its outcome record.
             let done = tokio::spawn(async move {
                 let p = req.params;
-                rt.call_tool(&auth, &call, &p.name, p.arguments, Wait::default()).await
+                rt.call_tool(&auth, &call, &p.name, p.arguments, wait).await
             })
             .await;
             match done {

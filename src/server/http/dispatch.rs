@@ -29,6 +29,7 @@ pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authentica
     let direct = match parsed {
         Some(body) if parts.method == Method::POST => {
             let sid = caller.call.session_id.clone();
+            crate::server::direct::cancel(sid.as_deref(), &body);
             crate::server::direct::try_serve(&st.rt, &st.mcp_sessions, &parts.headers, sid.as_deref(), body, caller).await
         }
         _ => Err(caller),
