@@ -339,6 +339,18 @@ async fn the_database_stopped_under_load_refuses_runs_nothing_and_serves_again_w
     check_chain(&f, &schema_records());
 }
 
+/// Approves request `id` through `gw`'s approvals API as the holder of `token`.
+async fn approve(gw: &Gateway, token: &str, id: &str, reason: &str) -> reqwest::Response {
+    http()
+        .post(format!("{}/api/approvals/{id}/approve", gw.base("dev")))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(json!({"reason": reason}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Opens a request through `a`, decides it through `b`'s API, releases it through `c`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn approvals_cross_replicas_wake_waiting_calls_and_race_to_exactly_one_execution() {
@@ -374,14 +386,7 @@ async fn approvals_cross_replicas_wake_waiting_calls_and_race_to_exactly_one_exe
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let approved = http()
-        .post(format!("{}/api/approvals/{id}/approve", gws[1].base("dev")))
-        .bearer_auth(&sam)
-        .header("content-type", "application/json")
-        .body(json!({"reason": "INC-7"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let approved = approve(&gws[1], &sam, &id, "INC-7").await;
     assert_eq!(approved.status().as_u16(), 200, "{}", approved.text().await.unwrap());
     let (released, waited) = waiting.await.unwrap();
     assert_eq!(released.body["result"]["isError"], json!(false), "{}", released.text);
@@ -401,14 +406,7 @@ async fn approvals_cross_replicas_wake_waiting_calls_and_race_to_exactly_one_exe
         .as_str()
         .unwrap()
         .to_string();
-    let approved = http()
-        .post(format!("{}/api/approvals/{id}/approve", gws[0].base("dev")))
-        .bearer_auth(&sam)
-        .header("content-type", "application/json")
-        .body(json!({"reason": "INC-8"}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let approved = approve(&gws[0], &sam, &id, "INC-8").await;
     assert_eq!(approved.status().as_u16(), 200);
     let before = f.calls("dev").len();
     let mut racers = Vec::new();

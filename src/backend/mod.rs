@@ -20,7 +20,7 @@ use rmcp::model::{
     ArgumentInfo, CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult,
     CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, JsonObject, ListPromptsRequest, ListPromptsResult,
     ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, PaginatedRequestParams, Prompt,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, Tool,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, ServerResult, Tool,
 };
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -351,33 +351,21 @@ impl UpstreamClient {
         let mut params = GetPromptRequestParams::new(name.to_string());
         params.arguments = Some(args);
         params.meta = Some(trace_meta(traceparent));
-        let c = self.client().await?;
-        let fut = async {
-            match c.as_ref() {
-                Client::Service(s) => s.peer().get_prompt(params).await.map_err(|e| e.to_string()),
-                Client::Http(h) => h
-                    .send(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)))
-                    .await
-                    .map_err(|e| e.detail),
-            }
-        };
-        self.finish(fut).await
+        self.forward(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)), |r| match r {
+            ServerResult::GetPromptResult(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     pub(crate) async fn read_resource(&self, uri: &str, traceparent: &str) -> Result<ReadResourceResult, BackendError> {
         let mut params = ReadResourceRequestParams::new(uri.to_string());
         params.meta = Some(trace_meta(traceparent));
-        let c = self.client().await?;
-        let fut = async {
-            match c.as_ref() {
-                Client::Service(s) => s.peer().read_resource(params).await.map_err(|e| e.to_string()),
-                Client::Http(h) => h
-                    .send(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)))
-                    .await
-                    .map_err(|e| e.detail),
-            }
-        };
-        self.finish(fut).await
+        self.forward(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)), |r| match r {
+            ServerResult::ReadResourceResult(r) => Some(r),
+            _ => None,
+        })
+        .await
     }
 
     pub(crate) async fn complete(
@@ -394,14 +382,28 @@ impl UpstreamClient {
             params.context = Some(c);
         }
         params.meta = Some(trace_meta(traceparent));
+        self.forward(ClientRequest::CompleteRequest(CompleteRequest::new(params)), |r| match r {
+            ServerResult::CompleteResult(r) => Some(r),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends one request and reads its answer as `R` (`pick` says which kind of result that
+    /// is, for rmcp's client, which reads every answer as any result).
+    async fn forward<R: serde::de::DeserializeOwned>(
+        &self,
+        request: ClientRequest,
+        pick: fn(ServerResult) -> Option<R>,
+    ) -> Result<R, BackendError> {
         let c = self.client().await?;
         let fut = async {
             match c.as_ref() {
-                Client::Service(s) => s.peer().complete(params).await.map_err(|e| e.to_string()),
-                Client::Http(h) => h
-                    .send(ClientRequest::CompleteRequest(CompleteRequest::new(params)))
-                    .await
-                    .map_err(|e| e.detail),
+                Client::Service(s) => match s.peer().send_request(request).await {
+                    Ok(answer) => pick(answer).ok_or_else(|| "the upstream answered with another kind of result".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Client::Http(h) => h.send::<R>(request).await.map_err(|e| e.detail),
             }
         };
         self.finish(fut).await

@@ -174,19 +174,24 @@ fn as_postgres(program: &str) -> Command {
     }
 }
 
+/// Running as root, the server's files must be the `postgres` user's.
+fn give_to_postgres(path: &Path) {
+    assert!(
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 impl Server {
     pub fn start() -> Self {
         let dir = tempfile::Builder::new().prefix("capgate-pg-").tempdir().unwrap();
         let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
         if root {
-            assert!(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            give_to_postgres(dir.path());
         }
         let data = dir.path().join("data");
         let out = as_postgres("initdb")
@@ -211,14 +216,7 @@ impl Server {
         // The server refuses a key others can read.
         std::fs::set_permissions(data.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         if root {
-            assert!(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            give_to_postgres(dir.path());
         }
         let port = free_fixed_port();
         let s = Self { dir, port };
