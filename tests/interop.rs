@@ -59,6 +59,63 @@ fn the_official_python_sdk_client_drives_the_gateway() {
     assert_eq!(calls[0]["arguments"]["title"], "from the python sdk");
 }
 
+/// Prompts, resources and completion under contracts, driven by the official Python SDK.
+#[test]
+fn the_official_python_sdk_client_gets_prompts_reads_resources_and_completes_within_the_contracts() {
+    let f = Fixture::new("");
+    std::fs::write(
+        f.path().join("contracts/surface.toml"),
+        r#"
+[[contract]]
+prompt = "incident_summary"
+allowed_roles = ["oncall"]
+arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
+
+[[contract]]
+resource = "runbook"
+uri = "runbook://{service}/{page}"
+allowed_roles = ["oncall"]
+arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sdk_surface.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(gw.url("dev"))
+        .env("TOKEN_ONCALL", f.token("dev", "alice", &["oncall"]))
+        .env("TOKEN_VIEWER", f.token("dev", "vera", &["viewer"]))
+        .output()
+        .expect("python3 is needed: scripts/test.sh installs the `mcp` package");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK client failed:\n{stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(seen["prompts"], json!(["incident_summary"]));
+    assert_eq!(seen["resources"], json!([]));
+    assert_eq!(seen["templates"], json!(["runbook://{service}/{page}"]));
+    assert_eq!(
+        seen["prompt"]["messages"][0]["content"]["text"],
+        "Summarise incident INC-9 for engineers."
+    );
+    assert_eq!(seen["resource"]["contents"][0]["text"], "contents of runbook://web/restart");
+    assert_eq!(seen["completion"]["completion"]["values"], json!(["db", "web"]));
+    assert!(
+        seen["bad_prompt_arg"]["error"].as_str().unwrap().contains("invalid arguments"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["unknown_resource"]["error"],
+        "resource `secrets://vault/root` is not available"
+    );
+    assert_eq!(seen["viewer_prompts"], json!([]));
+    assert_eq!(seen["viewer_prompt"]["error"], "prompt `incident_summary` is not available");
+    assert_eq!(seen["viewer_completion"]["error"], "prompt `incident_summary` is not available");
+    // The upstream served exactly the three allowed requests.
+    let served: Vec<String> = f.calls("dev").iter().map(|c| c["tool"].as_str().unwrap().to_string()).collect();
+    assert_eq!(served, ["prompt:incident_summary", "resource", "complete"]);
+}
+
 fn inspector() -> PathBuf {
     match std::env::var_os("CAPGATE_INSPECTOR") {
         Some(p) => PathBuf::from(p),
