@@ -399,6 +399,22 @@ async fn demo_starts_from_nothing_and_serves_the_seed_contract() {
     assert_eq!(r.body["result"]["structuredContent"]["status"], "pending");
     let mut viewer = Mcp::open(&url, &tokens["TOKEN_VIEWER"]).await;
     assert_eq!(viewer.tool_names().await, ["list_tickets"]);
+    // Its prompt and resources: governed like its tools.
+    let r = oncall
+        .rpc(
+            "prompts/get",
+            json!({"name": "incident_summary", "arguments": {"incident": "INC-1"}}),
+        )
+        .await;
+    assert_eq!(
+        r.body["result"]["messages"][0]["content"]["text"], "Summarise incident INC-1 for engineers.",
+        "{}",
+        r.text
+    );
+    let r = viewer.rpc("resources/read", json!({"uri": "tickets://summary"})).await;
+    assert_eq!(r.body["result"]["contents"][0]["text"], "1 tickets", "{}", r.text);
+    let r = viewer.rpc("resources/read", json!({"uri": "secrets://vault/root"})).await;
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(demo.join("state/state.json")).unwrap()).unwrap();
     assert_eq!(state["tickets"].as_array().unwrap().len(), 1);
     assert_eq!(state["blocks"], json!([]), "the firewall block needs approval and must not exist");

@@ -111,6 +111,7 @@ fn the_demo_passes_the_probe_and_the_shipped_tabletop_scenarios() {
         "slow clients",
         "arguments",
         "approvals",
+        "prompts and resources",
         "fallback",
         "audit",
     ] {

@@ -474,3 +474,49 @@ async fn a_cancelled_call_is_cancelled_upstream_and_recorded_as_such() {
         running.abort();
     }
 }
+
+/// Prompts and resources over the stdio transport, with rmcp's own client: the same
+/// contracts, the same refusals.
+#[tokio::test]
+async fn stdio_serves_prompts_and_resources_within_their_contracts() {
+    let f = Fixture::new("");
+    std::fs::write(
+        f.path().join("contracts/surface.toml"),
+        "[[contract]]\nprompt = \"incident_summary\"\nallowed_roles = [\"oncall\"]\narg_schema = { incident = \"regex(INC-[0-9]{1,6})\" }\n\n[[contract]]\nresource = \"ticket_summary\"\nuri = \"tickets://summary\"\nallowed_roles = [\"oncall\"]\n",
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["serve", "--stdio", "--env", "dev", "--config"])
+        .arg(f.config())
+        .env("CAPGATE_TOKEN", f.token("dev", "alice", &["oncall"]))
+        .env("CAPGATE_LOG", "warn,rmcp=error");
+    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let prompts: Vec<String> = client.list_all_prompts().await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(prompts, ["incident_summary"]);
+    let resources: Vec<String> = client
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    assert_eq!(resources, ["tickets://summary"]);
+    let mut p = rmcp::model::GetPromptRequestParams::new("incident_summary");
+    p.arguments = Some(args(json!({"incident": "INC-3"})));
+    let got = client.get_prompt(p).await.unwrap();
+    assert!(format!("{:?}", got.messages).contains("INC-3"), "{got:?}");
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("tickets://summary"))
+        .await
+        .unwrap();
+    assert!(format!("{read:?}").contains("0 tickets"), "{read:?}");
+    let unknown = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new("secrets://vault/root"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("is not available"), "{unknown}");
+    client.cancel().await.unwrap();
+    let served: Vec<String> = f.calls("dev").iter().map(|c| c["tool"].as_str().unwrap().to_string()).collect();
+    assert_eq!(served, ["prompt:incident_summary", "resource"]);
+}

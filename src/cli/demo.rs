@@ -46,6 +46,30 @@ side_effects = "read"
 arg_schema = {}
 "#;
 
+const SURFACE_CONTRACTS: &str = r#"# A prompt and resources of the demo upstream, governed like its tools. The upstream also
+# has a prompt (`admin_override`) and resources (`secrets://…`) no contract names: never exposed.
+
+[[contract]]
+prompt = "incident_summary"
+description = "Summarise an incident for an audience"
+allowed_roles = ["oncall", "incident_commander"]
+arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
+
+[[contract]]
+resource = "ticket_summary"
+description = "How many tickets there are"
+uri = "tickets://summary"
+mime_type = "text/plain"
+allowed_roles = ["oncall", "incident_commander", "viewer"]
+
+[[contract]]
+resource = "runbook"
+description = "A page of a service's runbook"
+uri = "runbook://{service}/{page}"
+allowed_roles = ["oncall", "incident_commander"]
+arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
+"#;
+
 fn config_text(port: u16, dir: &Path) -> String {
     let state = dir.join("state");
     format!(
@@ -89,6 +113,7 @@ fn write_demo(dir: &Path, port: u16) -> anyhow::Result<()> {
     keys::generate_files(&dir.join("keys"), "dev-audit")?;
     std::fs::write(dir.join("contracts/create_firewall_block.json"), SEED_CONTRACT)?;
     std::fs::write(dir.join("contracts/tickets.toml"), TICKET_CONTRACTS)?;
+    std::fs::write(dir.join("contracts/surface.toml"), SURFACE_CONTRACTS)?;
     std::fs::write(dir.join("capgate.toml"), config_text(port, &abs))?;
     Ok(())
 }
