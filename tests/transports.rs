@@ -267,6 +267,14 @@ fn http_upstream_with(state: &std::path::Path, addr: &str, json_response: bool) 
     (child, url)
 }
 
+/// The demo upstream over streamable HTTP (its state in `state`) as the stage environment's
+/// upstream, with room for slow calls (20 s); the dev environment keeps the stdio one.
+fn demo_over_http_in_stage(state: &std::path::Path) -> (ChildGuard, Fixture) {
+    let (upstream, url) = http_upstream(state, "127.0.0.1:0");
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
+    (upstream, with_stage_upstream(block))
+}
+
 #[tokio::test]
 async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retried() {
     let state = tempfile::tempdir().unwrap();
@@ -307,9 +315,7 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
 #[tokio::test]
 async fn a_request_from_the_upstream_to_its_client_is_refused_at_once_and_the_call_ends() {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
-    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
-    let f = with_stage_upstream(block);
+    let (_upstream, f) = demo_over_http_in_stage(state.path());
     std::fs::write(
         f.path().join("contracts/ask.toml"),
         "tool = \"ask_model\"\nallowed_roles = [\"oncall\"]\nside_effects = \"read\"\narg_schema = { question = \"string(1..100)\" }\n",
@@ -337,9 +343,7 @@ async fn a_request_from_the_upstream_to_its_client_is_refused_at_once_and_the_ca
 #[tokio::test]
 async fn an_upstreams_progress_reaches_the_calling_client_under_its_own_token() {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
-    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
-    let f = with_stage_upstream(block);
+    let (_upstream, f) = demo_over_http_in_stage(state.path());
     let gw = Gateway::start(&f.config(), &ENVS);
     for (env, log) in [
         ("stage", state.path().join("calls.jsonl")),
@@ -408,9 +412,7 @@ async fn an_upstreams_progress_reaches_the_calling_client_under_its_own_token() 
 #[tokio::test]
 async fn a_cancelled_call_is_cancelled_upstream_and_recorded_as_such() {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
-    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
-    let f = with_stage_upstream(block);
+    let (_upstream, f) = demo_over_http_in_stage(state.path());
     f.rewrite("timeout = \"2s\"", "timeout = \"20s\"");
     let gw = Gateway::start(&f.config(), &ENVS);
     for (env, log) in [
