@@ -23,16 +23,9 @@ if ! command -v openssl >/dev/null; then
 fi
 
 # PostgreSQL for the replica tests (tests/postgres.rs): the machine's server on
-# 127.0.0.1:5432 (trust authentication, database `test`), started if it is not running. The
-# test that stops a database starts a server of its own (initdb, pg_ctl).
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
-  else
-    echo "PostgreSQL is needed on 127.0.0.1:5432 (trust auth, database test) for tests/postgres.rs" >&2
-    exit 2
-  fi
-fi
+# 127.0.0.1:5432 (trust authentication, database `test`), installed and started if it is not
+# running. The test that stops a database starts a server of its own (initdb, pg_ctl).
+scripts/postgres.sh
 
 if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -25,15 +25,20 @@ fn args(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
-#[tokio::test]
-async fn stdio_transport_serves_an_authenticated_client_through_the_pipeline() {
-    let f = Fixture::new("");
+/// rmcp's own client on `capgate serve --stdio` (environment dev) with `token`.
+async fn stdio_client(f: &Fixture, token: &str) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
     let mut cmd = tokio::process::Command::new(bin());
     cmd.args(["serve", "--stdio", "--env", "dev", "--config"])
         .arg(f.config())
-        .env("CAPGATE_TOKEN", f.token("dev", "alice", &["oncall"]))
+        .env("CAPGATE_TOKEN", token)
         .env("CAPGATE_LOG", "warn,rmcp=error");
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn stdio_transport_serves_an_authenticated_client_through_the_pipeline() {
+    let f = Fixture::new("");
+    let client = stdio_client(&f, &f.token("dev", "alice", &["oncall"])).await;
     let mut names: Vec<String> = client
         .list_all_tools()
         .await
@@ -487,12 +492,7 @@ async fn stdio_serves_prompts_and_resources_within_their_contracts() {
         "[[contract]]\nprompt = \"incident_summary\"\nallowed_roles = [\"oncall\"]\narg_schema = { incident = \"regex(INC-[0-9]{1,6})\" }\n\n[[contract]]\nresource = \"ticket_summary\"\nuri = \"tickets://summary\"\nallowed_roles = [\"oncall\"]\n",
     )
     .unwrap();
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(["serve", "--stdio", "--env", "dev", "--config"])
-        .arg(f.config())
-        .env("CAPGATE_TOKEN", f.token("dev", "alice", &["oncall"]))
-        .env("CAPGATE_LOG", "warn,rmcp=error");
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
+    let client = stdio_client(&f, &f.token("dev", "alice", &["oncall"])).await;
     let prompts: Vec<String> = client.list_all_prompts().await.unwrap().into_iter().map(|p| p.name).collect();
     assert_eq!(prompts, ["incident_summary"]);
     let resources: Vec<String> = client

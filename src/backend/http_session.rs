@@ -389,13 +389,16 @@ async fn answer_from_events<R: DeserializeOwned>(
         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
             continue;
         };
-        if let Some((their_id, method)) = server_request(&data) {
-            session.refuse_server_request(their_id, &method).await;
-            continue;
-        }
-        if let Some(params) = progress_notification(&data) {
-            session.relays.deliver_json(&params);
-            continue;
+        match server_message(&data) {
+            Some(ServerMessage::Request { id, method }) => {
+                session.refuse_server_request(id, &method).await;
+                continue;
+            }
+            Some(ServerMessage::Progress(params)) => {
+                session.relays.deliver_json(&params);
+                continue;
+            }
+            None => {}
         }
         if let Some(answer) = answer_in_event(&data, id) {
             return answer;
@@ -437,8 +440,14 @@ pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -
     }
 }
 
-/// The params of a `notifications/progress`, if `data` is one.
-fn progress_notification(data: &str) -> Option<serde_json::Value> {
+/// What an event from the server is, where it is not an answer: a request of the server's
+/// to its client, or a progress notification. Read once per event.
+enum ServerMessage {
+    Request { id: serde_json::Value, method: String },
+    Progress(serde_json::Value),
+}
+
+fn server_message(data: &str) -> Option<ServerMessage> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         id: Option<serde_json::Value>,
@@ -446,21 +455,11 @@ fn progress_notification(data: &str) -> Option<serde_json::Value> {
         params: Option<serde_json::Value>,
     }
     let e: Envelope = serde_json::from_str(data).ok()?;
-    (e.id.is_none() && e.method.as_deref() == Some("notifications/progress"))
-        .then_some(e.params)
-        .flatten()
-}
-
-/// The id and method of a request the server sends its client, if `data` is one.
-fn server_request(data: &str) -> Option<(serde_json::Value, String)> {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        id: Option<serde_json::Value>,
-        method: Option<String>,
+    match (e.id, e.method) {
+        (Some(id), Some(method)) if id.is_string() || id.is_i64() || id.is_u64() => Some(ServerMessage::Request { id, method }),
+        (None, Some(method)) if method == "notifications/progress" => e.params.map(ServerMessage::Progress),
+        _ => None,
     }
-    let e: Envelope = serde_json::from_str(data).ok()?;
-    let id = e.id.filter(|i| i.is_string() || i.is_i64() || i.is_u64())?;
-    Some((id, e.method?))
 }
 
 impl HttpSession {
@@ -534,7 +533,7 @@ mod tests {
         let url = format!("http://{addr}/mcp");
         // As the binary does at start: reqwest is built without a TLS provider of its own.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        match HttpSession::open(reqwest::Client::new(), &url, HashMap::new(), Default::default()).await {
+        match HttpSession::open(reqwest::Client::new(), &url, HashMap::new(), super::super::relay::for_tests()).await {
             Ok(Some(s)) => s,
             Ok(None) => panic!("the scripted server's version is spoken"),
             Err(e) => panic!("handshake: {}", e.detail),

@@ -55,6 +55,15 @@ impl BackendError {
 
 type Service = RunningService<RoleClient, relay::Relays>;
 
+/// Whether a text holds any of `cfg`'s credential values. Values shorter than 8 characters
+/// are not matched (too likely to occur by chance).
+pub(crate) fn leaks_credential(cfg: &Upstream, text: &str) -> bool {
+    cfg.env
+        .iter()
+        .chain(cfg.headers.iter())
+        .any(|(_, v)| v.expose().len() >= 8 && text.contains(v.expose().as_str()))
+}
+
 /// What an upstream offers besides tools.
 #[derive(Default)]
 pub(crate) struct Surface {
@@ -125,10 +134,10 @@ pub(crate) struct UpstreamClient {
 impl UpstreamClient {
     pub(crate) fn new(cfg: Arc<Upstream>) -> Self {
         Self {
+            relays: relay::Relays::new(cfg.clone()),
             cfg,
             conn: std::sync::RwLock::new(None),
             connecting: Mutex::new(()),
-            relays: relay::Relays::default(),
         }
     }
 
@@ -139,11 +148,7 @@ impl UpstreamClient {
     /// Whether a text holds any of this upstream's credential values. Values shorter than 8
     /// characters are not matched (too likely to occur by chance).
     pub(crate) fn leaks_credential(&self, text: &str) -> bool {
-        self.cfg
-            .env
-            .iter()
-            .chain(self.cfg.headers.iter())
-            .any(|(_, v)| v.expose().len() >= 8 && text.contains(v.expose().as_str()))
+        leaks_credential(&self.cfg, text)
     }
 
     /// An upstream's own error text goes to audit records, logs and start-up errors; one

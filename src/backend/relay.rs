@@ -4,6 +4,9 @@
 //! may choose the same one, and an upstream must not be able to address another caller's
 //! call); the upstream's progress for that token goes to that call's sink only, and a token
 //! the gateway did not hand out, or one whose call has ended, reaches nobody.
+//!
+//! INVARIANT: a backend credential never reaches the agent: a progress message that holds
+//! one of the upstream's credentials is passed on without its message.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{NumberOrString, ProgressNotificationParam};
 use rmcp::service::NotificationContext;
 use rmcp::{ClientHandler, RoleClient};
+
+use crate::config::Upstream;
 
 /// One progress notification, as the upstream sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,13 +34,14 @@ pub(crate) type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
 pub(crate) const PROGRESS_BUFFER: usize = 64;
 
 /// The calls of one upstream connection waiting for progress, by the token handed out.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Relays {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// The upstream, for its credentials.
+    upstream: Arc<Upstream>,
     next: AtomicU64,
     progress: Mutex<HashMap<String, ProgressSink>>,
 }
@@ -59,6 +65,16 @@ impl Drop for Registered {
 }
 
 impl Relays {
+    pub(crate) fn new(upstream: Arc<Upstream>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                upstream,
+                next: AtomicU64::new(0),
+                progress: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     fn sinks(&self) -> std::sync::MutexGuard<'_, HashMap<String, ProgressSink>> {
         // Nothing panics while holding this lock; a poisoned one still holds a whole map.
         self.inner.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -87,7 +103,13 @@ impl Relays {
     }
 
     /// Hands a notification to the call that owns `token`, if one does.
-    pub(crate) fn deliver(&self, token: &NumberOrString, p: Progress) {
+    pub(crate) fn deliver(&self, token: &NumberOrString, mut p: Progress) {
+        if p.message
+            .as_deref()
+            .is_some_and(|m| super::leaks_credential(&self.inner.upstream, m))
+        {
+            p.message = None;
+        }
         if let Some(sink) = self.sinks().get(&key(token)) {
             let _ = sink.try_send(p);
         }
@@ -130,6 +152,20 @@ impl ClientHandler for Relays {
     }
 }
 
+/// Relays of an upstream whose one credential is `upstream-secret-value`.
+#[cfg(test)]
+pub(crate) fn for_tests() -> Relays {
+    Relays::new(Arc::new(Upstream {
+        name: "u".into(),
+        environment: "dev".into(),
+        target: crate::config::UpstreamTarget::Url("http://127.0.0.1:9/mcp".into()),
+        env: vec![("TOKEN".into(), crate::secret::Secret::new("upstream-secret-value".into()))],
+        headers: Vec::new(),
+        timeout: std::time::Duration::from_secs(1),
+        credential_digests: Vec::new(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,8 +179,24 @@ mod tests {
     }
 
     #[test]
+    fn a_progress_message_holding_an_upstream_credential_goes_on_without_it() {
+        let relays = for_tests();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
+        let r = relays.register(tx);
+        let token = NumberOrString::String(r.token().into());
+        let mut leaky = p(1.0);
+        leaky.message = Some("using upstream-secret-value now".into());
+        relays.deliver(&token, leaky);
+        let mut fine = p(2.0);
+        fine.message = Some("step 2".into());
+        relays.deliver(&token, fine.clone());
+        assert_eq!(rx.try_recv().ok(), Some(p(1.0)), "the message went, the number stayed");
+        assert_eq!(rx.try_recv().ok(), Some(fine));
+    }
+
+    #[test]
     fn progress_reaches_only_the_call_that_owns_the_token_and_only_while_it_runs() {
-        let relays = Relays::default();
+        let relays = for_tests();
         let (tx_a, mut rx_a) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
         let (tx_b, mut rx_b) = tokio::sync::mpsc::channel(PROGRESS_BUFFER);
         let a = relays.register(tx_a);

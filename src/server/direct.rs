@@ -134,7 +134,11 @@ pub(crate) fn cancel(session_id: Option<&str>, body: &Value) {
     }
     let (Some(sid), Some(id)) = (
         session_id,
-        crate::server::envelope::member(body, &["params", "requestId"]).and_then(crate::server::envelope::request_id_text),
+        crate::server::envelope::member(body, &["params", "requestId"]).and_then(|id| match id {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }),
     ) else {
         return;
     };
@@ -176,11 +180,10 @@ pub(crate) async fn try_serve(
         Some(Eligible::Call(id, req)) => {
             let trace = caller.call.trace.clone();
             let (rt, Caller { auth, mut call }) = (rt.clone(), caller);
-            call.request_id = Some(id.to_string());
-            let key = (
-                sid.to_string(),
-                crate::server::envelope::request_id_text(&serde_json::to_value(&id).unwrap_or_default()).unwrap_or_default(),
-            );
+            // The id as the caller wrote it (a number's digits, a string's text): what its
+            // `notifications/cancelled` will name.
+            let key = (sid.to_string(), id.to_string());
+            call.request_id = Some(key.1.clone());
             let wait = Wait::default();
             running().insert(key.clone(), wait.cancelled.clone());
             let _running = Running(key.0, key.1);

@@ -164,14 +164,26 @@ pub struct Server {
 /// `initdb` refuses to run as root: the tools then run as the `postgres` account, which
 /// owns the folder.
 fn as_postgres(program: &str) -> Command {
+    let program = server_program(program);
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     if root {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", program]);
+        c.arg("-u").arg("postgres").arg("--").arg(program);
         c
     } else {
         Command::new(program)
     }
+}
+
+/// A server program (`initdb`, `pg_ctl`): Debian keeps them in /usr/lib/postgresql/VERSION/bin,
+/// off the PATH; the newest version there, else the PATH's.
+fn server_program(program: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin").join(program)).collect())
+        .unwrap_or_default();
+    versions.retain(|p| p.exists());
+    versions.sort_by_key(|p| p.iter().nth(4).and_then(|v| v.to_str()?.parse::<u32>().ok()).unwrap_or(0));
+    versions.pop().unwrap_or_else(|| PathBuf::from(program))
 }
 
 /// Running as root, the server's files must be the `postgres` user's.
