@@ -194,6 +194,11 @@ fn enum_type(values: Vec<String>) -> Result<ArgType, TypeError> {
     if values.is_empty() || values.iter().any(String::is_empty) {
         return Err(terr("an enum needs one or more non-empty values, as `enum(low|high)`"));
     }
+    // An accepted value is echoed into records and answers as it was declared; the rule that
+    // no accepted string carries a control character holds for enums as for strings.
+    if values.iter().any(|v| has_control(v)) {
+        return Err(terr("an enum value must not contain control characters"));
+    }
     let mut sorted = values.clone();
     sorted.sort();
     sorted.dedup();
