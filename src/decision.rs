@@ -105,6 +105,9 @@ vocabulary! {
         ApprovalLimit = "approval_limit",
         ToolDefinitionChanged = "tool_definition_changed",
         ApprovalTampered = "approval_tampered",
+        /// A 2026-07-28 request whose `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` or protocol
+        /// version header differs from its body.
+        HeaderMismatch = "header_mismatch",
     }
 }
 

@@ -155,6 +155,16 @@ pub(crate) enum Denial {
     InvalidParams {
         problem: &'static str,
     },
+    /// A 2026-07-28 request whose mirroring headers do not say what its body says (400,
+    /// -32020); what differs, cleaned.
+    HeaderMismatch {
+        problem: String,
+    },
+    /// A 2026-07-28 request whose `_meta` lacks what that revision requires of every request
+    /// (400, -32602).
+    RequestMetaMissing {
+        missing: &'static str,
+    },
     /// A body that did not arrive within the body deadline (408).
     BodyTimeout {
         after: Duration,
@@ -227,7 +237,9 @@ impl Denial {
             | Denial::NotAcceptable
             | Denial::SessionRequired
             | Denial::InvalidRequest { .. }
-            | Denial::InvalidParams { .. } => ReasonCode::MalformedRequest,
+            | Denial::InvalidParams { .. }
+            | Denial::RequestMetaMissing { .. } => ReasonCode::MalformedRequest,
+            Denial::HeaderMismatch { .. } => ReasonCode::HeaderMismatch,
             Denial::MethodNotFound { .. } => ReasonCode::MethodNotFound,
             Denial::ProtocolUnsupported { .. } => ReasonCode::ProtocolUnsupported,
             Denial::BodyTimeout { .. } => ReasonCode::RequestTimeout,
@@ -277,6 +289,10 @@ impl Denial {
             Denial::InvalidRequest { problem } => format!("invalid JSON-RPC request: {problem}"),
             Denial::MethodNotFound { method } => format!("method not found: {method}"),
             Denial::InvalidParams { problem } => format!("invalid params: {problem}"),
+            Denial::HeaderMismatch { problem } => format!("header mismatch: {problem}"),
+            Denial::RequestMetaMissing { missing } => {
+                format!("invalid params: a 2026-07-28 request's _meta must state {missing}")
+            }
             Denial::BodyTimeout { after } => format!("the body did not arrive within {}s", after.as_secs_f64()),
             Denial::TooManyConnections { limit, refused } => {
                 format!(

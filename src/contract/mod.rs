@@ -341,6 +341,7 @@ impl Contract {
                 .ok_or_else(|| cerr(&ctx, format!("`sensitive` names `{name}`, which is not in `arg_schema`")))?;
             spec.sensitive = true;
         }
+        check_headers(kind, &args).map_err(|e| cerr(&ctx, e))?;
         let mut fixed_args = Map::new();
         for (name, value) in &raw.fixed_args {
             if args.contains_key(name) {
@@ -459,6 +460,34 @@ fn check_kind(kind: Kind, raw: &RawContract, args: &BTreeMap<String, ArgSpec>, u
         }
     }
     Ok(())
+}
+
+/// Arguments mirrored in `Mcp-Param-*` headers: a tool's only, each header once, and never
+/// a sensitive one (a header is logged by every proxy on its way).
+fn check_headers(kind: Kind, args: &BTreeMap<String, ArgSpec>) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, spec) in args {
+        let Some(h) = &spec.header else { continue };
+        if kind != Kind::Tool {
+            return Err(format!("argument `{name}`: `header` is for tool arguments (MCP mirrors only `tools/call` arguments)"));
+        }
+        if spec.sensitive {
+            return Err(format!(
+                "argument `{name}` is sensitive and has a `header`: a header is seen and logged by every proxy on its way"
+            ));
+        }
+        if !seen.insert(h.to_ascii_lowercase()) {
+            return Err(format!("argument `{name}`: header `Mcp-Param-{h}` is already another argument's"));
+        }
+    }
+    Ok(())
+}
+
+impl Contract {
+    /// The arguments a caller mirrors in headers, each with its header's name.
+    pub(crate) fn mirrored(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.args.iter().filter_map(|(n, s)| s.header.as_deref().map(|h| (n.as_str(), h)))
+    }
 }
 
 fn input_schema(args: &BTreeMap<String, ArgSpec>) -> Map<String, Value> {

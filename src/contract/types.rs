@@ -66,6 +66,10 @@ pub(crate) struct ArgSpec {
     pub(crate) optional: bool,
     pub(crate) sensitive: bool,
     pub(crate) description: Option<String>,
+    /// The `Mcp-Param-{header}` header a 2026-07-28 caller mirrors this argument in
+    /// (published as `x-mcp-header`), so that intermediaries can route on it; the gateway
+    /// checks that the two agree.
+    pub(crate) header: Option<String>,
 }
 
 /// Why a type declaration was refused at load time (a config error, never a call error).
@@ -108,6 +112,7 @@ fn parse_compact(raw: &str) -> Result<ArgSpec, TypeError> {
         optional,
         sensitive: false,
         description: None,
+        header: None,
     })
 }
 
@@ -238,6 +243,7 @@ fn parse_object(map: &serde_json::Map<String, Value>) -> Result<ArgSpec, TypeErr
         "max_len",
         "values",
         "pattern",
+        "header",
     ];
     if let Some(k) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(terr(format!(
@@ -336,7 +342,22 @@ fn parse_object(map: &serde_json::Map<String, Value>) -> Result<ArgSpec, TypeErr
         optional: bool_key("optional")?,
         sensitive: bool_key("sensitive")?,
         description: map.get("description").and_then(Value::as_str).map(str::to_string),
+        header: match map.get("header") {
+            None => None,
+            Some(h) => Some(header_name(h)?),
+        },
     })
+}
+
+/// A `header` of an argument: the part after `Mcp-Param-`, an HTTP token (RFC 9110 §5.6.2).
+fn header_name(v: &Value) -> Result<String, TypeError> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    match v.as_str() {
+        Some(h) if !h.is_empty() && h.len() <= 64 && h.chars().all(tchar) => Ok(h.to_string()),
+        _ => Err(terr(
+            "`header` must be an HTTP header name token of at most 64 characters (the part after `Mcp-Param-`)",
+        )),
+    }
 }
 
 /// Control characters (Unicode `Cc`: U+0000–U+001F, U+007F–U+009F). ASCII text, the usual
@@ -578,8 +599,13 @@ pub(crate) fn json_schema(spec: &ArgSpec) -> Value {
             json!({"type": "string", "format": "uuid", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"})
         }
     };
-    if let (Some(d), Some(obj)) = (&spec.description, schema.as_object_mut()) {
-        obj.insert("description".into(), Value::String(d.clone()));
+    if let Some(obj) = schema.as_object_mut() {
+        if let Some(d) = &spec.description {
+            obj.insert("description".into(), Value::String(d.clone()));
+        }
+        if let Some(h) = &spec.header {
+            obj.insert("x-mcp-header".into(), Value::String(h.clone()));
+        }
     }
     schema
 }

@@ -194,6 +194,10 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
                 trace,
             )
         }
+        // Malformed for the transport whatever the id: a request the revision's rules refuse
+        // is a 400 (MCP 2026-07-28, "Server Validation").
+        Denial::HeaderMismatch { .. } => jsonrpc_error(StatusCode::BAD_REQUEST, id, -32020, &d.reason(), Some(code.as_str()), trace),
+        Denial::RequestMetaMissing { .. } => jsonrpc_error(StatusCode::BAD_REQUEST, id, -32602, &d.reason(), Some(code.as_str()), trace),
         Denial::BodyTimeout { after } => json_response(
             StatusCode::REQUEST_TIMEOUT,
             json!({"error": "request_timeout", "error_description": format!("the request body did not arrive within {}s", after.as_secs_f64()), "trace_id": trace.as_str()}),
@@ -287,6 +291,7 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
         Denial::MethodNotFound { method } => (ErrorCode::METHOD_NOT_FOUND, format!("method not found: {method}")),
         Denial::InvalidParams { problem } => (ErrorCode::INVALID_PARAMS, format!("invalid params: {problem}")),
         Denial::InvalidRequest { problem } => (ErrorCode::INVALID_REQUEST, format!("invalid request: {problem}")),
+        Denial::HeaderMismatch { .. } => (ErrorCode::HEADER_MISMATCH, d.reason()),
         other => (ErrorCode::INVALID_REQUEST, other.reason()),
     };
     data.insert("trace_id".into(), Value::String(trace.as_str().to_string()));

@@ -14,6 +14,7 @@ mod admission;
 mod authn;
 mod body;
 mod dispatch;
+pub(crate) mod headers;
 mod protocol;
 mod session;
 mod stamp;

@@ -4,13 +4,15 @@
 //! value (-32700) or holds a duplicate key (-32602: serde keeps the last, so
 //! `{"ip":"10.0.0.0/8","ip":"0.0.0.0/0"}` could mean one thing to the gateway and another to
 //! the upstream), a JSON-RPC envelope the gateway does not take (`envelope.rs`), a protocol
-//! version it does not speak, a request that needs a session and names none.
+//! version it does not speak, a request that needs a session and names none, and on
+//! 2026-07-28 headers that do not mirror the body (`headers.rs`) or a `_meta` without what
+//! that revision requires.
 
 use axum::http::Method;
 use rmcp::model::ProtocolVersion;
 use serde_json::Value;
 
-use super::{Exchange, HttpState, Step};
+use super::{Exchange, HttpState, Step, headers};
 use crate::denial::{Channel, Denial};
 use crate::pipeline::authn::Authenticated;
 use crate::request::clean;
@@ -42,9 +44,14 @@ fn stateless(v: Option<&str>) -> bool {
 }
 
 /// The refusal of this request, if it is one, and the JSON-RPC id its answer carries.
-fn problem(ex: &Exchange) -> Option<(Denial, Value)> {
+fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denial, Value)> {
     let headers = &ex.parts.headers;
     let version = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok());
+    // Two versions: the gateway and the upstream could each believe another.
+    if headers.get_all("mcp-protocol-version").iter().count() > 1 {
+        let problem = "the MCP-Protocol-Version header is sent more than once".to_string();
+        return Some((Denial::HeaderMismatch { problem }, Value::Null));
+    }
     if let Some(v) = version.filter(|v| !known_version(v)) {
         return Some((Denial::ProtocolUnsupported { version: clean(v, 64) }, Value::Null));
     }
@@ -92,18 +99,55 @@ fn problem(ex: &Exchange) -> Option<(Denial, Value)> {
         .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
         .cloned()
         .unwrap_or(Value::Null);
-    match envelope::check(body) {
-        Err(Problem::InvalidRequest(problem)) => Some((Denial::InvalidRequest { problem }, id)),
-        Err(Problem::MethodNotFound(method)) => Some((Denial::MethodNotFound { method }, id)),
-        Err(Problem::InvalidParams(problem)) => Some((Denial::InvalidParams { problem }, id)),
-        Ok(Kind::Request("initialize")) => None,
-        Ok(_) if needs_session => Some((Denial::SessionRequired, id)),
-        Ok(_) => None,
+    let kind = match envelope::check(body) {
+        Err(Problem::InvalidRequest(problem)) => return Some((Denial::InvalidRequest { problem }, id)),
+        Err(Problem::MethodNotFound(method)) => return Some((Denial::MethodNotFound { method }, id)),
+        Err(Problem::InvalidParams(problem)) => return Some((Denial::InvalidParams { problem }, id)),
+        Ok(kind) => kind,
+    };
+    if let Some(problem) = headers::mismatch(headers, body, version) {
+        return Some((Denial::HeaderMismatch { problem }, id));
+    }
+    // Only the contract says which arguments are mirrored, and only one the caller may use
+    // is looked at: another's is refused later, as unknown.
+    if headers::mirrors(version)
+        && kind == Kind::Request("tools/call")
+        && let Some(contract) = envelope::member(body, &["params", "name"])
+            .and_then(Value::as_str)
+            .and_then(|tool| st.rt.usable(auth, tool))
+    {
+        let args = envelope::member(body, &["params", "arguments"]).and_then(Value::as_object);
+        if let Some(problem) = headers::param_mismatch(headers, args, contract.mirrored()) {
+            return Some((Denial::HeaderMismatch { problem }, id));
+        }
+    }
+    match kind {
+        Kind::Request("initialize") => None,
+        // `server/discover` is how a client learns the revision, so it names no session on
+        // any.
+        Kind::Request("server/discover") => request_meta_missing(body).map(|missing| (Denial::RequestMetaMissing { missing }, id)),
+        Kind::Request(_) if headers::mirrors(version) => request_meta_missing(body).map(|missing| (Denial::RequestMetaMissing { missing }, id)),
+        _ if needs_session => Some((Denial::SessionRequired, id)),
+        _ => None,
     }
 }
 
+/// What a 2026-07-28 request's `_meta` lacks of what every request must state: the revision
+/// has no session to remember them in.
+fn request_meta_missing(body: &Value) -> Option<&'static str> {
+    let meta = envelope::member(body, &["params", "_meta"]);
+    let has = |key: &str, is: fn(&Value) -> bool| meta.and_then(|m| m.get(key)).is_some_and(is);
+    if !has(headers::META_PROTOCOL_VERSION, Value::is_string) {
+        return Some("`io.modelcontextprotocol/protocolVersion`");
+    }
+    if !has("io.modelcontextprotocol/clientCapabilities", Value::is_object) {
+        return Some("`io.modelcontextprotocol/clientCapabilities`");
+    }
+    None
+}
+
 pub(super) async fn check(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Step {
-    let Some((denial, id)) = problem(ex) else {
+    let Some((denial, id)) = problem(st, ex, auth) else {
         return Ok(());
     };
     // A duplicate key: the whole body's digest (its arguments cannot be told apart from its
