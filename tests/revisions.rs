@@ -70,7 +70,9 @@ async fn a_stateless_client_discovers_lists_and_calls_without_a_session_each_cal
 
     let d = stateless(&m, 1, "server/discover", json!({}), None).await;
     assert_eq!(d.status, 200, "{}", d.text);
-    let versions = d.body["result"]["supportedVersions"].as_array().unwrap_or_else(|| panic!("{}", d.text));
+    let versions = d.body["result"]["supportedVersions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", d.text));
     assert!(versions.iter().any(|v| v == V), "{versions:?}");
     assert!(versions.iter().any(|v| v == "2025-11-25"), "{versions:?}");
     assert!(d.header("mcp-session-id").is_none(), "no session on 2026-07-28");
@@ -80,7 +82,10 @@ async fn a_stateless_client_discovers_lists_and_calls_without_a_session_each_cal
     let tools = l.body["result"]["tools"].as_array().unwrap_or_else(|| panic!("{}", l.text));
     let q = tools.iter().find(|t| t["name"] == "queue_report").expect("queue_report listed");
     assert_eq!(q["inputSchema"]["properties"]["ticket_queue"]["x-mcp-header"], "Queue");
-    assert!(!tools.iter().any(|t| t["name"] == "create_firewall_block"), "listed only what oncall may call");
+    assert!(
+        !tools.iter().any(|t| t["name"] == "create_firewall_block"),
+        "listed only what oncall may call"
+    );
     assert_eq!(l.body["result"]["cacheScope"], "private", "a list is the caller's: {}", l.text);
 
     let c = stateless(&m, 3, "tools/call", json!({"name": "list_tickets", "arguments": {}}), None).await;
@@ -92,7 +97,11 @@ async fn a_stateless_client_discovers_lists_and_calls_without_a_session_each_cal
     let recs = f.audit_for_trace("dev", &c.trace());
     let codes: Vec<&str> = recs.iter().filter_map(|r| r["reason_code"].as_str()).collect();
     assert!(codes.contains(&"executed"), "{codes:?}");
-    assert!(recs.iter().all(|r| r["principal"] == "u-alice" || r["principal"]["sub"] == "u-alice"), "{recs:?}");
+    assert!(
+        recs.iter()
+            .all(|r| r["principal"] == "u-alice" || r["principal"]["sub"] == "u-alice"),
+        "{recs:?}"
+    );
 }
 
 #[tokio::test]
@@ -103,15 +112,31 @@ async fn headers_that_do_not_mirror_the_body_are_refused_400_recorded_and_nothin
     let call = json!({"name": "list_tickets", "arguments": {}});
     type Case = (&'static str, Vec<(&'static str, &'static str)>, &'static str);
     let cases: Vec<Case> = vec![
-        ("wrong method", vec![("mcp-method", "tools/list"), ("mcp-name", "list_tickets")], "Mcp-Method header `tools/list`"),
+        (
+            "wrong method",
+            vec![("mcp-method", "tools/list"), ("mcp-name", "list_tickets")],
+            "Mcp-Method header `tools/list`",
+        ),
         ("no method", vec![("mcp-name", "list_tickets")], "Mcp-Method header is missing"),
-        ("case differs", vec![("mcp-method", "TOOLS/CALL"), ("mcp-name", "list_tickets")], "`TOOLS/CALL`"),
+        (
+            "case differs",
+            vec![("mcp-method", "TOOLS/CALL"), ("mcp-name", "list_tickets")],
+            "`TOOLS/CALL`",
+        ),
         // What a router would send to one tool while the body runs another.
-        ("other tool", vec![("mcp-method", "tools/call"), ("mcp-name", "create_ticket")], "Mcp-Name header `create_ticket`"),
+        (
+            "other tool",
+            vec![("mcp-method", "tools/call"), ("mcp-name", "create_ticket")],
+            "Mcp-Name header `create_ticket`",
+        ),
         ("no name", vec![("mcp-method", "tools/call")], "Mcp-Name header is missing"),
         (
             "two names",
-            vec![("mcp-method", "tools/call"), ("mcp-name", "list_tickets"), ("mcp-name", "list_tickets")],
+            vec![
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "list_tickets"),
+                ("mcp-name", "list_tickets"),
+            ],
             "more than once",
         ),
     ];
@@ -130,11 +155,16 @@ async fn headers_that_do_not_mirror_the_body_are_refused_400_recorded_and_nothin
     }
 
     // The version the header states and the one the body states differ.
-    let body = json!({"jsonrpc": "2.0", "id": 30, "method": "tools/call", "params": {"name": "list_tickets", "arguments": {}, "_meta": meta()}});
+    let body =
+        json!({"jsonrpc": "2.0", "id": 30, "method": "tools/call", "params": {"name": "list_tickets", "arguments": {}, "_meta": meta()}});
     let r = m
         .send(
             body.to_string(),
-            &[("mcp-protocol-version", "2025-11-25"), ("mcp-method", "tools/call"), ("mcp-name", "list_tickets")],
+            &[
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "list_tickets"),
+            ],
         )
         .await;
     assert_eq!((r.status, r.error_code()), (400, Some(-32020)), "{}", r.text);
@@ -143,11 +173,19 @@ async fn headers_that_do_not_mirror_the_body_are_refused_400_recorded_and_nothin
     let r = m
         .send(
             body.to_string(),
-            &[("mcp-protocol-version", V), ("mcp-method", "tools/call"), ("mcp-name", "list_tickets")],
+            &[
+                ("mcp-protocol-version", V),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "list_tickets"),
+            ],
         )
         .await;
     assert_eq!((r.status, r.error_code()), (400, Some(-32602)), "{}", r.text);
-    assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains("protocolVersion"), "{}", r.text);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap_or_default().contains("protocolVersion"),
+        "{}",
+        r.text
+    );
     assert_eq!(f.audit_for_trace("dev", &r.trace())[0]["reason_code"], "malformed_request");
 
     assert_eq!(tickets_calls(&f), 0, "no refused request reached the upstream");
@@ -187,12 +225,21 @@ async fn an_argument_mirrored_in_a_header_must_match_it_both_ways() {
     {
         let r = stateless(&m, 50 + i as i64, "tools/call", args.clone(), Some(&headers)).await;
         assert_eq!((r.status, r.error_code()), (400, Some(-32020)), "{}", r.text);
-        assert!(r.body["error"]["message"].as_str().unwrap_or_default().contains(expected), "{}", r.text);
+        assert!(
+            r.body["error"]["message"].as_str().unwrap_or_default().contains(expected),
+            "{}",
+            r.text
+        );
         assert_eq!(f.audit_for_trace("dev", &r.trace())[0]["reason_code"], "header_mismatch");
     }
     let no_arg = json!({"name": "queue_report", "arguments": {"limit": 5}});
     let r = stateless(&m, 60, "tools/call", no_arg.clone(), Some(&mirrors(Some("SEC")))).await;
-    assert_eq!((r.status, r.error_code()), (400, Some(-32020)), "a header for an argument not sent: {}", r.text);
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, Some(-32020)),
+        "a header for an argument not sent: {}",
+        r.text
+    );
     assert_eq!(tickets_calls(&f), 0, "nothing ran");
 
     let ok = stateless(&m, 61, "tools/call", args, Some(&mirrors(Some("SEC")))).await;

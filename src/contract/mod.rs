@@ -469,7 +469,9 @@ fn check_headers(kind: Kind, args: &BTreeMap<String, ArgSpec>) -> Result<(), Str
     for (name, spec) in args {
         let Some(h) = &spec.header else { continue };
         if kind != Kind::Tool {
-            return Err(format!("argument `{name}`: `header` is for tool arguments (MCP mirrors only `tools/call` arguments)"));
+            return Err(format!(
+                "argument `{name}`: `header` is for tool arguments (MCP mirrors only `tools/call` arguments)"
+            ));
         }
         if spec.sensitive {
             return Err(format!(

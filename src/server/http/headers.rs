@@ -96,7 +96,12 @@ pub(crate) fn mismatch(headers: &http::HeaderMap, body: &Value, version: Option<
     match single(headers, "mcp-method") {
         Err(e) => return Some(e),
         Ok(None) if method == "initialize" => return None,
-        Ok(None) => return Some(format!("the Mcp-Method header is missing (the body's method is `{}`)", clean(method, 64))),
+        Ok(None) => {
+            return Some(format!(
+                "the Mcp-Method header is missing (the body's method is `{}`)",
+                clean(method, 64)
+            ));
+        }
         Ok(Some(m)) if m != method => {
             return Some(format!(
                 "the Mcp-Method header `{}` does not match the body's method `{}`",
@@ -158,7 +163,11 @@ pub(crate) fn param_mismatch<'a>(
             (Some(raw), Some(value)) => match decoded(raw) {
                 Some(sent) if sent == value => {}
                 Some(_) => return Some(format!("the Mcp-Param-{header} header does not match the argument `{argument}`")),
-                None => return Some(format!("the Mcp-Param-{header} header's Base64 value does not decode to UTF-8 text")),
+                None => {
+                    return Some(format!(
+                        "the Mcp-Param-{header} header's Base64 value does not decode to UTF-8 text"
+                    ));
+                }
             },
         }
     }
@@ -190,22 +199,43 @@ mod tests {
     #[test]
     fn headers_that_mirror_the_body_pass_and_every_kind_of_difference_is_named() {
         let ok = headers(&[("mcp-method", "tools/call"), ("Mcp-Name", "  get_weather\t")]);
-        assert_eq!(mismatch(&ok, &call("get_weather"), V), None, "spaces around a value are not part of it");
+        assert_eq!(
+            mismatch(&ok, &call("get_weather"), V),
+            None,
+            "spaces around a value are not part of it"
+        );
         let b64 = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(" spaced tool "));
         assert_eq!(
-            mismatch(&headers(&[("mcp-method", "tools/call"), ("mcp-name", &b64)]), &call(" spaced tool "), V),
+            mismatch(
+                &headers(&[("mcp-method", "tools/call"), ("mcp-name", &b64)]),
+                &call(" spaced tool "),
+                V
+            ),
             None
         );
         let refused = [
             (headers(&[("mcp-name", "get_weather")]), "Mcp-Method header is missing"),
-            (headers(&[("mcp-method", "TOOLS/CALL"), ("mcp-name", "get_weather")]), "`TOOLS/CALL` does not match"),
-            (headers(&[("mcp-method", "tools/call")]), "Mcp-Name header is missing"),
-            (headers(&[("mcp-method", "tools/call"), ("mcp-name", "delete_all")]), "`delete_all` does not match"),
             (
-                headers(&[("mcp-method", "tools/call"), ("mcp-method", "tools/call"), ("mcp-name", "get_weather")]),
+                headers(&[("mcp-method", "TOOLS/CALL"), ("mcp-name", "get_weather")]),
+                "`TOOLS/CALL` does not match",
+            ),
+            (headers(&[("mcp-method", "tools/call")]), "Mcp-Name header is missing"),
+            (
+                headers(&[("mcp-method", "tools/call"), ("mcp-name", "delete_all")]),
+                "`delete_all` does not match",
+            ),
+            (
+                headers(&[
+                    ("mcp-method", "tools/call"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", "get_weather"),
+                ]),
                 "more than once",
             ),
-            (headers(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")]), "does not decode"),
+            (
+                headers(&[("mcp-method", "tools/call"), ("mcp-name", "=?base64?!!!?=")]),
+                "does not decode",
+            ),
         ];
         for (h, expected) in refused {
             let why = mismatch(&h, &call("get_weather"), V).unwrap_or_default();
@@ -225,7 +255,10 @@ mod tests {
         assert_eq!(mismatch(&http::HeaderMap::new(), &init, Some("2025-11-25")), None);
         assert!(mismatch(&headers(&[("mcp-method", "tools/list")]), &init, None).is_some());
         let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}});
-        assert!(mismatch(&http::HeaderMap::new(), &note, V).is_some(), "notifications carry Mcp-Method too");
+        assert!(
+            mismatch(&http::HeaderMap::new(), &note, V).is_some(),
+            "notifications carry Mcp-Method too"
+        );
         let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
         assert_eq!(mismatch(&headers(&[("mcp-method", "tools/list")]), &list, V), None);
     }
@@ -237,7 +270,10 @@ mod tests {
         let ok = headers(&[("mcp-param-region", "eu-west"), ("Mcp-Param-Count", "3")]);
         assert_eq!(param_mismatch(&ok, args.as_ref(), mirrored.iter().copied()), None);
         for (h, expected) in [
-            (headers(&[("mcp-param-region", "us-east"), ("mcp-param-count", "3")]), "does not match the argument `region`"),
+            (
+                headers(&[("mcp-param-region", "us-east"), ("mcp-param-count", "3")]),
+                "does not match the argument `region`",
+            ),
             (headers(&[("mcp-param-count", "3")]), "`region` is sent without"),
             (
                 headers(&[("mcp-param-region", "eu-west"), ("mcp-param-count", "3"), ("mcp-param-zone", "a")]),

@@ -126,7 +126,9 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         // `server/discover` is how a client learns the revision, so it names no session on
         // any.
         Kind::Request("server/discover") => request_meta_missing(body).map(|missing| (Denial::RequestMetaMissing { missing }, id)),
-        Kind::Request(_) if headers::mirrors(version) => request_meta_missing(body).map(|missing| (Denial::RequestMetaMissing { missing }, id)),
+        Kind::Request(_) if headers::mirrors(version) => {
+            request_meta_missing(body).map(|missing| (Denial::RequestMetaMissing { missing }, id))
+        }
         _ if needs_session => Some((Denial::SessionRequired, id)),
         _ => None,
     }
