@@ -12,11 +12,10 @@ use serde_json::Value;
 use crate::request::clean;
 
 /// Requests this gateway answers.
-const REQUESTS: [&str; 12] = [
+const REQUESTS: [&str; 11] = [
     "initialize",
     // 2026-07-28: what the server speaks, asked without a session.
     "server/discover",
-    "logging/setLevel",
     "ping",
     "tools/list",
     "tools/call",
@@ -34,9 +33,6 @@ const NOTIFICATIONS: [&str; 4] = [
     "notifications/progress",
     "notifications/roots/list_changed",
 ];
-
-/// The levels of `logging/setLevel`, least severe first (RFC 5424's, as MCP names them).
-pub(crate) const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 /// Why a message is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +156,7 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
         None => {
             return if matches!(
                 method,
-                "tools/call" | "initialize" | "prompts/get" | "resources/read" | "completion/complete" | "logging/setLevel"
+                "tools/call" | "initialize" | "prompts/get" | "resources/read" | "completion/complete"
             ) {
                 Err(Problem::InvalidParams("`params` is required"))
             } else {
@@ -223,11 +219,6 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
             if !context_ok {
                 return Err(Problem::InvalidParams("`params.context.arguments` must be an object of strings"));
             }
-        }
-        "logging/setLevel" if !params.get("level").and_then(Value::as_str).is_some_and(|l| LOG_LEVELS.contains(&l)) => {
-            return Err(Problem::InvalidParams(
-                "`params.level` must be one of debug, info, notice, warning, error, critical, alert, emergency",
-            ));
         }
         "resources/read" if !params.get("uri").is_some_and(Value::is_string) => {
             return Err(Problem::InvalidParams("`params.uri` must be a string"));
