@@ -264,15 +264,8 @@ fn a_header_on_a_sensitive_argument_or_twice_the_same_header_is_refused_at_load(
             "HTTP header name token",
         ),
     ] {
-        let f = Fixture::new("");
-        std::fs::write(f.path().join("contracts/bad.toml"), contract).unwrap();
-        let out = std::process::Command::new(common::bin())
-            .args(["check", "--config"])
-            .arg(f.config())
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success(), "{text}");
+        let (passed, text) = common::check_with_contract(contract);
+        assert!(!passed, "{text}");
         assert!(text.contains(expected), "{expected:?} in {text}");
     }
 }

@@ -251,15 +251,8 @@ fn contracts_for_prompts_and_resources_that_could_be_misread_are_refused_at_load
             "for resource contracts",
         ),
     ] {
-        let f = Fixture::new("");
-        std::fs::write(f.path().join("contracts/bad.toml"), bad).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check", "--offline", "--config"])
-            .arg(f.config())
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(!out.status.success() && text.contains(says), "{bad}\n→ {text}");
+        let (passed, text) = common::check_with_contract(bad);
+        assert!(!passed && text.contains(says), "{bad}\n→ {text}");
     }
 }
 

@@ -364,6 +364,20 @@ signing_key = "keys/{env}-audit.pem"
     }
 }
 
+/// `capgate check --offline` of a fixture whose contracts include `contract` (as
+/// `contracts/bad.toml`): whether it passed, and what it printed.
+pub fn check_with_contract(contract: &str) -> (bool, String) {
+    let f = Fixture::new("");
+    std::fs::write(f.path().join("contracts/bad.toml"), contract).unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--offline", "--config"])
+        .arg(f.config())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 pub fn sign_ed(key: &SigningKey, kid: &str, claims: &Value) -> String {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     let pem = key.to_pkcs8_pem(Default::default()).unwrap();

@@ -50,6 +50,11 @@ fn text(t: impl Into<String>) -> CallToolResult {
     from(json!({"content": [{"type": "text", "text": t.into()}]}))
 }
 
+/// A string argument of a call or prompt, empty where it is missing.
+fn string_arg(args: Option<&serde_json::Map<String, Value>>, name: &str) -> String {
+    args.and_then(|a| a.get(name)).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
 fn no_args() -> Value {
     json!({"type": "object", "properties": {}})
 }
@@ -160,14 +165,7 @@ impl ServerHandler for Upstream {
     }
 
     async fn call_tool(&self, r: CallToolRequestParams, c: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        let arg = |name: &str| {
-            r.arguments
-                .as_ref()
-                .and_then(|a| a.get(name))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+        let arg = |name: &str| string_arg(r.arguments.as_ref(), name);
         let result: CallToolResult = match r.name.as_ref() {
             "test_simple_text" => text("This is a simple text response for testing."),
             "test_image_content" => from(json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]})),
@@ -333,14 +331,7 @@ impl ServerHandler for Upstream {
     }
 
     async fn get_prompt(&self, r: GetPromptRequestParams, _c: RequestContext<RoleServer>) -> Result<GetPromptResponse, ErrorData> {
-        let arg = |name: &str| {
-            r.arguments
-                .as_ref()
-                .and_then(|a| a.get(name))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+        let arg = |name: &str| string_arg(r.arguments.as_ref(), name);
         let messages = match r.name.as_str() {
             "test_simple_prompt" => json!([{"role": "user", "content": {"type": "text", "text": "This is a simple prompt for testing."}}]),
             "test_prompt_with_arguments" => {
