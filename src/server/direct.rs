@@ -71,13 +71,14 @@ fn body_eligible(rt: &Runtime, caller: &Caller, body: &Value) -> Option<Method> 
     {
         return None;
     }
-    // Approval flows may wait and report progress: rmcp's stream carries that. Only a tool
-    // the caller may use is looked at, so the route reveals nothing `tools/list` does not.
-    let needs_approval = crate::server::envelope::member(body, &["params", "name"])
+    // Approval flows may wait and report progress, and an upstream may ask the caller
+    // something during a call: rmcp's stream carries both. Only a tool the caller may use is
+    // looked at, so the route reveals nothing `tools/list` does not.
+    let needs_stream = crate::server::envelope::member(body, &["params", "name"])
         .and_then(Value::as_str)
         .and_then(|tool| rt.usable(&caller.auth, tool))
-        .is_some_and(|c| c.requires_approval);
-    (method == Method::List || !needs_approval).then_some(method)
+        .is_some_and(|c| c.requires_approval || !c.client_requests.is_empty());
+    (method == Method::List || !needs_stream).then_some(method)
 }
 
 /// A request this route answers, read by rmcp's own types for its method.

@@ -203,7 +203,14 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = self.request_ctx(&context, "tools/call").await?;
-        let (wait, relaying) = approval_wait(&context);
+        let (mut wait, relaying) = approval_wait(&context);
+        let asks = super::asks::CallerAsks::new(
+            self.rt.clone(),
+            caller.clone(),
+            request.name.to_string(),
+            Some(context.peer.clone()),
+        );
+        wait.relay.asks = Some(asks);
         let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
@@ -292,7 +299,8 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
             let peer = context.peer.clone();
             let task = tokio::spawn(async move {
                 let mut n = 0.0;
-                let mut last = 0.0;
+                // Nothing sent yet: the first value may be 0 (an upstream's "started").
+                let mut last = f64::NEG_INFINITY;
                 let mut approvals_open = true;
                 loop {
                     let p = tokio::select! {
@@ -335,7 +343,10 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
         Wait {
             requested,
             progress,
-            relay,
+            relay: crate::backend::relay::ToCaller {
+                progress: relay,
+                asks: None,
+            },
             cancelled: context.ct.clone(),
         },
         relaying,

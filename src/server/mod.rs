@@ -5,6 +5,7 @@
 //! that cannot be served stops the start (fail closed).
 
 pub(crate) mod api;
+mod asks;
 mod budget;
 mod console;
 mod direct;

@@ -1,0 +1,194 @@
+//! An upstream's requests to the caller of one tool call (`sampling/createMessage`,
+//! `elicitation/create`, `roots/list`): each is decided, recorded, and then relayed to that
+//! caller's client or refused at once, so that the upstream's call ends instead of waiting
+//! for its timeout.
+//!
+//! A request is relayed only when the tool's contract names it (`client_requests`), the
+//! caller's client declared the capability, and the caller speaks a revision that has
+//! server requests (2026-07-28 has none). Its parameters are read by rmcp's own types for
+//! the method before they reach the client, and the client's answer by the types of its
+//! result before it goes back upstream.
+//!
+//! INVARIANT: the record comes first. A request that cannot be recorded is not relayed.
+
+// SEP-2577 deprecates sampling and roots for later revisions; 2025-11-25 clients use them,
+// and relaying them is what this module is for.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams, ErrorData, ProtocolVersion};
+use rmcp::service::ServiceError;
+use rmcp::{Peer, RoleServer};
+use serde_json::Value;
+
+use super::http::Caller;
+use crate::audit::record::AuditRecord;
+use crate::backend::http_session::not_relayed;
+use crate::backend::relay::Asker;
+use crate::contract::ClientAsk;
+use crate::decision::{Decision, ReasonCode};
+use crate::pipeline::Runtime;
+
+/// The caller's side of one tool call.
+pub(crate) struct CallerAsks {
+    rt: Arc<Runtime>,
+    caller: Caller,
+    tool: String,
+    /// The caller's connection; `None` on a route that cannot send the caller requests.
+    peer: Option<Peer<RoleServer>>,
+}
+
+impl CallerAsks {
+    pub(crate) fn new(rt: Arc<Runtime>, caller: Caller, tool: String, peer: Option<Peer<RoleServer>>) -> Arc<Self> {
+        Arc::new(Self { rt, caller, tool, peer })
+    }
+
+    /// Why `method` may not go to this caller, if it may not: a text for the upstream and
+    /// the record, never for the caller (it is never told).
+    fn refusal(&self, method: &str) -> Result<ClientAsk, String> {
+        let kind = ClientAsk::of_method(method).ok_or("it is not a request an MCP server may send its client")?;
+        let contract = self
+            .rt
+            .usable(&self.caller.auth, &self.tool)
+            .ok_or("the tool is no longer in the caller's list")?;
+        if !contract.client_requests.contains(&kind) {
+            return Err(format!(
+                "the contract of `{}` does not allow `{}` requests (client_requests)",
+                self.tool,
+                kind.word()
+            ));
+        }
+        let peer = self
+            .peer
+            .as_ref()
+            .ok_or("the caller's request came on a route that cannot carry requests to it")?;
+        let info = peer.peer_info().ok_or("the caller's client is not initialized")?;
+        if info.protocol_version >= ProtocolVersion::V_2026_07_28 {
+            return Err(format!(
+                "the caller speaks {}, which has no requests from server to client",
+                info.protocol_version
+            ));
+        }
+        let caps = &info.capabilities;
+        let declared = match kind {
+            ClientAsk::Sampling => caps.sampling.is_some(),
+            ClientAsk::Elicitation => caps.elicitation.is_some(),
+            ClientAsk::Roots => caps.roots.is_some(),
+        };
+        if !declared {
+            return Err(format!("the caller's client did not declare the `{}` capability", kind.word()));
+        }
+        Ok(kind)
+    }
+
+    /// The record of one request, relayed or refused.
+    async fn record(&self, method: &str, params: &Value, decision: Decision, code: ReasonCode, reason: String) -> bool {
+        let mut ctx = self.caller.call.clone();
+        ctx.method = Some(method.chars().filter(|c| !c.is_control()).take(64).collect());
+        let mut rec = AuditRecord::new(&self.rt.env().name, &ctx, decision, code, reason)
+            .principal(Some(self.caller.auth.principal()))
+            .tool(Some(self.tool.clone()))
+            .args_digest(Some(crate::canonical::digest(params)));
+        if let Some(c) = self.rt.usable(&self.caller.auth, &self.tool) {
+            rec = rec.contract_digest(&c.digest);
+        }
+        self.rt.audit().append(rec).await.is_ok()
+    }
+
+    async fn refuse(&self, method: &str, params: &Value, why: &str, error: ErrorData) -> Result<Value, ErrorData> {
+        // Refused whether or not the record is written: nothing was relayed either way.
+        let _ = self
+            .record(
+                method,
+                params,
+                Decision::Deny,
+                ReasonCode::RelayRefused,
+                format!("not relayed: {why}"),
+            )
+            .await;
+        Err(error)
+    }
+
+    async fn relay(&self, method: &str, params: Value, refused: Option<&'static str>) -> Result<Value, ErrorData> {
+        if let Some(why) = refused {
+            return self.refuse(method, &params, why, not_relayed(method, why)).await;
+        }
+        let kind = match self.refusal(method) {
+            Ok(kind) => kind,
+            Err(why) => return self.refuse(method, &params, &why, not_relayed(method, &why)).await,
+        };
+        // Read by the method's own types: what the client gets is a well-formed request.
+        let typed = match Typed::read(kind, &params) {
+            Ok(t) => t,
+            Err(why) => {
+                let why = format!("its parameters are not a `{method}` request's: {why}");
+                let error = ErrorData::invalid_params(why.clone(), None);
+                return self.refuse(method, &params, &why, error).await;
+            }
+        };
+        if !self
+            .record(
+                method,
+                &params,
+                Decision::Allow,
+                ReasonCode::Relayed,
+                "relayed to the caller's client".to_string(),
+            )
+            .await
+        {
+            let why = "the gateway could not record it";
+            return Err(not_relayed(method, why));
+        }
+        let Some(peer) = self.peer.as_ref() else {
+            return Err(not_relayed(method, "the caller's connection is gone"));
+        };
+        let answered = match typed {
+            Typed::Sampling(p) => peer.create_message(p).await.and_then(to_value),
+            Typed::Elicitation(p) => peer.create_elicitation(p).await.and_then(to_value),
+            Typed::Roots => peer.list_roots().await.and_then(to_value),
+        };
+        answered.map_err(|e| match e {
+            // The client's own refusal (a declined elicitation is a result, not this) goes
+            // back as it came.
+            ServiceError::McpError(e) => e,
+            _ => ErrorData::internal_error(format!("the caller's client did not answer `{method}`"), None),
+        })
+    }
+}
+
+impl Asker for CallerAsks {
+    fn ask<'a>(&'a self, method: &'a str, params: Value, refused: Option<&'static str>) -> BoxFuture<'a, Result<Value, ErrorData>> {
+        Box::pin(self.relay(method, params, refused))
+    }
+}
+
+/// An upstream's request, read by rmcp's type for it.
+enum Typed {
+    Sampling(CreateMessageRequestParams),
+    Elicitation(ElicitRequestParams),
+    Roots,
+}
+
+impl Typed {
+    fn read(kind: ClientAsk, params: &Value) -> Result<Self, String> {
+        // serde's own text names a field or a type, never a value.
+        fn de<T: serde::de::DeserializeOwned>(params: &Value) -> Result<T, String> {
+            T::deserialize(params).map_err(|e| e.to_string())
+        }
+        match kind {
+            ClientAsk::Sampling => {
+                let p: CreateMessageRequestParams = de(params)?;
+                p.validate().map_err(|e| e.to_string())?;
+                Ok(Self::Sampling(p))
+            }
+            ClientAsk::Elicitation => de(params).map(Self::Elicitation),
+            ClientAsk::Roots => Ok(Self::Roots),
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(result: T) -> Result<Value, ServiceError> {
+    serde_json::to_value(result).map_err(|_| ServiceError::UnexpectedResponse)
+}
