@@ -11,9 +11,10 @@
 //!
 //! INVARIANT: the record comes first. A request that cannot be recorded is not relayed.
 
-// SEP-2577 deprecates sampling and roots for later revisions; 2025-11-25 clients use them,
-// and relaying them is what this module is for.
-#![allow(deprecated)]
+#![allow(
+    deprecated,
+    reason = "SEP-2577 deprecates sampling and roots for later revisions; 2025-11-25 clients use them, and relaying them is what this module is for"
+)]
 
 use std::sync::Arc;
 
