@@ -54,105 +54,85 @@ const THROUGH_CAPGATE_FAILS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Pass-through contracts for every fixture the suite calls, in the stage environment.
-const CONTRACTS: &str = r#"
-[[contract]]
-tool = "test_sampling"
-description = "The conformance fixture test_sampling"
-environments = ["stage"]
-allowed_roles = ["tester"]
-arg_schema = { prompt = "string" }
-client_requests = ["sampling"]
-
-[[contract]]
-tool = "test_elicitation"
-description = "The conformance fixture test_elicitation"
-environments = ["stage"]
-allowed_roles = ["tester"]
-arg_schema = { message = "string" }
-client_requests = ["elicitation"]
-
-[[contract]]
-tool = "json_schema_2020_12_tool"
-description = "The conformance fixture json_schema_2020_12_tool"
-environments = ["stage"]
-allowed_roles = ["tester"]
-arg_schema = {}
-
-[[contract]]
-prompt = "test_simple_prompt"
-description = "The conformance fixture test_simple_prompt"
-environments = ["stage"]
-allowed_roles = ["tester"]
-
-[[contract]]
-prompt = "test_prompt_with_arguments"
-description = "The conformance fixture test_prompt_with_arguments"
-environments = ["stage"]
-allowed_roles = ["tester"]
-arg_schema = { arg1 = "string", arg2 = "string" }
-
-[[contract]]
-prompt = "test_prompt_with_embedded_resource"
-description = "The conformance fixture test_prompt_with_embedded_resource"
-environments = ["stage"]
-allowed_roles = ["tester"]
-arg_schema = { resourceUri = "string" }
-
-[[contract]]
-prompt = "test_prompt_with_image"
-description = "The conformance fixture test_prompt_with_image"
-environments = ["stage"]
-allowed_roles = ["tester"]
-
-[[contract]]
-resource = "static-text"
-description = "The conformance fixture static-text"
-uri = "test://static-text"
-environments = ["stage"]
-allowed_roles = ["tester"]
-mime_type = "text/plain"
-
-[[contract]]
-resource = "static-binary"
-description = "The conformance fixture static-binary"
-uri = "test://static-binary"
-environments = ["stage"]
-allowed_roles = ["tester"]
-mime_type = "image/png"
-
-[[contract]]
-resource = "watched-resource"
-description = "The conformance fixture watched-resource"
-uri = "test://watched-resource"
-environments = ["stage"]
-allowed_roles = ["tester"]
-mime_type = "text/plain"
-
-[[contract]]
-resource = "template"
-description = "The conformance fixture template"
-uri = "test://template/{id}/data"
-environments = ["stage"]
-allowed_roles = ["tester"]
-mime_type = "application/json"
-arg_schema = { id = "string(1..64)" }
-"#;
-
-/// The tools without arguments.
-const NO_ARG_TOOLS: &[&str] = &[
-    "test_simple_text",
-    "test_image_content",
-    "test_audio_content",
-    "test_embedded_resource",
-    "test_multiple_content_types",
-    "test_tool_with_logging",
-    "test_tool_with_progress",
-    "test_error_handling",
-    "test_elicitation_sep1034_defaults",
-    "test_elicitation_sep1330_enums",
-    "test_reconnection",
+/// Every fixture the suite calls: its kind (`tool`, `prompt`, `resource`), its name, and
+/// what its pass-through contract says beyond the common part (stage, role `tester`, a
+/// description).
+const FIXTURES: &[(&str, &str, &str)] = &[
+    (
+        "tool",
+        "test_sampling",
+        "arg_schema = { prompt = \"string\" }\nclient_requests = [\"sampling\"]",
+    ),
+    (
+        "tool",
+        "test_elicitation",
+        "arg_schema = { message = \"string\" }\nclient_requests = [\"elicitation\"]",
+    ),
+    (
+        "tool",
+        "test_elicitation_sep1034_defaults",
+        "arg_schema = {}\nclient_requests = [\"elicitation\"]",
+    ),
+    (
+        "tool",
+        "test_elicitation_sep1330_enums",
+        "arg_schema = {}\nclient_requests = [\"elicitation\"]",
+    ),
+    ("tool", "json_schema_2020_12_tool", "arg_schema = {}"),
+    ("tool", "test_simple_text", "arg_schema = {}"),
+    ("tool", "test_image_content", "arg_schema = {}"),
+    ("tool", "test_audio_content", "arg_schema = {}"),
+    ("tool", "test_embedded_resource", "arg_schema = {}"),
+    ("tool", "test_multiple_content_types", "arg_schema = {}"),
+    ("tool", "test_tool_with_logging", "arg_schema = {}"),
+    ("tool", "test_tool_with_progress", "arg_schema = {}"),
+    ("tool", "test_error_handling", "arg_schema = {}"),
+    ("tool", "test_reconnection", "arg_schema = {}"),
+    ("prompt", "test_simple_prompt", ""),
+    (
+        "prompt",
+        "test_prompt_with_arguments",
+        "arg_schema = { arg1 = \"string\", arg2 = \"string\" }",
+    ),
+    (
+        "prompt",
+        "test_prompt_with_embedded_resource",
+        "arg_schema = { resourceUri = \"string\" }",
+    ),
+    ("prompt", "test_prompt_with_image", ""),
+    (
+        "resource",
+        "static-text",
+        "uri = \"test://static-text\"\nmime_type = \"text/plain\"",
+    ),
+    (
+        "resource",
+        "static-binary",
+        "uri = \"test://static-binary\"\nmime_type = \"image/png\"",
+    ),
+    (
+        "resource",
+        "watched-resource",
+        "uri = \"test://watched-resource\"\nmime_type = \"text/plain\"",
+    ),
+    (
+        "resource",
+        "template",
+        "uri = \"test://template/{id}/data\"\nmime_type = \"application/json\"\narg_schema = { id = \"string(1..64)\" }",
+    ),
 ];
+
+/// The pass-through contracts of [`FIXTURES`], as one TOML file.
+fn contracts() -> String {
+    FIXTURES
+        .iter()
+        .map(|(kind, name, rest)| {
+            format!(
+                "[[contract]]\n{kind} = \"{name}\"\ndescription = \"The conformance fixture {name}\"\nenvironments = [\"stage\"]\nallowed_roles = [\"tester\"]\n{rest}\n\n"
+            )
+        })
+        .collect()
+}
 
 fn suite() -> (PathBuf, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/node_modules");
@@ -240,21 +220,10 @@ fn fixture(upstream_url: &str) -> Fixture {
             ..Default::default()
         },
     );
-    let mut contracts = CONTRACTS.to_string();
-    for tool in NO_ARG_TOOLS {
-        let asks = if tool.starts_with("test_elicitation") {
-            "client_requests = [\"elicitation\"]\n"
-        } else {
-            ""
-        };
-        contracts.push_str(&format!(
-            "\n[[contract]]\ntool = \"{tool}\"\ndescription = \"The conformance fixture {tool}\"\nenvironments = [\"stage\"]\nallowed_roles = [\"tester\"]\narg_schema = {{}}\n{asks}"
-        ));
-    }
     // Only these contracts: the usual ones name tools this upstream does not have.
     std::fs::remove_file(f.path().join("contracts/seed.json")).unwrap();
     std::fs::remove_file(f.path().join("contracts/tools.toml")).unwrap();
-    std::fs::write(f.path().join("contracts/conformance.toml"), contracts).unwrap();
+    std::fs::write(f.path().join("contracts/conformance.toml"), contracts()).unwrap();
     f
 }
 

@@ -31,7 +31,7 @@ use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHt
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use super::relay::AskSink;
+use super::relay::Asker;
 
 /// Most bytes the gateway reads of one answer: a JSON body, or an SSE stream up to and
 /// including the event that answers. rmcp's own default for one JSON answer and for one SSE
@@ -170,7 +170,7 @@ impl HttpSession {
         &self,
         message: &ClientJsonRpcMessage,
         id: &RequestId,
-        asks: Option<&AskSink>,
+        asks: Option<&dyn Asker>,
     ) -> Result<R, SessionError> {
         // A fixed text: serde's could one day name what it failed on, the call's arguments.
         let body = serde_json::to_vec(message).map_err(|_| err("the request could not be encoded", false))?;
@@ -223,7 +223,7 @@ impl HttpSession {
     pub(crate) async fn call_tool_cancellable(
         &self,
         params: CallToolRequestParams,
-        asks: Option<&AskSink>,
+        asks: Option<&dyn Asker>,
         cancel: &tokio_util::sync::CancellationToken,
         reason: &str,
     ) -> Result<CallToolResult, SessionError> {
@@ -380,7 +380,7 @@ async fn answer_from_events<R: DeserializeOwned>(
     response: reqwest::Response,
     id: &RequestId,
     session: &HttpSession,
-    asks: Option<&AskSink>,
+    asks: Option<&dyn Asker>,
 ) -> Result<R, SessionError> {
     let mut seen = 0usize;
     let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
@@ -496,7 +496,7 @@ impl HttpSession {
     /// Answers a request of the server's with what the caller's side made of it (its
     /// client's answer, or a refusal); a failure to deliver the answer is the server's to
     /// time out. The server's request id goes back as it came: the caller never sees it.
-    async fn answer_server_request(&self, id: serde_json::Value, method: String, params: serde_json::Value, asks: Option<&AskSink>) {
+    async fn answer_server_request(&self, id: serde_json::Value, method: String, params: serde_json::Value, asks: Option<&dyn Asker>) {
         let answer = match asks {
             None => Err(not_relayed(
                 &method,

@@ -430,11 +430,10 @@ impl UpstreamClient {
         }
     }
 
-    /// Calls `tool`; the upstream's progress notifications for this call go to
-    /// `to_caller.progress` while it runs, and, from an HTTP upstream, its requests to
-    /// `to_caller.asks` (a child-process upstream's requests come on its one shared
-    /// connection, tied to no call: rmcp's client refuses them, as a client without the
-    /// capability would).
+    /// Calls `tool`; the upstream's progress notifications for this call go to `progress`
+    /// while it runs, and, from an HTTP upstream, its requests to `asks` (a child-process
+    /// upstream's requests come on its one shared connection, tied to no call: rmcp's client
+    /// refuses them, as a client without the capability would).
     /// `cancel`: the caller's cancellation; the upstream is told (`notifications/cancelled`)
     /// and the call ends as [`BackendError::Cancelled`].
     pub(crate) async fn call(
@@ -442,10 +441,11 @@ impl UpstreamClient {
         tool: &str,
         args: JsonObject,
         traceparent: &str,
-        to_caller: relay::ToCaller,
+        progress: Option<relay::ProgressSink>,
+        asks: Option<&dyn relay::Asker>,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, BackendError> {
-        self.call_unscrubbed(tool, args, traceparent, to_caller, cancel)
+        self.call_unscrubbed(tool, args, traceparent, progress, asks, cancel)
             .await
             .map_err(|e| self.scrub(e))
     }
@@ -455,10 +455,10 @@ impl UpstreamClient {
         tool: &str,
         args: JsonObject,
         traceparent: &str,
-        to_caller: relay::ToCaller,
+        progress: Option<relay::ProgressSink>,
+        asks: Option<&dyn relay::Asker>,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, BackendError> {
-        let relay::ToCaller { progress, asks } = to_caller;
         let c = self.client().await?;
         let mut params = CallToolRequestParams::new(tool.to_string());
         params.arguments = Some(args);
@@ -468,7 +468,6 @@ impl UpstreamClient {
         let called = async {
             match c.as_ref() {
                 Client::Service(s) => {
-                    drop(asks);
                     params.meta = Some(meta);
                     // rmcp's client puts a progress token of its own on every request; it is
                     // learnt from the request's handle and routed from then on.
@@ -504,15 +503,13 @@ impl UpstreamClient {
                         registered = Some(r);
                     }
                     params.meta = Some(meta);
-                    h.call_tool_cancellable(params, asks.as_ref(), &cancel, CANCELLED)
-                        .await
-                        .map_err(|e| {
-                            if cancel.is_cancelled() {
-                                Failure::Cancelled
-                            } else {
-                                Failure::Said(e.detail)
-                            }
-                        })
+                    h.call_tool_cancellable(params, asks, &cancel, CANCELLED).await.map_err(|e| {
+                        if cancel.is_cancelled() {
+                            Failure::Cancelled
+                        } else {
+                            Failure::Said(e.detail)
+                        }
+                    })
                 }
             }
         };

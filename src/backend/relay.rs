@@ -49,15 +49,13 @@ pub(crate) trait Asker: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value, rmcp::model::ErrorData>>;
 }
 
-/// Where a call's asks go.
-pub(crate) type AskSink = Arc<dyn Asker>;
-
 /// What an upstream may send the caller of one call while it runs: its progress, if the
-/// caller asked for progress, and its requests, where the gateway's side can take them.
+/// caller asked for progress, and its requests, to the caller's connection where the
+/// caller's route has one (rmcp's; the direct route and a released approval have none).
 #[derive(Clone, Default)]
 pub(crate) struct ToCaller {
     pub(crate) progress: Option<ProgressSink>,
-    pub(crate) asks: Option<AskSink>,
+    pub(crate) peer: Option<rmcp::Peer<rmcp::RoleServer>>,
 }
 
 /// The calls of one upstream connection waiting for progress, by the token handed out.

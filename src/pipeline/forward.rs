@@ -86,9 +86,27 @@ impl Audited {
                             .await
                             .map(|r| Answer::Completion(only_acceptable(contract, argument, r)))
                     }
-                    (Kind::Tool, _) => Box::pin(upstream.call(&route.tool, v.forward_args().clone(), &traceparent, relay, cancel))
+                    (Kind::Tool, _) => {
+                        // Built here, from the proof: the upstream's requests are decided
+                        // against the contract this call was allowed under, for its caller.
+                        let asks = super::asks::CallerAsks {
+                            rt,
+                            auth: v.listed().auth(),
+                            ctx: &ctx,
+                            contract,
+                            peer: relay.peer.as_ref(),
+                        };
+                        Box::pin(upstream.call(
+                            &route.tool,
+                            v.forward_args().clone(),
+                            &traceparent,
+                            relay.progress,
+                            Some(&asks),
+                            cancel,
+                        ))
                         .await
-                        .map(Answer::Tool),
+                        .map(Answer::Tool)
+                    }
                     (Kind::Prompt, None) => Box::pin(upstream.get_prompt(&route.tool, v.forward_args().clone(), &traceparent))
                         .await
                         .map(Answer::Prompt),

@@ -15,6 +15,7 @@
 //! and, when it ran, one outcome record. Any stage error is a refusal.
 
 pub(crate) mod approval;
+mod asks;
 pub(crate) mod audit;
 pub(crate) mod authn;
 pub(crate) mod authz;

@@ -185,18 +185,9 @@ pub(crate) async fn try_serve(
             // `notifications/cancelled` will name.
             let key = (sid.to_string(), id.to_string());
             call.request_id = Some(key.1.clone());
-            let mut wait = Wait::default();
-            // This route carries nothing to the caller: an upstream's request is refused at
-            // once, and recorded (the contract of a tool on this route names none).
-            wait.relay.asks = Some(super::asks::CallerAsks::new(
-                rt.clone(),
-                Caller {
-                    auth: auth.clone(),
-                    call: call.clone(),
-                },
-                req.params.name.to_string(),
-                None,
-            ));
+            // No peer: this route carries nothing to the caller, so an upstream's request is
+            // refused at once, and recorded (the contract of a tool on this route names none).
+            let wait = Wait::default();
             running().insert(key.clone(), wait.cancelled.clone());
             let _running = Running(key.0, key.1);
             // Its own task: a client that disconnects must not cut a call short between its

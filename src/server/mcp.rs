@@ -203,14 +203,7 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = self.request_ctx(&context, "tools/call").await?;
-        let (mut wait, relaying) = approval_wait(&context);
-        let asks = super::asks::CallerAsks::new(
-            self.rt.clone(),
-            caller.clone(),
-            request.name.to_string(),
-            Some(context.peer.clone()),
-        );
-        wait.relay.asks = Some(asks);
+        let (wait, relaying) = approval_wait(&context);
         let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
@@ -345,7 +338,7 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
             progress,
             relay: crate::backend::relay::ToCaller {
                 progress: relay,
-                asks: None,
+                peer: Some(context.peer.clone()),
             },
             cancelled: context.ct.clone(),
         },

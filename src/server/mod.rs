@@ -5,7 +5,6 @@
 //! that cannot be served stops the start (fail closed).
 
 pub(crate) mod api;
-mod asks;
 mod budget;
 mod console;
 mod direct;

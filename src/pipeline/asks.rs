@@ -16,54 +16,46 @@
     reason = "SEP-2577 deprecates sampling and roots for later revisions; 2025-11-25 clients use them, and relaying them is what this module is for"
 )]
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams, ErrorData, ProtocolVersion};
 use rmcp::service::ServiceError;
 use rmcp::{Peer, RoleServer};
 use serde_json::Value;
 
-use super::http::Caller;
+use super::Runtime;
+use super::authn::Authenticated;
 use crate::audit::record::AuditRecord;
 use crate::backend::http_session::not_relayed;
 use crate::backend::relay::Asker;
-use crate::contract::ClientAsk;
+use crate::contract::{ClientAsk, Contract};
 use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::Runtime;
+use crate::request::CallCtx;
 
-/// The caller's side of one tool call.
-pub(crate) struct CallerAsks {
-    rt: Arc<Runtime>,
-    caller: Caller,
-    tool: String,
+/// The caller's side of one tool call, from the proof it was forwarded under: the contract
+/// it was allowed by, its caller and its request.
+pub(crate) struct CallerAsks<'a> {
+    pub(crate) rt: &'a Runtime,
+    pub(crate) auth: &'a Authenticated,
+    pub(crate) ctx: &'a CallCtx,
+    pub(crate) contract: &'a Contract,
     /// The caller's connection; `None` on a route that cannot send the caller requests.
-    peer: Option<Peer<RoleServer>>,
+    pub(crate) peer: Option<&'a Peer<RoleServer>>,
 }
 
-impl CallerAsks {
-    pub(crate) fn new(rt: Arc<Runtime>, caller: Caller, tool: String, peer: Option<Peer<RoleServer>>) -> Arc<Self> {
-        Arc::new(Self { rt, caller, tool, peer })
-    }
-
+impl CallerAsks<'_> {
     /// Why `method` may not go to this caller, if it may not: a text for the upstream and
     /// the record, never for the caller (it is never told).
     fn refusal(&self, method: &str) -> Result<ClientAsk, String> {
         let kind = ClientAsk::of_method(method).ok_or("it is not a request an MCP server may send its client")?;
-        let contract = self
-            .rt
-            .usable(&self.caller.auth, &self.tool)
-            .ok_or("the tool is no longer in the caller's list")?;
-        if !contract.client_requests.contains(&kind) {
+        if !self.contract.client_requests.contains(&kind) {
             return Err(format!(
                 "the contract of `{}` does not allow `{}` requests (client_requests)",
-                self.tool,
+                self.contract.tool,
                 kind.word()
             ));
         }
         let peer = self
             .peer
-            .as_ref()
             .ok_or("the caller's request came on a route that cannot carry requests to it")?;
         let info = peer.peer_info().ok_or("the caller's client is not initialized")?;
         if info.protocol_version >= ProtocolVersion::V_2026_07_28 {
@@ -86,15 +78,13 @@ impl CallerAsks {
 
     /// The record of one request, relayed or refused.
     async fn record(&self, method: &str, params: &Value, decision: Decision, code: ReasonCode, reason: String) -> bool {
-        let mut ctx = self.caller.call.clone();
+        let mut ctx = self.ctx.clone();
         ctx.method = Some(method.chars().filter(|c| !c.is_control()).take(64).collect());
-        let mut rec = AuditRecord::new(&self.rt.env().name, &ctx, decision, code, reason)
-            .principal(Some(self.caller.auth.principal()))
-            .tool(Some(self.tool.clone()))
-            .args_digest(Some(crate::canonical::digest(params)));
-        if let Some(c) = self.rt.usable(&self.caller.auth, &self.tool) {
-            rec = rec.contract_digest(&c.digest);
-        }
+        let rec = AuditRecord::new(&self.rt.env().name, &ctx, decision, code, reason)
+            .principal(Some(self.auth.principal()))
+            .tool(Some(self.contract.tool.clone()))
+            .args_digest(Some(crate::canonical::digest(params)))
+            .contract_digest(&self.contract.digest);
         self.rt.audit().append(rec).await.is_ok()
     }
 
@@ -142,7 +132,7 @@ impl CallerAsks {
             let why = "the gateway could not record it";
             return Err(not_relayed(method, why));
         }
-        let Some(peer) = self.peer.as_ref() else {
+        let Some(peer) = self.peer else {
             return Err(not_relayed(method, "the caller's connection is gone"));
         };
         let answered = match typed {
@@ -159,7 +149,7 @@ impl CallerAsks {
     }
 }
 
-impl Asker for CallerAsks {
+impl Asker for CallerAsks<'_> {
     fn ask<'a>(&'a self, method: &'a str, params: Value, refused: Option<&'static str>) -> BoxFuture<'a, Result<Value, ErrorData>> {
         Box::pin(self.relay(method, params, refused))
     }
