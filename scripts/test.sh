@@ -36,8 +36,11 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   fi
 fi
 
-if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ] || [ ! -d tests/interop/node_modules/playwright-core ]; then
-  command -v npm >/dev/null || { echo "npm is needed for the MCP Inspector interop test (apt-get install nodejs npm)" >&2; exit 2; }
+# The MCP Inspector, the official TypeScript clients (@modelcontextprotocol/sdk 1.x and
+# @modelcontextprotocol/client 2.x) and playwright-core, from their package-lock.
+if [ ! -x tests/interop/node_modules/.bin/mcp-inspector ] || [ ! -d tests/interop/node_modules/playwright-core ] \
+  || [ ! -d tests/interop/node_modules/@modelcontextprotocol/client ] || [ ! -d tests/interop/node_modules/@modelcontextprotocol/sdk ]; then
+  command -v npm >/dev/null || { echo "npm is needed for the interop tests (apt-get install nodejs npm)" >&2; exit 2; }
   npm ci --prefix tests/interop --no-audit --no-fund --ignore-scripts --silent
 fi
 

@@ -150,6 +150,9 @@ pub(crate) enum Denial {
     /// A method this gateway does not serve (-32601).
     MethodNotFound {
         method: String,
+        /// Asked on a revision without sessions (2026-07-28), whose transport answers it
+        /// with HTTP 404.
+        stateless: bool,
     },
     /// A known method with params of the wrong shape (-32602).
     InvalidParams {
@@ -287,7 +290,7 @@ impl Denial {
             Denial::SessionRequired => "the request names no MCP session: send `initialize` first, then its Mcp-Session-Id".into(),
             Denial::ProtocolUnsupported { version } => format!("MCP-Protocol-Version `{version}` is not one this gateway speaks"),
             Denial::InvalidRequest { problem } => format!("invalid JSON-RPC request: {problem}"),
-            Denial::MethodNotFound { method } => format!("method not found: {method}"),
+            Denial::MethodNotFound { method, .. } => format!("method not found: {method}"),
             Denial::InvalidParams { problem } => format!("invalid params: {problem}"),
             Denial::HeaderMismatch { problem } => format!("header mismatch: {problem}"),
             Denial::RequestMetaMissing { missing } => {

@@ -37,12 +37,8 @@ const THROUGH_CAPGATE_FAILS: &[(&str, &str)] = &[
         "capgate keeps no SSE event store: its streams carry no event ids and no priming event with `retry`, so there is nothing for a client to resume (SEP-1699 polling); the call's answer still arrives on the stream, and the suite scores the scenario with no checks at all",
     ),
     (
-        "logging-set-level",
-        "not yet built (issue 19): capgate refuses logging/setLevel, recorded, until it relays an upstream's log messages to the one caller that set a level",
-    ),
-    (
         "tools-call-with-logging",
-        "not yet built (issue 19): the scenario sets a level first, which capgate refuses (see logging-set-level)",
+        "the fixture upstream (rmcp 3.11) sends a tool's log messages on its session's standalone GET stream, not on the stream of the call: there they name no call, so capgate cannot tell whose they are and relays them to nobody. An upstream that sends them on the call's stream, as the official SDKs' servers do, has them relayed (tests/interop.rs, upstream_log_messages_reach_only_the_session_that_set_a_level)",
     ),
     (
         "resources-subscribe",
@@ -423,4 +419,135 @@ fn upstream_requests_reach_only_a_capable_caller_whose_contract_names_them() {
         .find(|r| r["tool"] == "test_elicitation" && r["reason_code"] == "executed" && r["trace_id"] == relayed[0]["trace_id"])
         .expect("the relayed call's outcome");
     assert!(relayed[0]["seq"].as_u64() < outcome["seq"].as_u64());
+}
+
+/// The official TypeScript clients of both revisions through capgate: `@modelcontextprotocol/sdk`
+/// 1.32 (2025-11-25) and `@modelcontextprotocol/client` 2.4 pinned to 2026-07-28. Each lists,
+/// makes an allowed, an invalid and a forbidden call, gets a prompt, reads a resource (and is
+/// refused an unknown one), goes through an approval, and is asked an upstream's elicitation.
+/// Nothing refused reaches the canary upstream.
+#[test]
+fn the_official_typescript_clients_of_both_revisions_work_through_capgate() {
+    let (node, _) = suite();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ts_clients.mjs");
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop/node_modules/@modelcontextprotocol/client")
+            .exists(),
+        "the TypeScript clients are not installed: run scripts/test.sh (npm ci --prefix tests/interop)"
+    );
+    let dev = Fixture::new("");
+    std::fs::write(
+        dev.path().join("contracts/surface.toml"),
+        r#"
+[[contract]]
+prompt = "incident_summary"
+allowed_roles = ["oncall"]
+arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
+
+[[contract]]
+resource = "runbook"
+uri = "runbook://{service}/{page}"
+allowed_roles = ["oncall"]
+arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
+"#,
+    )
+    .unwrap();
+    let dev_gw = Gateway::start(&dev.config(), &ENVS);
+    let (_upstream, upstream_url) = upstream();
+    let stage = fixture(&upstream_url);
+    let stage_gw = Gateway::start(&stage.config(), &ENVS);
+
+    for (round, flavour, version) in [(0, "sdk1", "2025-11-25"), (1, "client2", "2026-07-28")] {
+        let out = Command::new(&node)
+            .arg(&script)
+            .args([flavour, dev_gw.url("dev"), &dev_gw.base("dev"), stage_gw.url("stage")])
+            .env("TOKEN_ONCALL", dev.token("dev", "alice", &["oncall"]))
+            .env("TOKEN_VIEWER", dev.token("dev", "vera", &["viewer"]))
+            .env("TOKEN_IC", dev.token("dev", "ivan", &["incident_commander"]))
+            .env("TOKEN_LEAD", dev.token("dev", "sara", &["security_lead"]))
+            .env("TOKEN_TESTER", stage.token("stage", "ada", &["tester"]))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{flavour} failed:\n{stderr}");
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{flavour}: {e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+        let s = seen.to_string();
+        if flavour == "client2" {
+            assert_eq!(seen["version"], version, "{s}");
+        }
+        assert_eq!(
+            seen["tools"],
+            serde_json::json!(["create_ticket", "leaky_diagnostics", "list_tickets", "run_report", "typed_lookup"]),
+            "{s}"
+        );
+        assert_eq!(seen["ok_call"], format!("created ticket SEC-{}", round + 1), "{s}");
+        assert!(
+            seen["bad_args"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("`severity` must be one of"),
+            "{s}"
+        );
+        assert!(
+            seen["forbidden"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("tool `create_firewall_block` is not available"),
+            "{s}"
+        );
+        assert_eq!(seen["prompts"], serde_json::json!(["incident_summary"]), "{s}");
+        assert_eq!(seen["prompt"], "Summarise incident INC-9 for engineers.", "{s}");
+        assert_eq!(seen["resource"], "contents of runbook://web/restart", "{s}");
+        assert!(
+            seen["unknown_resource"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("resource `secrets://vault/root` is not available"),
+            "{s}"
+        );
+        assert_eq!(seen["viewer_tools"], serde_json::json!(["list_tickets"]), "{s}");
+        assert!(
+            seen["viewer_prompt"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("prompt `incident_summary` is not available"),
+            "{s}"
+        );
+        assert_eq!(seen["pending"]["status"], "pending", "{s}");
+        assert_eq!(seen["approved"]["status"], 200, "{s}");
+        assert!(seen["repeat"].as_str().unwrap_or_default().contains("192.0.2.0/24"), "{s}");
+        // The canary ran only what was allowed: per flavour one ticket, one prompt, one
+        // resource and the approved block, once.
+        let served: Vec<String> = dev.calls("dev").iter().map(|c| c["tool"].as_str().unwrap().to_string()).collect();
+        let ran = &served[served.len() - 4..];
+        assert_eq!(served.len(), 4 * (round + 1), "{served:?}");
+        assert_eq!(
+            ran,
+            ["create_ticket", "prompt:incident_summary", "resource", "create_firewall_block"],
+            "{served:?}"
+        );
+        // The elicitation: relayed to and answered by the 2025-11-25 client; on 2026-07-28,
+        // which has no requests from server to client, refused at once, recorded, and the
+        // client never asked.
+        if version == "2025-11-25" {
+            assert_eq!(seen["elicited"], serde_json::json!(["Who are you?"]), "{s}");
+            assert!(
+                seen["elicitation"]["text"].as_str().unwrap_or_default().contains("action=accept"),
+                "{s}"
+            );
+        } else {
+            assert_eq!(seen["elicited"], serde_json::json!([]), "{s}");
+            assert!(!s.contains("action=accept"), "{s}");
+            assert!(seen["elicitation"]["seconds"].as_f64().unwrap() < 10.0, "{s}");
+        }
+    }
+    let records = stage.audit("stage");
+    let elicitations: Vec<&str> = records
+        .iter()
+        .filter(|r| r["method"] == "elicitation/create")
+        .filter_map(|r| r["reason_code"].as_str())
+        .collect();
+    assert_eq!(elicitations, ["relayed", "relay_refused"], "{records:#?}");
 }

@@ -192,3 +192,100 @@ fn the_mcp_inspector_cli_drives_the_gateway() {
     assert!(!out.status.success(), "no token must fail");
     assert_eq!(f.calls("dev").len(), 1);
 }
+
+/// An upstream's log messages, sent by the official Python SDK's server on the stream of the
+/// call they belong to, reach the official Python SDK client that set a level through
+/// capgate: only at that level or above, never to a client that set none, never one that
+/// holds the upstream's credential; each relayed or withheld one recorded, the level too.
+#[test]
+fn upstream_log_messages_reach_only_the_session_that_set_a_level() {
+    let state = tempfile::tempdir().unwrap();
+    let secret = "log-upstream-secret-value";
+    let secret_file = state.path().join("credential");
+    std::fs::write(&secret_file, secret).unwrap();
+    let script = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name);
+    let mut upstream = ChildGuard(
+        Command::new(python())
+            .arg(script("sdk_log_upstream.py"))
+            .env("UPSTREAM_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed: scripts/test.sh installs the `mcp` package"),
+    );
+    let line = std::io::BufRead::lines(std::io::BufReader::new(upstream.0.stdout.take().unwrap()))
+        .next()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("listening on ").unwrap().to_string();
+    let block = format!(
+        "[[upstream]]\nname = \"logs\"\nenvironment = \"stage\"\nurl = \"{url}\"\nheaders = {{ x-credential = {{ file = {secret_file:?} }} }}\n"
+    );
+    let f = Fixture::build(
+        "",
+        &Options {
+            stage_upstream: Some(block),
+            ..Default::default()
+        },
+    );
+    std::fs::remove_file(f.path().join("contracts/seed.json")).unwrap();
+    std::fs::remove_file(f.path().join("contracts/tools.toml")).unwrap();
+    std::fs::write(
+        f.path().join("contracts/logs.toml"),
+        "[[contract]]\ntool = \"steps\"\ndescription = \"Logs while it runs\"\nenvironments = [\"stage\"]\nallowed_roles = [\"oncall\"]\narg_schema = { topic = \"string(1..32)\" }\n\n\
+         [[contract]]\ntool = \"leaky\"\ndescription = \"Logs its credential\"\nenvironments = [\"stage\"]\nallowed_roles = [\"oncall\"]\narg_schema = {}\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let out = Command::new(python())
+        .arg(script("sdk_logging.py"))
+        .arg(gw.url("stage"))
+        .env("TOKEN", f.token("stage", "lena", &["oncall"]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK client failed:\n{stderr}");
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+
+    assert_eq!(seen["set"]["results"], json!(["did backup", "leaked"]), "{seen}");
+    // `info` and above: the debug message stays behind, and so does the credential.
+    assert_eq!(
+        seen["set"]["logs"],
+        json!([
+            {"level": "info", "data": "step one of backup"},
+            {"level": "warning", "data": "step two of backup"},
+            {"level": "info", "data": "a message without it"},
+        ]),
+        "{seen}"
+    );
+    assert!(!seen.to_string().contains(secret));
+    // Another session, of the same caller, that set no level hears nothing.
+    assert_eq!(seen["unset"]["results"], json!(["did restore"]), "{seen}");
+    assert_eq!(seen["unset"]["logs"], json!([]), "{seen}");
+
+    let records = f.audit("stage");
+    let of = |method: &str, code: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["method"] == method && r["reason_code"] == code)
+            .collect()
+    };
+    let set = of("logging/setLevel", "allowed");
+    assert_eq!(set.len(), 1, "{records:#?}");
+    assert_eq!(set[0]["principal"]["sub"], "lena");
+    assert!(set[0]["reason"].as_str().unwrap().contains("`info`"), "{set:?}");
+    let relayed = of("notifications/message", "relayed");
+    assert_eq!(relayed.len(), 3, "{records:#?}");
+    assert_eq!(relayed[0]["tool"], "steps");
+    assert_eq!(relayed[2]["tool"], "leaky");
+    let withheld = of("notifications/message", "relay_refused");
+    assert_eq!(withheld.len(), 1, "{records:#?}");
+    assert_eq!(withheld[0]["decision"], "deny");
+    assert!(withheld[0]["reason"].as_str().unwrap().contains("credentials"), "{withheld:?}");
+    assert!(!serde_json::to_string(&records).unwrap().contains(secret));
+    // Each relayed message's record comes before its call's outcome.
+    let outcome = records
+        .iter()
+        .find(|r| r["tool"] == "steps" && r["reason_code"] == "executed" && r["trace_id"] == relayed[0]["trace_id"])
+        .expect("the call's outcome");
+    assert!(relayed[1]["seq"].as_u64() < outcome["seq"].as_u64());
+}

@@ -104,6 +104,34 @@ async fn a_stateless_client_discovers_lists_and_calls_without_a_session_each_cal
     );
 }
 
+/// What 2026-07-28 removed with its sessions (`initialize`, `ping`, `logging/setLevel`,
+/// `resources/subscribe`, `resources/unsubscribe`) answers 404 with -32601 on that revision,
+/// recorded, and with a message that names the method.
+#[tokio::test]
+async fn methods_removed_in_2026_07_28_are_not_found_there_and_recorded() {
+    let f = fixture();
+    let gw = Gateway::start(&f.config(), &["dev"]);
+    let m = Mcp::new(gw.url("dev"), Some(f.token("dev", "u-alice", &["oncall"])));
+    for (id, method, params) in [
+        (1, "ping", json!({})),
+        (2, "logging/setLevel", json!({"level": "debug"})),
+        (3, "resources/subscribe", json!({"uri": "test://x"})),
+        (4, "resources/unsubscribe", json!({"uri": "test://x"})),
+    ] {
+        let r = stateless(&m, id, method, params, None).await;
+        assert_eq!(r.status, 404, "{method}: {}", r.text);
+        assert_eq!(r.error_code(), Some(-32601), "{method}: {}", r.text);
+        assert_eq!(r.body["id"], id, "{}", r.text);
+        assert!(r.text.contains(&format!("method not found: {method}")), "{}", r.text);
+        let recs = f.audit_for_trace("dev", &r.trace());
+        assert!(
+            recs.iter()
+                .any(|rec| rec["reason_code"] == "method_not_found" && rec["method"] == method),
+            "{method}: {recs:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn headers_that_do_not_mirror_the_body_are_refused_400_recorded_and_nothing_runs() {
     let f = fixture();

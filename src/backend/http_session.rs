@@ -409,6 +409,15 @@ async fn answer_from_events<R: DeserializeOwned>(
                 session.relays.deliver_json(&params);
                 continue;
             }
+            // Tied to this call by the stream it came on; without a caller's side it reaches
+            // nobody.
+            Some(ServerMessage::Log(params)) => {
+                if let Some(asker) = asks {
+                    let leaks = session.relays.leaks_credential(&params.to_string());
+                    asker.log(params, leaks).await;
+                }
+                continue;
+            }
             None => {}
         }
         if let Some(answer) = answer_in_event(&data, id) {
@@ -452,7 +461,7 @@ pub(crate) fn answer_in_event<R: DeserializeOwned>(data: &str, id: &RequestId) -
 }
 
 /// What an event from the server is, where it is not an answer: a request of the server's
-/// to its client, or a progress notification. Read once per event.
+/// to its client, a progress notification or a log message. Read once per event.
 enum ServerMessage {
     Request {
         id: serde_json::Value,
@@ -460,6 +469,7 @@ enum ServerMessage {
         params: serde_json::Value,
     },
     Progress(serde_json::Value),
+    Log(serde_json::Value),
 }
 
 fn server_message(data: &str) -> Option<ServerMessage> {
@@ -477,6 +487,7 @@ fn server_message(data: &str) -> Option<ServerMessage> {
             params: e.params.unwrap_or(serde_json::Value::Null),
         }),
         (None, Some(method)) if method == "notifications/progress" => e.params.map(ServerMessage::Progress),
+        (None, Some(method)) if method == "notifications/message" => e.params.map(ServerMessage::Log),
         _ => None,
     }
 }

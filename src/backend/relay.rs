@@ -47,6 +47,11 @@ pub(crate) trait Asker: Send + Sync {
         params: serde_json::Value,
         refused: Option<&'static str>,
     ) -> futures_util::future::BoxFuture<'a, Result<serde_json::Value, rmcp::model::ErrorData>>;
+
+    /// The upstream's `notifications/message` during the call: passed on to the caller if
+    /// it asked for log messages of that level, recorded first. `leaks`: the message holds
+    /// one of the upstream's credentials (it is withheld, and that is recorded).
+    fn log<'a>(&'a self, params: serde_json::Value, leaks: bool) -> futures_util::future::BoxFuture<'a, ()>;
 }
 
 /// What an upstream may send the caller of one call while it runs: its progress, if the
@@ -56,6 +61,33 @@ pub(crate) trait Asker: Send + Sync {
 pub(crate) struct ToCaller {
     pub(crate) progress: Option<ProgressSink>,
     pub(crate) peer: Option<rmcp::Peer<rmcp::RoleServer>>,
+    /// The least severe log message the caller asked for (`logging/setLevel` on its session,
+    /// or the request's own `_meta` on 2026-07-28); `None`: it asked for none.
+    pub(crate) log: Option<LogLevel>,
+}
+
+/// A log message's severity, in the order of RFC 5424 that MCP uses (`debug` lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct LogLevel(u8);
+
+#[allow(
+    deprecated,
+    reason = "SEP-2577 deprecates logging for later revisions; 2025-11-25 clients set levels"
+)]
+impl From<rmcp::model::LoggingLevel> for LogLevel {
+    fn from(l: rmcp::model::LoggingLevel) -> Self {
+        use rmcp::model::LoggingLevel as L;
+        Self(match l {
+            L::Debug => 0,
+            L::Info => 1,
+            L::Notice => 2,
+            L::Warning => 3,
+            L::Error => 4,
+            L::Critical => 5,
+            L::Alert => 6,
+            L::Emergency => 7,
+        })
+    }
 }
 
 /// The calls of one upstream connection waiting for progress, by the token handed out.

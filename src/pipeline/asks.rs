@@ -9,24 +9,30 @@
 //! the method before they reach the client, and the client's answer by the types of its
 //! result before it goes back upstream.
 //!
-//! INVARIANT: the record comes first. A request that cannot be recorded is not relayed.
+//! The upstream's log messages on the call's stream (`notifications/message`) go to the
+//! same caller only, and only when it asked for messages of that severity; one that holds
+//! the upstream's credential is withheld.
+//!
+//! INVARIANT: the record comes first. A request or log message that cannot be recorded is
+//! not relayed.
 
 #![allow(
     deprecated,
-    reason = "SEP-2577 deprecates sampling and roots for later revisions; 2025-11-25 clients use them, and relaying them is what this module is for"
+    reason = "SEP-2577 deprecates sampling, roots and logging for later revisions; 2025-11-25 clients use them, and relaying them is what this module is for"
 )]
 
 use futures_util::future::BoxFuture;
-use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams, ErrorData, ProtocolVersion};
+use rmcp::model::{CreateMessageRequestParams, ElicitRequestParams, ErrorData, LoggingMessageNotificationParam, ProtocolVersion};
 use rmcp::service::ServiceError;
 use rmcp::{Peer, RoleServer};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Runtime;
 use super::authn::Authenticated;
 use crate::audit::record::AuditRecord;
 use crate::backend::http_session::not_relayed;
-use crate::backend::relay::Asker;
+use crate::backend::relay::{Asker, LogLevel};
 use crate::contract::{ClientAsk, Contract};
 use crate::decision::{Decision, ReasonCode};
 use crate::request::CallCtx;
@@ -40,6 +46,8 @@ pub(crate) struct CallerAsks<'a> {
     pub(crate) contract: &'a Contract,
     /// The caller's connection; `None` on a route that cannot send the caller requests.
     pub(crate) peer: Option<&'a Peer<RoleServer>>,
+    /// The least severe log message the caller asked for; `None`: none.
+    pub(crate) log: Option<LogLevel>,
 }
 
 impl CallerAsks<'_> {
@@ -149,9 +157,53 @@ impl CallerAsks<'_> {
     }
 }
 
+impl CallerAsks<'_> {
+    /// An upstream's log message: nothing is decided (or recorded) for a caller that asked
+    /// for none or for more severe ones; otherwise it is recorded, then passed on.
+    async fn pass_log(&self, params: Value, leaks: bool) {
+        const METHOD: &str = "notifications/message";
+        let (Some(wanted), Some(peer)) = (self.log, self.peer) else {
+            return;
+        };
+        let message = match LoggingMessageNotificationParam::deserialize(&params) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = format!("its parameters are not a log message's: {e}");
+                let _ = self.refuse(METHOD, &params, &why, not_relayed(METHOD, &why)).await;
+                return;
+            }
+        };
+        if LogLevel::from(message.level) < wanted {
+            return;
+        }
+        if leaks {
+            let why = "the message holds one of the upstream's credentials";
+            let _ = self.refuse(METHOD, &params, why, not_relayed(METHOD, why)).await;
+            return;
+        }
+        let recorded = self
+            .record(
+                METHOD,
+                &params,
+                Decision::Allow,
+                ReasonCode::Relayed,
+                "relayed to the caller's client".to_string(),
+            )
+            .await;
+        if recorded {
+            // A caller gone is no failure of the call's.
+            let _ = peer.notify_logging_message(message).await;
+        }
+    }
+}
+
 impl Asker for CallerAsks<'_> {
     fn ask<'a>(&'a self, method: &'a str, params: Value, refused: Option<&'static str>) -> BoxFuture<'a, Result<Value, ErrorData>> {
         Box::pin(self.relay(method, params, refused))
+    }
+
+    fn log<'a>(&'a self, params: Value, leaks: bool) -> BoxFuture<'a, ()> {
+        Box::pin(self.pass_log(params, leaks))
     }
 }
 

@@ -95,6 +95,7 @@ impl Audited {
                             ctx: &ctx,
                             contract,
                             peer: relay.peer.as_ref(),
+                            log: relay.log,
                         };
                         Box::pin(upstream.call(
                             &route.tool,

@@ -468,23 +468,31 @@ impl Answer {
         v.ok().map(|v| v.to_string())
     }
 
+    /// The gateway's marks on an answer it gives: the trace ID, and the result's kind.
+    /// The upstream speaks 2025-11-25, whose results carry no `resultType`; every answer
+    /// relayed is a complete one, and 2026-07-28 clients require it said (rmcp takes it off
+    /// again for an older caller).
     fn add_trace_meta(&mut self, ctx: &CallCtx) {
         let trace = || Value::String(ctx.trace.as_str().to_string());
+        let complete = Some(rmcp::model::ResultType::COMPLETE);
         match self {
             Answer::Tool(r) => add_trace_meta(r, ctx),
             Answer::Prompt(r) => {
+                r.result_type = complete;
                 r.meta
                     .get_or_insert_with(Default::default)
                     .0
                     .insert("capgate/trace_id".into(), trace());
             }
             Answer::Resource(r) => {
+                r.result_type = complete;
                 r.meta
                     .get_or_insert_with(Default::default)
                     .0
                     .insert("capgate/trace_id".into(), trace());
             }
             Answer::Completion(r) => {
+                r.result_type = complete;
                 r.meta
                     .get_or_insert_with(Default::default)
                     .0
@@ -495,7 +503,9 @@ impl Answer {
     }
 }
 
+/// A tool result's marks: see [`Answer::add_trace_meta`].
 fn add_trace_meta(r: &mut CallToolResult, ctx: &CallCtx) {
+    r.result_type = Some(rmcp::model::ResultType::COMPLETE);
     let meta = r.meta.get_or_insert_with(Default::default);
     meta.0
         .insert("capgate/trace_id".into(), Value::String(ctx.trace.as_str().to_string()));

@@ -166,6 +166,10 @@ pub(crate) async fn try_serve(
     if !legacy_session_version(headers) {
         return Err(caller);
     }
+    // The upstream's log messages for a session that asked for them need rmcp's stream.
+    if caller.log.is_some() {
+        return Err(caller);
+    }
     let Some(method) = body_eligible(rt, &caller, &body) else {
         return Err(caller);
     };
@@ -180,7 +184,7 @@ pub(crate) async fn try_serve(
         }
         Some(Eligible::Call(id, req)) => {
             let trace = caller.call.trace.clone();
-            let (rt, Caller { auth, mut call }) = (rt.clone(), caller);
+            let (rt, Caller { auth, mut call, .. }) = (rt.clone(), caller);
             // The id as the caller wrote it (a number's digits, a string's text): what its
             // `notifications/cancelled` will name.
             let key = (sid.to_string(), id.to_string());

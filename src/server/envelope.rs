@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::request::clean;
 
 /// Requests this gateway answers.
-const REQUESTS: [&str; 11] = [
+const REQUESTS: [&str; 12] = [
     "initialize",
     // 2026-07-28: what the server speaks, asked without a session.
     "server/discover",
@@ -25,6 +25,8 @@ const REQUESTS: [&str; 11] = [
     "resources/templates/list",
     "resources/read",
     "completion/complete",
+    // Before 2026-07-28: the session's own log level.
+    "logging/setLevel",
 ];
 /// Notifications this gateway takes from a client.
 const NOTIFICATIONS: [&str; 4] = [

@@ -2,18 +2,26 @@
 //! to the pipeline. It trusts nothing it did not get from the transport guard (HTTP) or from
 //! verifying the stdio token itself.
 
-use std::sync::Arc;
+#![allow(
+    deprecated,
+    reason = "SEP-2577 deprecates logging for later revisions; 2025-11-25 clients set a level"
+)]
+
+use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse,
     Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     PromptsCapability, ReadResourceRequestParams, ReadResourceResponse, ResourcesCapability, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams,
 };
 use std::time::Duration;
 
 use rmcp::model::ProgressNotificationParam;
 
-use crate::backend::relay::{PROGRESS_BUFFER, Progress};
+use crate::audit::record::AuditRecord;
+use crate::backend::relay::{LogLevel, PROGRESS_BUFFER, Progress};
+use crate::decision::{Decision, ReasonCode};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
 
@@ -28,6 +36,7 @@ use crate::trace::TraceId;
 
 use super::http::Caller;
 use super::respond;
+use super::sessions::SessionTable;
 
 #[derive(Clone)]
 pub(crate) struct Gateway {
@@ -35,20 +44,53 @@ pub(crate) struct Gateway {
     /// Set for the stdio transport: the caller's token, verified again on every request so
     /// that expiry applies to a long-lived stdio session too.
     stdio_token: Option<Arc<Secret<String>>>,
+    /// Where a session's log level is kept: the HTTP guard's session table (the direct route
+    /// reads it too), or, for the one stdio session, here.
+    log_levels: LogLevels,
+}
+
+#[derive(Clone)]
+enum LogLevels {
+    Http(Arc<SessionTable>),
+    Stdio(Arc<Mutex<Option<LogLevel>>>),
 }
 
 impl Gateway {
-    pub(crate) fn http(rt: Arc<Runtime>) -> Self {
-        Self { rt, stdio_token: None }
+    pub(crate) fn http(rt: Arc<Runtime>, sessions: Arc<SessionTable>) -> Self {
+        Self {
+            rt,
+            stdio_token: None,
+            log_levels: LogLevels::Http(sessions),
+        }
     }
 
     pub(crate) fn stdio(rt: Arc<Runtime>, token: Secret<String>) -> Self {
         Self {
             rt,
             stdio_token: Some(Arc::new(token)),
+            log_levels: LogLevels::Stdio(Arc::default()),
         }
     }
 
+    /// Keeps the level a session's client set; `false`: it has no session to keep it in.
+    fn set_log_level(&self, caller: &Caller, level: LogLevel) -> bool {
+        match &self.log_levels {
+            LogLevels::Http(table) => caller.call.session_id.as_deref().is_some_and(|sid| table.set_log(sid, level)),
+            LogLevels::Stdio(own) => {
+                *own.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(level);
+                true
+            }
+        }
+    }
+}
+
+/// The least severe log message this request's caller wants: what the request says
+/// (2026-07-28 has no sessions, so each request says it), else what its session set.
+fn wanted_log(context: &RequestContext<RoleServer>, caller: &Caller) -> Option<LogLevel> {
+    context.meta.log_level().map(LogLevel::from).or(caller.log)
+}
+
+impl Gateway {
     /// The caller of a request to `method`: proven by the HTTP steps, or, over stdio, by the
     /// token verified again now.
     async fn request_ctx(&self, ctx: &RequestContext<RoleServer>, method: &str) -> Result<Caller, ErrorData> {
@@ -72,7 +114,13 @@ impl Gateway {
                 }
             });
             return match verified {
-                Ok(auth) => Ok(Caller { auth, call }),
+                Ok(auth) => {
+                    let log = match &self.log_levels {
+                        LogLevels::Stdio(own) => *own.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                        LogLevels::Http(_) => None,
+                    };
+                    Ok(Caller { auth, call, log })
+                }
                 Err(error) => {
                     let denial = Denial::Unauthenticated {
                         error,
@@ -111,6 +159,8 @@ impl ServerHandler for Gateway {
         if self.rt.serves(Kind::Prompt) || self.rt.serves(Kind::Resource) {
             caps.completions = Some(Default::default());
         }
+        // Log messages come from upstreams during calls; a client sets its own level.
+        caps.logging = Some(Default::default());
         ServerConfig::new(caps)
             .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
@@ -201,9 +251,40 @@ impl ServerHandler for Gateway {
         }
     }
 
+    async fn set_level(&self, request: SetLevelRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let caller = self.request_ctx(&context, "logging/setLevel").await?;
+        let level = serde_json::to_value(request.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let rec = AuditRecord::new(
+            &self.rt.env().name,
+            &caller.call,
+            Decision::Allow,
+            ReasonCode::Allowed,
+            format!(
+                "the session's log level is now `{level}`: upstream log messages of that severity or more during its calls are relayed"
+            ),
+        )
+        .principal(Some(caller.auth.principal()));
+        // Recorded first: a level nobody can see was set changes nothing.
+        if self.rt.audit().append(rec).await.is_err() {
+            return Err(respond::rpc(&Denial::Unavailable(Outage::RequestUnrecorded), &caller.call.trace));
+        }
+        if self.set_log_level(&caller, request.level.into()) {
+            Ok(())
+        } else {
+            Err(ErrorData::invalid_request(
+                "logging/setLevel sets a session's level: this request names no open session",
+                None,
+            ))
+        }
+    }
+
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let caller = self.request_ctx(&context, "tools/call").await?;
-        let (wait, relaying) = approval_wait(&context);
+        let (mut wait, relaying) = approval_wait(&context);
+        wait.relay.log = wanted_log(&context, &caller);
         let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
@@ -339,6 +420,7 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
             relay: crate::backend::relay::ToCaller {
                 progress: relay,
                 peer: Some(context.peer.clone()),
+                log: None,
             },
             cancelled: context.ct.clone(),
         },

@@ -186,7 +186,8 @@ async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
 }
 
 fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> Router {
-    let gw = mcp::Gateway::http(rt.clone());
+    let session_table: Arc<sessions::SessionTable> = Arc::default();
+    let gw = mcp::Gateway::http(rt.clone(), session_table.clone());
     let cfg = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(rt.env(), bound))
         .with_max_request_body_bytes(rt.env().max_body_bytes)
@@ -210,6 +211,7 @@ fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> R
         rt.clone(),
         &allowed_hosts(rt.env(), bound),
         &own_origins(rt.env(), bound),
+        session_table,
         sessions,
     ));
     tokio::spawn(close_idle_sessions(

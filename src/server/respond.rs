@@ -172,8 +172,14 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
         ),
         // A request gets its error as an answer; a notification, which has no answer, an
         // HTTP error (the MCP transport's rule for input it does not accept).
-        Denial::MethodNotFound { method } => {
-            let status = if id.is_null() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+        Denial::MethodNotFound { method, stateless } => {
+            let status = if *stateless {
+                StatusCode::NOT_FOUND
+            } else if id.is_null() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
             jsonrpc_error(
                 status,
                 id,
@@ -288,7 +294,7 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
             (ErrorCode(-32003), o.message().to_string())
         }
         Denial::Unauthenticated { error, .. } => (ErrorCode(-32001), format!("unauthenticated: {error}")),
-        Denial::MethodNotFound { method } => (ErrorCode::METHOD_NOT_FOUND, format!("method not found: {method}")),
+        Denial::MethodNotFound { method, .. } => (ErrorCode::METHOD_NOT_FOUND, format!("method not found: {method}")),
         Denial::InvalidParams { problem } => (ErrorCode::INVALID_PARAMS, format!("invalid params: {problem}")),
         Denial::InvalidRequest { problem } => (ErrorCode::INVALID_REQUEST, format!("invalid request: {problem}")),
         Denial::HeaderMismatch { .. } => (ErrorCode::HEADER_MISMATCH, d.reason()),

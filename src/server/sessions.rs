@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
+use crate::backend::relay::LogLevel;
 use crate::denial::SessionRefusal;
 
 /// One MCP session, as the guard knows it.
@@ -22,6 +23,8 @@ struct Session {
     /// Requests in flight on it (a call waiting for its approval may take minutes): a busy
     /// session is never idle.
     busy: u32,
+    /// The least severe upstream log message its client asked for (`logging/setLevel`).
+    log: Option<LogLevel>,
 }
 
 #[derive(Default)]
@@ -34,6 +37,14 @@ pub(crate) struct SessionTable {
 pub(crate) struct InFlight {
     table: Arc<SessionTable>,
     sid: String,
+    log: Option<LogLevel>,
+}
+
+impl InFlight {
+    /// The session's log level when the request entered it.
+    pub(crate) fn log(&self) -> Option<LogLevel> {
+        self.log
+    }
 }
 
 impl Drop for InFlight {
@@ -63,6 +74,7 @@ impl SessionTable {
                 Ok(InFlight {
                     table: self.clone(),
                     sid: sid.to_string(),
+                    log: s.log,
                 })
             }
             Some(_) => Err(SessionRefusal::OtherIdentity),
@@ -78,11 +90,18 @@ impl SessionTable {
             owner: owner.to_string(),
             used: Instant::now(),
             busy: 0,
+            log: None,
         };
         m.insert(sid.to_string(), session);
         let mut evicted = over_limit(&mut m, sid, Some(owner), per_identity);
         evicted.extend(over_limit(&mut m, sid, None, total));
         evicted
+    }
+
+    /// The log level the client of session `sid` set; `false`: no such session.
+    pub(crate) fn set_log(&self, sid: &str, level: LogLevel) -> bool {
+        let Ok(mut m) = self.lock() else { return false };
+        m.get_mut(sid).map(|s| s.log = Some(level)).is_some()
     }
 
     /// A session its client ended.
@@ -165,10 +184,31 @@ mod tests {
                         owner: owner.into(),
                         used,
                         busy,
+                        log: None,
                     },
                 )
             })
             .collect()
+    }
+
+    #[test]
+    #[allow(
+        deprecated,
+        reason = "SEP-2577 deprecates logging for later revisions; 2025-11-25 sessions set levels"
+    )]
+    fn a_log_level_belongs_to_the_one_session_that_set_it() {
+        use rmcp::model::LoggingLevel;
+        let t = Arc::new(SessionTable::default());
+        let _ = t.opened("a", "alice", 8, 8);
+        let _ = t.opened("b", "alice", 8, 8);
+        assert!(!t.set_log("nope", LoggingLevel::Info.into()), "no such session");
+        assert!(t.set_log("a", LoggingLevel::Warning.into()));
+        let a = t.enter("a", "alice").ok().and_then(|f| f.log());
+        let b = t.enter("b", "alice").ok().and_then(|f| f.log());
+        assert_eq!((a, b), (Some(LoggingLevel::Warning.into()), None));
+        assert!(LogLevel::from(LoggingLevel::Error) > LogLevel::from(LoggingLevel::Warning));
+        t.ended("a");
+        assert!(!t.set_log("a", LoggingLevel::Info.into()), "an ended session keeps nothing");
     }
 
     #[test]

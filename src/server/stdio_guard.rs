@@ -46,7 +46,7 @@ fn refusal(line: &str, limit: usize) -> Option<(Denial, Value, Facts)> {
         .unwrap_or(Value::Null);
     let denial = match envelope::check(&body).err()? {
         Problem::InvalidRequest(problem) => Denial::InvalidRequest { problem },
-        Problem::MethodNotFound(method) => Denial::MethodNotFound { method },
+        Problem::MethodNotFound(method) => Denial::MethodNotFound { method, stateless: false },
         Problem::InvalidParams(problem) => Denial::InvalidParams { problem },
     };
     Some((denial, id, envelope::facts(&body)))

@@ -11,10 +11,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{Caller, Exchange, HttpState};
+use crate::backend::relay::LogLevel;
 use crate::pipeline::authn::Authenticated;
 
 /// The answer, and whether the direct route gave it.
-pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authenticated, next: Next) -> (Response, bool) {
+pub(super) async fn dispatch(
+    st: &Arc<HttpState>,
+    ex: Exchange,
+    auth: Authenticated,
+    log: Option<LogLevel>,
+    next: Next,
+) -> (Response, bool) {
     let Exchange {
         ctx,
         arrived,
@@ -25,7 +32,7 @@ pub(super) async fn dispatch(st: &Arc<HttpState>, ex: Exchange, auth: Authentica
     } = ex;
     let parsed = parsed.and_then(Result::ok);
     let is_call = ctx.method.as_deref() == Some("tools/call");
-    let caller = Caller { auth, call: ctx };
+    let caller = Caller { auth, call: ctx, log };
     let direct = match parsed {
         Some(body) if parts.method == Method::POST => {
             let sid = caller.call.session_id.clone();

@@ -33,7 +33,7 @@ use super::budget::FailureBudget;
 use super::jsonguard::BodyError;
 use super::listener::Peer;
 use super::respond;
-use super::sessions::SessionTable;
+use super::sessions::{InFlight, SessionTable};
 use crate::audit::{AuditError, AuditRecord};
 use crate::denial::{Channel, Denial, Outage};
 use crate::pipeline::Runtime;
@@ -49,6 +49,8 @@ const SESSION_HEADER: &str = "mcp-session-id";
 pub(crate) struct Caller {
     pub(crate) auth: Authenticated,
     pub(crate) call: CallCtx,
+    /// The log level of the caller's session, when the request entered it.
+    pub(crate) log: Option<crate::backend::relay::LogLevel>,
 }
 
 /// One request on its way through the steps.
@@ -101,9 +103,15 @@ pub(crate) struct HttpState {
 
 impl HttpState {
     /// `hosts`: the names the listener answers to; `own_origins`: its own origins.
-    pub(crate) fn new(rt: Arc<Runtime>, hosts: &[String], own_origins: &[String], mcp_sessions: Arc<LocalSessionManager>) -> Self {
+    pub(crate) fn new(
+        rt: Arc<Runtime>,
+        hosts: &[String],
+        own_origins: &[String],
+        sessions: Arc<SessionTable>,
+        mcp_sessions: Arc<LocalSessionManager>,
+    ) -> Self {
         Self {
-            sessions: Arc::default(),
+            sessions,
             admission: admission::Admission::new(&rt.env().allowed_origins, hosts, own_origins),
             mcp_sessions,
             failures: FailureBudget::new(rt.env().auth_failure_limit),
@@ -174,7 +182,8 @@ async fn mcp_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) ->
         ex.ctx.trace.clone(),
     );
     // The direct route for the requests an agent repeats, else rmcp.
-    let (resp, direct) = dispatch::dispatch(st, ex, auth, next).await;
+    let log = in_flight.as_ref().and_then(InFlight::log);
+    let (resp, direct) = dispatch::dispatch(st, ex, auth, log, next).await;
     let mut resp = session::finish(st, session_id.as_deref(), &owner, is_delete, in_flight, direct, resp);
     respond::set_trace(&mut resp, &trace);
     Ok(resp)
@@ -194,7 +203,11 @@ async fn api_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) ->
     let auth = authn::authenticate_step(st, &ex, Channel::Api).await?;
     let trace = ex.ctx.trace.clone();
     let mut req = Request::from_parts(ex.parts, Body::from(ex.bytes));
-    req.extensions_mut().insert(Caller { auth, call: ex.ctx });
+    req.extensions_mut().insert(Caller {
+        auth,
+        call: ex.ctx,
+        log: None,
+    });
     let mut resp = next.run(req).await;
     respond::set_trace(&mut resp, &trace);
     Ok(resp)

@@ -101,10 +101,22 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         .unwrap_or(Value::Null);
     let kind = match envelope::check(body) {
         Err(Problem::InvalidRequest(problem)) => return Some((Denial::InvalidRequest { problem }, id)),
-        Err(Problem::MethodNotFound(method)) => return Some((Denial::MethodNotFound { method }, id)),
+        Err(Problem::MethodNotFound(method)) => {
+            let stateless = headers::mirrors(version);
+            return Some((Denial::MethodNotFound { method, stateless }, id));
+        }
         Err(Problem::InvalidParams(problem)) => return Some((Denial::InvalidParams { problem }, id)),
         Ok(kind) => kind,
     };
+    // What 2026-07-28 removed with its sessions is not served on it, whatever a 2025-11-25
+    // session may do.
+    if let Kind::Request(method) = kind
+        && headers::mirrors(version)
+        && REMOVED_IN_2026.contains(&method)
+    {
+        let method = method.to_string();
+        return Some((Denial::MethodNotFound { method, stateless: true }, id));
+    }
     if let Some(problem) = headers::mismatch(headers, body, version) {
         return Some((Denial::HeaderMismatch { problem }, id));
     }
@@ -133,6 +145,15 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         _ => None,
     }
 }
+
+/// Requests of the revisions with sessions that 2026-07-28 removed.
+const REMOVED_IN_2026: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
 
 /// What a 2026-07-28 request's `_meta` lacks of what every request must state: the revision
 /// has no session to remember them in.
