@@ -40,14 +40,6 @@ const THROUGH_CAPGATE_FAILS: &[(&str, &str)] = &[
         "tools-call-with-logging",
         "the fixture upstream (rmcp 3.11) sends a tool's log messages on its session's standalone GET stream, not on the stream of the call: there they name no call, so capgate cannot tell whose they are and relays them to nobody. An upstream that sends them on the call's stream, as the official SDKs' servers do, has them relayed (tests/interop.rs, upstream_log_messages_reach_only_the_session_that_set_a_level)",
     ),
-    (
-        "resources-subscribe",
-        "not yet built (issue 19): resources/subscribe is refused, recorded, until an upstream's resource updates can be routed to the subscribing caller alone",
-    ),
-    (
-        "resources-unsubscribe",
-        "not yet built (issue 19): the scenario subscribes first (see resources-subscribe)",
-    ),
 ];
 
 /// Every fixture the suite calls: its kind (`tool`, `prompt`, `resource`), its name, and
@@ -84,6 +76,8 @@ const FIXTURES: &[(&str, &str, &str)] = &[
     ("tool", "test_tool_with_progress", "arg_schema = {}"),
     ("tool", "test_error_handling", "arg_schema = {}"),
     ("tool", "test_reconnection", "arg_schema = {}"),
+    ("tool", "test_touch_resource", "arg_schema = { uri = \"string(1..128)\" }"),
+    ("tool", "test_subscriptions", "arg_schema = {}"),
     ("prompt", "test_simple_prompt", ""),
     (
         "prompt",
@@ -550,4 +544,128 @@ arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
         .filter_map(|r| r["reason_code"].as_str())
         .collect();
     assert_eq!(elicitations, ["relayed", "relay_refused"], "{records:#?}");
+}
+
+/// What one rmcp client was told of resource changes.
+#[derive(Clone, Default)]
+struct Updates(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl rmcp::ClientHandler for Updates {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(params.uri);
+    }
+}
+
+impl Updates {
+    fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 5 s) until `n` updates came.
+    async fn wait_for(&self, n: usize) -> Vec<String> {
+        for _ in 0..50 {
+            if self.seen().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.seen()
+    }
+}
+
+/// Resource subscriptions through capgate, with rmcp's client: decided like a read of the
+/// resource (a caller who may not read it, and a URI no contract names, are refused alike,
+/// recorded, and the upstream never asked), and the upstream's updates (on its session's
+/// own stream) go to the session that subscribed to that URI and to no other, each recorded.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(deprecated, reason = "resources/subscribe is 2025-11-25's, which this test speaks")]
+async fn resource_updates_reach_only_the_session_that_subscribed_to_that_uri() {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::{CallToolRequestParams, SubscribeRequestParams, UnsubscribeRequestParams};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let (_upstream, upstream_url) = upstream();
+    let f = fixture(&upstream_url);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let connect = |token: String| {
+        let url = gw.url("stage").to_string();
+        async move {
+            let updates = Updates::default();
+            let transport =
+                StreamableHttpClientTransport::with_client(http(), StreamableHttpClientTransportConfig::with_uri(url).auth_header(token));
+            let client = updates.clone().serve(transport).await.unwrap();
+            (client, updates)
+        }
+    };
+    let (a, a_seen) = connect(f.token("stage", "ada", &["tester"])).await;
+    let (b, b_seen) = connect(f.token("stage", "bob", &["tester"])).await;
+    let (outsider, _) = connect(f.token("stage", "olga", &["visitor"])).await;
+    let call = |uri: &str| {
+        let mut p = CallToolRequestParams::new("test_touch_resource");
+        p.arguments = Some(serde_json::json!({"uri": uri}).as_object().unwrap().clone());
+        p
+    };
+    let watched = "test://watched-resource";
+    let other = "test://static-text";
+
+    // Refused alike: a resource the caller may not read, and one no contract names.
+    for uri in [watched, "test://nope"] {
+        let e = outsider.subscribe(SubscribeRequestParams::new(uri)).await.unwrap_err().to_string();
+        assert!(e.contains(&format!("resource `{uri}` is not available")), "{e}");
+    }
+    a.subscribe(SubscribeRequestParams::new(watched)).await.unwrap();
+    b.subscribe(SubscribeRequestParams::new(other)).await.unwrap();
+    let upstream_watches = |c: &rmcp::service::RunningService<rmcp::RoleClient, Updates>| {
+        let c = c.peer().clone();
+        async move {
+            let r = c.call_tool(CallToolRequestParams::new("test_subscriptions")).await.unwrap();
+            r.content[0].as_text().unwrap().text.clone()
+        }
+    };
+    assert_eq!(
+        upstream_watches(&a).await,
+        format!("[\"{other}\",\"{watched}\"]"),
+        "the refused ones never reached it"
+    );
+
+    // The upstream says the watched resource changed: ada hears it, bob does not.
+    a.call_tool(call(watched)).await.unwrap();
+    assert_eq!(a_seen.wait_for(1).await, [watched]);
+    b.call_tool(call(other)).await.unwrap();
+    assert_eq!(b_seen.wait_for(1).await, [other]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!((a_seen.seen(), b_seen.seen()), (vec![watched.to_string()], vec![other.to_string()]));
+
+    // Once ada unsubscribes, the upstream is told (she was its last subscriber) and she
+    // hears nothing more.
+    a.unsubscribe(UnsubscribeRequestParams::new(watched)).await.unwrap();
+    assert_eq!(upstream_watches(&b).await, format!("[\"{other}\"]"));
+    a.call_tool(call(watched)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(a_seen.seen(), [watched]);
+
+    let records = f.audit("stage");
+    let of = |method: &str, code: &str| -> Vec<&serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["method"] == method && r["reason_code"] == code)
+            .collect()
+    };
+    let refused = of("resources/subscribe", "tool_not_available");
+    assert_eq!(refused.len(), 2, "{records:#?}");
+    assert!(refused.iter().all(|r| r["principal"]["sub"] == "olga" && r["decision"] == "deny"));
+    assert_eq!(of("resources/subscribe", "allowed").len(), 2, "{records:#?}");
+    assert_eq!(of("resources/unsubscribe", "allowed").len(), 1, "{records:#?}");
+    let delivered = of("notifications/resources/updated", "relayed");
+    let to: Vec<&str> = delivered.iter().filter_map(|r| r["principal"]["sub"].as_str()).collect();
+    assert_eq!(to, ["ada", "bob"], "{records:#?}");
+    assert_eq!(delivered[0]["tool"], "watched-resource");
+    for c in [a, b, outsider] {
+        let _ = c.cancel().await;
+    }
 }

@@ -124,6 +124,25 @@ fn the_demo_passes_the_probe_and_the_shipped_tabletop_scenarios() {
             "no passing `{group}` check"
         );
     }
+    // The new surface is covered: 2026-07-28 header mismatches and removed methods, and
+    // subscriptions and completions of what the probe identity may not use.
+    let names: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "pass")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for wanted in [
+        "2026-07-28: no Mcp-Method header",
+        "2026-07-28: Mcp-Name names another tool than the body",
+        "2026-07-28: MCP-Protocol-Version differs from the body's _meta",
+        "2026-07-28: logging/setLevel, which it removed",
+        "a subscription to an unknown resource URI is refused like a forbidden one",
+        "a completion for an unknown prompt is refused like a forbidden one",
+    ] {
+        assert!(names.contains(&wanted), "no passing check `{wanted}`: {names:?}");
+    }
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.starts_with("<?xml") && xml.contains("failures=\"0\""), "{xml}");
     // The probe made nothing run on the demo upstream.

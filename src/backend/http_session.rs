@@ -78,6 +78,11 @@ pub(crate) struct HttpSession {
     closed: AtomicBool,
     /// Where the upstream's progress notifications for a call go.
     relays: super::relay::Relays,
+    /// Whether the session's own event stream (GET) is being read: from the first resource
+    /// subscription on, since that is where an upstream sends resource updates.
+    listening: AtomicBool,
+    /// Ends that reading when the session is dropped.
+    stop: tokio_util::sync::DropGuard,
 }
 
 /// Versions this session speaks: known to rmcp, and still opened with `initialize`.
@@ -144,11 +149,51 @@ impl HttpSession {
             next_id: AtomicI64::new(1),
             closed: AtomicBool::new(false),
             relays,
+            listening: AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new().drop_guard(),
         }))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Starts reading the session's own event stream (once), for the upstream's resource
+    /// updates. Its requests there belong to no call and are refused; everything else on it
+    /// is dropped. Read again after a break while the session lives; a server without such
+    /// a stream (405) is not asked again.
+    pub(crate) fn listen(&self) {
+        if self.listening.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut headers = self.request_headers.clone();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.remove(header::CONTENT_TYPE);
+        let ends = Poster {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            headers: self.request_headers.clone(),
+        };
+        let (relays, stop) = (self.relays.clone(), self.stop.token().clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let opened = ends.http.get(ends.url.clone()).headers(headers.clone()).send().await;
+                match opened {
+                    Ok(r) if r.status().is_success() => {
+                        tokio::select! {
+                            () = read_own_stream(r, &ends, &relays) => {}
+                            () = stop.cancelled() => return,
+                        }
+                    }
+                    Ok(r) if matches!(r.status(), StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND) => return,
+                    _ => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Sends one request and waits for its answer, read as `R`. A failure that ends the
@@ -411,6 +456,10 @@ async fn answer_from_events<R: DeserializeOwned>(
             }
             // Tied to this call by the stream it came on; without a caller's side it reaches
             // nobody.
+            Some(ServerMessage::Updated(params)) => {
+                session.relays.resource_updated_json(&params).await;
+                continue;
+            }
             Some(ServerMessage::Log(params)) => {
                 if let Some(asker) = asks {
                     let leaks = session.relays.leaks_credential(&params.to_string());
@@ -470,6 +519,8 @@ enum ServerMessage {
     },
     Progress(serde_json::Value),
     Log(serde_json::Value),
+    /// `notifications/resources/updated`: routed by its URI to the sessions subscribed.
+    Updated(serde_json::Value),
 }
 
 fn server_message(data: &str) -> Option<ServerMessage> {
@@ -488,6 +539,7 @@ fn server_message(data: &str) -> Option<ServerMessage> {
         }),
         (None, Some(method)) if method == "notifications/progress" => e.params.map(ServerMessage::Progress),
         (None, Some(method)) if method == "notifications/message" => e.params.map(ServerMessage::Log),
+        (None, Some(method)) if method == "notifications/resources/updated" => e.params.map(ServerMessage::Updated),
         _ => None,
     }
 }
@@ -501,6 +553,57 @@ pub(crate) fn not_relayed(method: &str, why: &str) -> ErrorData {
         format!("method not found: {shown} ({why})"),
         None,
     )
+}
+
+/// Where answers to the server's requests go: a POST on the session.
+struct Poster {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+}
+
+impl Poster {
+    async fn post(&self, body: serde_json::Value, method: &str) {
+        let sent = self
+            .http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body.to_string())
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!("answering the upstream's {method} request failed: {e}");
+        }
+    }
+}
+
+/// The session's own event stream, up to its end: resource updates to their subscribers,
+/// requests refused (they belong to no call), the rest dropped.
+async fn read_own_stream(response: reqwest::Response, ends: &Poster, relays: &super::relay::Relays) {
+    // Bounded like an answer: past it the stream is opened again, so that an event that
+    // never ends cannot grow without bound.
+    let mut seen = 0usize;
+    let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
+        let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > MAX_ANSWER { Err(Unread::TooLarge) } else { Ok(chunk) }
+    });
+    let mut events = sse_stream::SseStream::from_bytes_stream(bounded);
+    while let Some(Ok(event)) = events.next().await {
+        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+            continue;
+        };
+        match server_message(&data) {
+            Some(ServerMessage::Updated(params)) => relays.resource_updated_json(&params).await,
+            Some(ServerMessage::Request { id, method, .. }) => {
+                let error = not_relayed(&method, "it came on the session's own stream, tied to no caller's call");
+                let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
+                ends.post(serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}), &shown)
+                    .await;
+            }
+            _ => {}
+        }
+    }
 }
 
 impl HttpSession {
@@ -530,16 +633,12 @@ impl HttpSession {
             Ok(result) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}),
         };
-        let sent = self
-            .http
-            .post(self.url.clone())
-            .headers(self.request_headers.clone())
-            .body(body.to_string())
-            .send()
-            .await;
-        if let Err(e) = sent {
-            tracing::debug!("answering the upstream's {shown} request failed: {e}");
-        }
+        let poster = Poster {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            headers: self.request_headers.clone(),
+        };
+        poster.post(body, &shown).await;
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod http_session;
 pub(crate) mod relay;
+pub(crate) mod subscriptions;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -20,7 +21,8 @@ use rmcp::model::{
     ArgumentInfo, CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult,
     CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, JsonObject, ListPromptsRequest, ListPromptsResult,
     ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, PaginatedRequestParams, Prompt,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, ServerResult, Tool,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, ServerResult,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -371,6 +373,59 @@ impl UpstreamClient {
             _ => None,
         })
         .await
+    }
+
+    /// Subscribes `who` (a caller's session) to `uri`; the upstream is asked first, once
+    /// per URI however many sessions subscribe, and the subscription counts only once it
+    /// agreed.
+    #[allow(
+        deprecated,
+        reason = "resources/subscribe is 2025-11-25's; capgate speaks that revision to upstreams"
+    )]
+    pub(crate) async fn subscribe(&self, uri: &str, who: subscriptions::Subscriber, traceparent: &str) -> Result<(), BackendError> {
+        let subs = self.relays.subscriptions();
+        let _changing = subs.changing.lock().await;
+        if !subs.any(uri) {
+            let mut params = SubscribeRequestParams::new(uri.to_string());
+            params.meta = Some(trace_meta(traceparent));
+            self.forward(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), |_| {
+                // Any result answers it (rmcp reads `{}` as whichever result kind fits first).
+                Some(serde_json::Value::Null)
+            })
+            .await?;
+        }
+        // An HTTP upstream sends its updates on the session's own stream.
+        if let Some(c) = self.live()
+            && let Client::Http(h) = c.as_ref()
+        {
+            h.listen();
+        }
+        subs.add(uri, who);
+        Ok(())
+    }
+
+    /// Ends session `session`'s subscription to `uri`; the upstream is told when it was the
+    /// last one. A session that had none changes nothing.
+    #[allow(
+        deprecated,
+        reason = "resources/unsubscribe is 2025-11-25's; capgate speaks that revision to upstreams"
+    )]
+    pub(crate) async fn unsubscribe(&self, uri: &str, session: &str, traceparent: &str) -> Result<(), BackendError> {
+        let subs = self.relays.subscriptions();
+        let _changing = subs.changing.lock().await;
+        if subs.remove(uri, session) == Some(true) {
+            let mut params = UnsubscribeRequestParams::new(uri.to_string());
+            params.meta = Some(trace_meta(traceparent));
+            self.forward(
+                ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)),
+                |_| {
+                    // Any result answers it (rmcp reads `{}` as whichever result kind fits first).
+                    Some(serde_json::Value::Null)
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn complete(

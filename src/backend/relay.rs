@@ -101,6 +101,8 @@ struct Inner {
     upstream: Arc<Upstream>,
     next: AtomicU64,
     progress: Mutex<HashMap<String, ProgressSink>>,
+    /// The callers' sessions subscribed to this upstream's resources.
+    subscriptions: super::subscriptions::Subscriptions,
 }
 
 /// A registration, undone when the call ends (dropped).
@@ -128,6 +130,7 @@ impl Relays {
                 upstream,
                 next: AtomicU64::new(0),
                 progress: Mutex::new(HashMap::new()),
+                subscriptions: Default::default(),
             }),
         }
     }
@@ -156,6 +159,18 @@ impl Relays {
         Registered {
             token,
             relays: self.clone(),
+        }
+    }
+
+    pub(crate) fn subscriptions(&self) -> &super::subscriptions::Subscriptions {
+        &self.inner.subscriptions
+    }
+
+    /// An upstream's `notifications/resources/updated` (as JSON, from an HTTP event
+    /// stream): to the sessions subscribed to that URI, and no other.
+    pub(crate) async fn resource_updated_json(&self, params: &serde_json::Value) {
+        if let Some(uri) = params.get("uri").and_then(serde_json::Value::as_str) {
+            self.inner.subscriptions.updated(uri).await;
         }
     }
 
@@ -203,6 +218,10 @@ fn key(token: &NumberOrString) -> String {
 }
 
 impl ClientHandler for Relays {
+    async fn on_resource_updated(&self, params: rmcp::model::ResourceUpdatedNotificationParam, _context: NotificationContext<RoleClient>) {
+        self.inner.subscriptions.updated(&params.uri).await;
+    }
+
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         self.deliver(
             &params.progress_token.0,

@@ -48,6 +48,10 @@ impl Authenticated {
     pub(crate) fn env(&self) -> &str {
         &self.env
     }
+    /// Unix seconds: when the token stops being good.
+    pub(crate) fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
 
     /// Joins the client certificate's identity to the token's: both must pass. A token
     /// bound to a certificate (RFC 8705) is only good with that certificate; with

@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use super::approval::Approved;
 use super::audit::Audited;
+use super::validate::Subscription;
 use super::{Answer, Runtime};
 use crate::audit::AuditRecord;
 use crate::backend::BackendError;
+use crate::backend::subscriptions::Subscriber;
 use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::identity::Principal;
@@ -114,7 +116,39 @@ impl Audited {
                     // The URI sent is expanded from the values that passed, not the caller's
                     // spelling of them.
                     (Kind::Resource, None) => match contract.uri.as_ref().and_then(|t| t.expand(v.forward_args())) {
-                        Some(uri) => Box::pin(upstream.read_resource(&uri, &traceparent)).await.map(Answer::Resource),
+                        Some(uri) => match v.subscription() {
+                            None => Box::pin(upstream.read_resource(&uri, &traceparent)).await.map(Answer::Resource),
+                            Some(change) => {
+                                // stdio carries one session, which names none.
+                                let session = ctx.session_id.clone().unwrap_or_else(|| "stdio".into());
+                                match (change, relay.peer.clone()) {
+                                    (Subscription::Unsubscribe, _) => Box::pin(upstream.unsubscribe(&uri, &session, &traceparent))
+                                        .await
+                                        .map(|()| Answer::Subscribed),
+                                    (Subscription::Subscribe, Some(peer)) => {
+                                        let auth = v.listed().auth();
+                                        let who = Subscriber {
+                                            session,
+                                            peer,
+                                            expires_at: auth.expires_at(),
+                                            env: rt.env().name.clone(),
+                                            ctx: ctx.clone(),
+                                            principal: auth.principal().clone(),
+                                            resource: contract.tool.clone(),
+                                            contract_digest: contract.digest.clone(),
+                                            audit: rt.audit().clone(),
+                                        };
+                                        Box::pin(upstream.subscribe(&uri, who, &traceparent))
+                                            .await
+                                            .map(|()| Answer::Subscribed)
+                                    }
+                                    (Subscription::Subscribe, None) => Err(BackendError::Unavailable {
+                                        upstream: upstream.name().to_string(),
+                                        detail: "the caller's route cannot carry resource updates to it".into(),
+                                    }),
+                                }
+                            }
+                        },
                         None => Err(BackendError::Unavailable {
                             upstream: upstream.name().to_string(),
                             detail: "the resource URI could not be built from its arguments".into(),

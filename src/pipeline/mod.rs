@@ -226,6 +226,37 @@ impl Runtime {
         self.decide(auth, ctx, kind, validated, wait).await
     }
 
+    /// `resources/subscribe` or `resources/unsubscribe` for `uri`: decided like a read of
+    /// it (the same contract, unknown and forbidden alike, validated, recorded), then
+    /// passed to its upstream, which routes its updates to this caller's session only.
+    pub(crate) async fn subscription(
+        &self,
+        auth: &Authenticated,
+        ctx: &CallCtx,
+        uri: &str,
+        change: validate::Subscription,
+        wait: approval::Wait,
+    ) -> Result<Answer, Denial> {
+        let (listed, vars) = match contract::find_resource(self, auth, uri) {
+            Ok(found) => found,
+            Err(contract::NotAvailable) => {
+                let denial = Denial::ToolNotAvailable {
+                    kind: Kind::Resource,
+                    tool: uri.to_string(),
+                };
+                let named = Some(Map::from_iter([("uri".to_string(), Value::String(uri.to_string()))]));
+                let rec = denial
+                    .record(&self.env.name, ctx)
+                    .principal(Some(auth.principal()))
+                    .tool(Some(crate::denial::printable(uri)))
+                    .args_digest(digest_of(&named));
+                return Err(self.refuse(denial, rec).await);
+            }
+        };
+        let validated = validate::validate(listed, Some(vars)).map(|v| v.for_subscription(change));
+        self.decide(auth, ctx, Kind::Resource, validated, wait).await
+    }
+
     /// `completion/complete` for an argument of a prompt, or a variable of a resource
     /// template: the reference is found like the prompt or resource itself (unknown and
     /// forbidden alike), the partial value and the context's values are validated, and the
@@ -450,6 +481,8 @@ pub(crate) enum Answer {
     Prompt(rmcp::model::GetPromptResult),
     Resource(rmcp::model::ReadResourceResult),
     Completion(rmcp::model::CompleteResult),
+    /// A subscription made or ended: the answer is empty.
+    Subscribed,
     /// A prompt's or resource's upstream failed (recorded); the caller gets this text as
     /// an error.
     Failed(String),
@@ -463,6 +496,7 @@ impl Answer {
             Answer::Prompt(r) => serde_json::to_value(r),
             Answer::Resource(r) => serde_json::to_value(r),
             Answer::Completion(r) => serde_json::to_value(r),
+            Answer::Subscribed => Ok(Value::Object(Map::new())),
             Answer::Failed(_) => return None,
         };
         v.ok().map(|v| v.to_string())
@@ -498,7 +532,7 @@ impl Answer {
                     .0
                     .insert("capgate/trace_id".into(), trace());
             }
-            Answer::Failed(_) => {}
+            Answer::Failed(_) | Answer::Subscribed => {}
         }
     }
 }

@@ -24,6 +24,15 @@ pub(crate) struct ValidatedArgs {
     redacted: Value,
     /// For a completion: the argument being completed (its partial value is in `redacted`).
     completion: Option<(String, String)>,
+    /// For a resource: a subscription to it, or its end, instead of a read.
+    subscription: Option<Subscription>,
+}
+
+/// What `resources/subscribe` and `resources/unsubscribe` ask of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subscription {
+    Subscribe,
+    Unsubscribe,
 }
 
 /// The longest partial value a completion takes.
@@ -33,6 +42,17 @@ impl ValidatedArgs {
     /// The argument and partial value of a completion; `None` for a call.
     pub(crate) fn completion(&self) -> Option<(&str, &str)> {
         self.completion.as_ref().map(|(a, v)| (a.as_str(), v.as_str()))
+    }
+
+    /// A subscription's change; `None` for a read or a call.
+    pub(crate) fn subscription(&self) -> Option<Subscription> {
+        self.subscription
+    }
+
+    /// The same validated arguments, asked for a subscription's change instead of a read.
+    pub(crate) fn for_subscription(mut self, s: Subscription) -> Self {
+        self.subscription = Some(s);
+        self
     }
 
     pub(crate) fn listed(&self) -> &Listed {
@@ -167,6 +187,7 @@ pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Resu
         digest,
         redacted,
         completion: None,
+        subscription: None,
     })
 }
 
@@ -232,6 +253,7 @@ pub(crate) fn partial(
         forward: chosen,
         redacted: Value::Object(redacted),
         completion: Some((argument.to_string(), value.to_string())),
+        subscription: None,
     })
 }
 

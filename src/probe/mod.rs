@@ -657,6 +657,16 @@ impl<'a> Probe<'a> {
                 json!({"uri": "capgate-probe://unknown"}),
                 "an unknown resource URI",
             ),
+            (
+                "resources/subscribe",
+                json!({"uri": "capgate-probe://unknown"}),
+                "a subscription to an unknown resource URI",
+            ),
+            (
+                "completion/complete",
+                json!({"ref": {"type": "ref/prompt", "name": "capgate-probe-unknown"}, "argument": {"name": "a", "value": ""}}),
+                "a completion for an unknown prompt",
+            ),
         ] {
             let r = self.target.rpc(&token, &sid, method, params).await?;
             let ok = r.rpc_error().is_some_and(|(c, m)| c == -32602 && m == "tool_not_available");
@@ -673,8 +683,9 @@ impl<'a> Probe<'a> {
         let contracts: Vec<Arc<Contract>> = self.env.contracts.values().filter(|c| c.kind != Kind::Tool).cloned().collect();
         for c in contracts {
             if !c.allows_any(&self.probe_roles()) {
-                // Forbidden to the probe identity: it must answer like an unknown one.
-                let (method, params) = match (c.kind, &c.uri) {
+                // Forbidden to the probe identity: it must answer like an unknown one, read
+                // or subscribed to alike.
+                let asks: Vec<(&str, Value)> = match (c.kind, &c.uri) {
                     (Kind::Resource, Some(u)) => {
                         let values: Map<String, Value> = c
                             .args
@@ -682,25 +693,30 @@ impl<'a> Probe<'a> {
                             .filter_map(|(n, a)| values::valid(a).map(|v| (n.clone(), v)))
                             .collect();
                         let Some(uri) = u.expand(&values) else { continue };
-                        ("resources/read", json!({"uri": uri}))
+                        vec![
+                            ("resources/read", json!({"uri": uri})),
+                            ("resources/subscribe", json!({"uri": uri})),
+                        ]
                     }
-                    _ => ("prompts/get", json!({"name": c.tool})),
+                    _ => vec![("prompts/get", json!({"name": c.tool}))],
                 };
-                let r = self.target.rpc(&self.probe_token(), &sid, method, params).await?;
-                let ok = r.rpc_error().is_some_and(|(code, m)| code == -32602 && m == "tool_not_available");
-                self.expect_refused(&r, f, "forbidden prompt or resource");
-                let trace = r.trace();
-                self.record(
-                    "prompts and resources",
-                    format!(
-                        "{} `{}` (not for the probe identity) answers like an unknown one",
-                        c.kind.noun(),
-                        c.tool
-                    ),
-                    if ok { Outcome::Pass } else { Outcome::Finding },
-                    format!("{:?}", r.rpc_error()),
-                    trace,
-                );
+                for (method, params) in asks {
+                    let r = self.target.rpc(&self.probe_token(), &sid, method, params).await?;
+                    let ok = r.rpc_error().is_some_and(|(code, m)| code == -32602 && m == "tool_not_available");
+                    self.expect_refused(&r, f, "forbidden prompt or resource");
+                    let trace = r.trace();
+                    self.record(
+                        "prompts and resources",
+                        format!(
+                            "{} `{}` (not for the probe identity) answers `{method}` like an unknown one",
+                            c.kind.noun(),
+                            c.tool
+                        ),
+                        if ok { Outcome::Pass } else { Outcome::Finding },
+                        format!("{:?}", r.rpc_error()),
+                        trace,
+                    );
+                }
             }
             let Some(token) = self.token_for(&c) else { continue };
             let sid = self.target.open(&token).await?;

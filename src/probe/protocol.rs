@@ -156,7 +156,87 @@ fn cases() -> Vec<Case> {
     );
     version.headers.push(("mcp-protocol-version", "1999-01-01"));
     all.push(version);
+    all.extend(stateless_cases());
     all
+}
+
+/// 2026-07-28 requests (no session: each states its revision in `_meta`) whose headers do
+/// not say what their body says, which a load balancer routing on the headers would send
+/// elsewhere than the gateway reads them: refused 400 with -32020, recorded, nothing run.
+/// And what that revision removed with its sessions, which is not found there.
+fn stateless_cases() -> Vec<Case> {
+    const V: &str = "2026-07-28";
+    let meta =
+        |version: &str| json!({"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}});
+    let call = |version: &str| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "capgate_probe_no_such_tool", "arguments": {super::MARKER: true}, "_meta": meta(version)}}).to_string()
+    };
+    let stateless =
+        |name: &'static str, body: String, headers: Vec<(&'static str, &'static str)>, status: u16, rpc: i64, code: &'static str| {
+            let mut c = case(name, body, status, Some(rpc), code);
+            c.with_session = false;
+            c.headers = [("mcp-protocol-version", V)].into_iter().chain(headers).collect();
+            c
+        };
+    let named = vec![("mcp-method", "tools/call"), ("mcp-name", "capgate_probe_no_such_tool")];
+    vec![
+        stateless(
+            "2026-07-28: no Mcp-Method header",
+            call(V),
+            vec![("mcp-name", "capgate_probe_no_such_tool")],
+            400,
+            -32020,
+            "header_mismatch",
+        ),
+        stateless(
+            "2026-07-28: Mcp-Method names another method than the body",
+            call(V),
+            vec![("mcp-method", "tools/list"), ("mcp-name", "capgate_probe_no_such_tool")],
+            400,
+            -32020,
+            "header_mismatch",
+        ),
+        stateless(
+            "2026-07-28: Mcp-Name names another tool than the body",
+            call(V),
+            vec![("mcp-method", "tools/call"), ("mcp-name", "list_tickets")],
+            400,
+            -32020,
+            "header_mismatch",
+        ),
+        stateless(
+            "2026-07-28: MCP-Protocol-Version differs from the body's _meta",
+            call("2025-11-25"),
+            named.clone(),
+            400,
+            -32020,
+            "header_mismatch",
+        ),
+        stateless(
+            "2026-07-28: a request without `_meta`",
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "capgate_probe_no_such_tool", "arguments": {super::MARKER: true}}}).to_string(),
+            named,
+            400,
+            -32602,
+            "malformed_request",
+        ),
+        stateless(
+            "2026-07-28: logging/setLevel, which it removed",
+            json!({"jsonrpc": "2.0", "id": 7, "method": "logging/setLevel", "params": {"level": "debug", "_meta": meta(V)}}).to_string(),
+            vec![("mcp-method", "logging/setLevel")],
+            404,
+            -32601,
+            "method_not_found",
+        ),
+        stateless(
+            "2026-07-28: resources/subscribe, which it removed",
+            json!({"jsonrpc": "2.0", "id": 7, "method": "resources/subscribe", "params": {"uri": "capgate-probe://unknown", "_meta": meta(V)}}).to_string(),
+            vec![("mcp-method", "resources/subscribe"), ("mcp-name", "capgate-probe://unknown")],
+            404,
+            -32601,
+            "method_not_found",
+        ),
+    ]
 }
 
 /// Browser origins that differ from the gateway's own in exactly one of scheme, host or

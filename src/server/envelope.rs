@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::request::clean;
 
 /// Requests this gateway answers.
-const REQUESTS: [&str; 12] = [
+const REQUESTS: [&str; 14] = [
     "initialize",
     // 2026-07-28: what the server speaks, asked without a session.
     "server/discover",
@@ -25,8 +25,10 @@ const REQUESTS: [&str; 12] = [
     "resources/templates/list",
     "resources/read",
     "completion/complete",
-    // Before 2026-07-28: the session's own log level.
+    // Before 2026-07-28: the session's own log level, and its resource subscriptions.
     "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
 ];
 /// Notifications this gateway takes from a client.
 const NOTIFICATIONS: [&str; 4] = [
@@ -86,7 +88,7 @@ pub(crate) fn facts(v: &Value) -> Facts {
         // What the request names: a tool, a prompt, a resource's URI.
         tool: match method {
             Some("tools/call" | "prompts/get") => member(v, &["params", "name"]),
-            Some("resources/read") => member(v, &["params", "uri"]),
+            Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => member(v, &["params", "uri"]),
             Some("completion/complete") => member(v, &["params", "ref", "name"]).or_else(|| member(v, &["params", "ref", "uri"])),
             _ => None,
         }
@@ -158,7 +160,14 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
         None => {
             return if matches!(
                 method,
-                "tools/call" | "initialize" | "prompts/get" | "resources/read" | "completion/complete"
+                "tools/call"
+                    | "initialize"
+                    | "prompts/get"
+                    | "resources/read"
+                    | "resources/subscribe"
+                    | "resources/unsubscribe"
+                    | "completion/complete"
+                    | "logging/setLevel"
             ) {
                 Err(Problem::InvalidParams("`params` is required"))
             } else {
@@ -222,8 +231,11 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
                 return Err(Problem::InvalidParams("`params.context.arguments` must be an object of strings"));
             }
         }
-        "resources/read" if !params.get("uri").is_some_and(Value::is_string) => {
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" if !params.get("uri").is_some_and(Value::is_string) => {
             return Err(Problem::InvalidParams("`params.uri` must be a string"));
+        }
+        "logging/setLevel" if !params.get("level").is_some_and(Value::is_string) => {
+            return Err(Problem::InvalidParams("`params.level` must be a string"));
         }
         "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
             if params.get("cursor").is_some_and(|c| !c.is_string()) =>
@@ -259,6 +271,8 @@ mod tests {
             ("prompts/get", json!({"name": "p", "arguments": {"a": "x"}})),
             ("prompts/get", json!({"name": "p"})),
             ("resources/read", json!({"uri": "r://x"})),
+            ("resources/subscribe", json!({"uri": "r://x"})),
+            ("logging/setLevel", json!({"level": "info"})),
             ("resources/templates/list", json!({"cursor": "c"})),
             (
                 "completion/complete",
@@ -275,6 +289,9 @@ mod tests {
             ("prompts/get", json!({"arguments": {}})),
             ("prompts/get", json!({"name": "p", "arguments": {"a": 1}})),
             ("resources/read", json!({"uri": 7})),
+            ("resources/subscribe", json!({})),
+            ("resources/unsubscribe", json!({"uri": ["r://x"]})),
+            ("logging/setLevel", json!({"level": 3})),
             ("resources/list", json!({"cursor": 1})),
             (
                 "completion/complete",

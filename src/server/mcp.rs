@@ -13,7 +13,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse,
     Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     PromptsCapability, ReadResourceRequestParams, ReadResourceResponse, ResourcesCapability, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams,
+    SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::contract::Kind;
 use crate::denial::{Channel, Denial, Outage};
 use crate::identity::AuthnError;
 use crate::pipeline::approval::{MAX_WAIT, Wait};
+use crate::pipeline::validate::Subscription;
 use crate::pipeline::{Answer, Runtime};
 use crate::request::{CallCtx, ClientRef};
 use crate::secret::Secret;
@@ -154,7 +155,10 @@ impl ServerHandler for Gateway {
             caps.prompts = Some(PromptsCapability::default());
         }
         if self.rt.serves(Kind::Resource) {
-            caps.resources = Some(ResourcesCapability::default());
+            let mut resources = ResourcesCapability::default();
+            // Updates reach the session that subscribed (2025-11-25; 2026-07-28 removed it).
+            resources.subscribe = Some(true);
+            caps.resources = Some(resources);
         }
         if self.rt.serves(Kind::Prompt) || self.rt.serves(Kind::Resource) {
             caps.completions = Some(Default::default());
@@ -233,6 +237,16 @@ impl ServerHandler for Gateway {
         }
     }
 
+    async fn subscribe(&self, request: SubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.subscription(&context, "resources/subscribe", &request.uri, Subscription::Subscribe)
+            .await
+    }
+
+    async fn unsubscribe(&self, request: UnsubscribeRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.subscription(&context, "resources/unsubscribe", &request.uri, Subscription::Unsubscribe)
+            .await
+    }
+
     async fn complete(&self, request: CompleteRequestParams, context: RequestContext<RoleServer>) -> Result<CompleteResult, ErrorData> {
         let caller = self.request_ctx(&context, "completion/complete").await?;
         let asked = request.context.as_ref().and_then(|c| c.arguments.as_ref());
@@ -299,6 +313,27 @@ impl ServerHandler for Gateway {
 }
 
 impl Gateway {
+    /// A resource subscription's change, decided like a read of the resource.
+    async fn subscription(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: &str,
+        uri: &str,
+        change: Subscription,
+    ) -> Result<(), ErrorData> {
+        let caller = self.request_ctx(context, method).await?;
+        let (wait, _) = approval_wait(context);
+        match self.rt.subscription(&caller.auth, &caller.call, uri, change, wait).await {
+            Ok(Answer::Subscribed) => Ok(()),
+            Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(
+                text,
+                Some(serde_json::json!({"trace_id": caller.call.trace.as_str()})),
+            )),
+            Ok(_) => Err(wiring()),
+            Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
+        }
+    }
+
     /// A governed prompt or resource request, its answer or its refusal as JSON-RPC.
     async fn governed(
         &self,

@@ -80,6 +80,9 @@ fn tools() -> Value {
     .into_iter()
     .map(|(name, description)| json!({"name": name, "description": description, "inputSchema": no_args()}))
     .collect();
+    // Not the suite's: capgate's own tests of resource subscriptions (tests/conformance.rs).
+    list.push(json!({"name": "test_touch_resource", "description": "Says a resource changed, to the subscribed sessions", "inputSchema": string_arg("uri", "The resource's URI")}));
+    list.push(json!({"name": "test_subscriptions", "description": "The URIs this server was asked to watch", "inputSchema": no_args()}));
     list.push(json!({"name": "test_sampling", "description": "Asks the client's model", "inputSchema": string_arg("prompt", "The prompt to send to the LLM")}));
     list.push(json!({"name": "test_elicitation", "description": "Asks the user", "inputSchema": string_arg("message", "The message to show the user")}));
     list.push(json!({
@@ -202,6 +205,21 @@ impl ServerHandler for Upstream {
             "test_error_handling" => from(
                 json!({"isError": true, "content": [{"type": "text", "text": "This tool intentionally returns an error for testing"}]}),
             ),
+            "test_touch_resource" => {
+                let uri = arg("uri");
+                // On its session's own stream, as rmcp sends every notification.
+                if self.subscribed.lock().unwrap().contains(&uri) {
+                    let _ = c
+                        .peer
+                        .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri.clone()))
+                        .await;
+                }
+                text(format!("touched {uri}"))
+            }
+            "test_subscriptions" => {
+                let watched: Vec<String> = self.subscribed.lock().unwrap().iter().cloned().collect();
+                text(serde_json::to_string(&watched).unwrap())
+            }
             "test_sampling" => {
                 let params =
                     rmcp::model::CreateMessageRequestParams::new(vec![rmcp::model::SamplingMessage::user_text(arg("prompt"))], 100);
