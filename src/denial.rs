@@ -213,6 +213,10 @@ pub(crate) enum Denial {
     ApprovalTampered {
         id: String,
     },
+    /// A repeated call's `requestState` failed its check against the call.
+    RequestStateRefused {
+        problem: String,
+    },
     Api(ApiProblem),
     Unavailable(Outage),
 }
@@ -255,7 +259,7 @@ impl Denial {
             Denial::ToolStopped { .. } => ReasonCode::ToolDefinitionChanged,
             Denial::Approval(_) => ReasonCode::ApprovalRefused,
             Denial::ApprovalLimit { .. } => ReasonCode::ApprovalLimit,
-            Denial::ApprovalTampered { .. } => ReasonCode::ApprovalTampered,
+            Denial::ApprovalTampered { .. } | Denial::RequestStateRefused { .. } => ReasonCode::ApprovalTampered,
             Denial::Unavailable(_) => ReasonCode::AuditUnavailable,
         }
     }
@@ -318,6 +322,7 @@ impl Denial {
             }
             Denial::Approval(r) => r.message().into(),
             Denial::ApprovalTampered { id } => format!("approval request {id} failed its integrity check"),
+            Denial::RequestStateRefused { problem } => format!("the call's requestState was refused: {problem}"),
             Denial::ApprovalLimit { open } => {
                 format!("approval request refused: the requester has {open} open approval requests, the most allowed")
             }

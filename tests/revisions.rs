@@ -297,3 +297,89 @@ fn a_header_on_a_sensitive_argument_or_twice_the_same_header_is_refused_at_load(
         assert!(text.contains(expected), "{expected:?} in {text}");
     }
 }
+
+fn block_calls(f: &Fixture) -> usize {
+    f.calls("dev").iter().filter(|c| c["tool"] == "create_firewall_block").count()
+}
+
+/// On 2026-07-28 an approval keeps its meaning without a session: the pending answer carries
+/// a `requestState` sealed to the caller, environment, tool, arguments and expiry. A repeat
+/// that carries it tampered, or another caller's, or for other arguments, is refused,
+/// recorded and runs nothing; the genuine one, once approved, runs the call once, because
+/// the store says so, not the state.
+#[tokio::test]
+async fn a_pending_answers_request_state_is_checked_never_trusted() {
+    let f = fixture();
+    let gw = Gateway::start(&f.config(), &["dev"]);
+    let ivan = Mcp::new(gw.url("dev"), Some(f.token("dev", "ivan", &["incident_commander"])));
+    let mallory = Mcp::new(gw.url("dev"), Some(f.token("dev", "mallory", &["incident_commander"])));
+    let args = json!({"ip": "192.0.2.0/24", "ttl_minutes": 30});
+    let call = |args: &Value, state: Option<&str>| {
+        let mut p = json!({"name": "create_firewall_block", "arguments": args});
+        if let Some(s) = state {
+            p["requestState"] = json!(s);
+        }
+        p
+    };
+
+    let first = stateless(&ivan, 1, "tools/call", call(&args, None), None).await;
+    let pending = &first.body["result"]["structuredContent"];
+    assert_eq!(pending["status"], "pending", "{}", first.text);
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    let state = pending["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", first.text))
+        .to_string();
+
+    // Tampered: one character of the seal changed.
+    let mut tampered = state.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let other_args = json!({"ip": "0.0.0.0/0", "ttl_minutes": 30});
+    let refused = [
+        (&ivan, call(&args, Some(&tampered)), "tampered"),
+        (&mallory, call(&args, Some(&state)), "another caller's"),
+        (&ivan, call(&other_args, Some(&state)), "for other arguments"),
+        (&ivan, call(&args, Some("not-a-state")), "not one at all"),
+    ];
+    let mut traces = Vec::new();
+    for (n, (who, params, what)) in refused.into_iter().enumerate() {
+        let r = stateless(who, 10 + n as i64, "tools/call", params, None).await;
+        assert_eq!(r.error_code(), Some(-32602), "{what}: {}", r.text);
+        assert!(r.text.contains("`requestState` is not one this gateway gave"), "{what}: {}", r.text);
+        traces.push(r.trace());
+    }
+    assert_eq!(block_calls(&f), 0, "nothing ran");
+    for t in &traces {
+        let recs = f.audit_for_trace("dev", t);
+        assert!(
+            recs.iter()
+                .any(|r| r["reason_code"] == "approval_tampered" && r["decision"] == "deny"),
+            "{recs:?}"
+        );
+    }
+
+    // Approved, the genuine repeat runs the call once.
+    let approved = common::http()
+        .post(format!("{}/api/approvals/{id}/approve", gw.base("dev")))
+        .bearer_auth(f.token("dev", "sara", &["security_lead"]))
+        .header("content-type", "application/json")
+        .body(json!({"reason": "INC-1: block it"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    // Another caller's state still does not get past the check, approved or not.
+    let r = stateless(&mallory, 20, "tools/call", call(&args, Some(&state)), None).await;
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.text);
+    assert_eq!(block_calls(&f), 0);
+    let run = stateless(&ivan, 21, "tools/call", call(&args, Some(&state)), None).await;
+    assert_eq!(run.body["result"]["isError"], json!(false), "{}", run.text);
+    assert!(run.text.contains("blocked 192.0.2.0/24"), "{}", run.text);
+    assert_eq!(block_calls(&f), 1);
+    // Spent: the same state again opens a new request, and runs nothing.
+    let again = stateless(&ivan, 22, "tools/call", call(&args, Some(&state)), None).await;
+    assert_eq!(again.body["result"]["structuredContent"]["status"], "pending", "{}", again.text);
+    assert_eq!(block_calls(&f), 1);
+}

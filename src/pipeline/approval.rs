@@ -74,6 +74,8 @@ pub(crate) struct Wait {
     /// call must not run later for a caller that has stopped waiting for it, when nobody
     /// would read its result.
     pub(crate) cancelled: CancellationToken,
+    /// The `requestState` a repeated call carries (from an earlier pending answer).
+    pub(crate) request_state: Option<String>,
 }
 
 /// What became of a call that needs approval.
@@ -85,21 +87,51 @@ pub(crate) enum Flow {
     Answer(CallToolResult),
 }
 
-fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Request {
+/// What a call that needs approval is for: its approval request, and its `requestState`,
+/// are bound to all of it.
+fn binding_of(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs) -> Binding {
     let contract = v.listed().contract();
     let p = auth.principal();
+    Binding {
+        env: rt.env.name.clone(),
+        tool: contract.tool.clone(),
+        requester_iss: p.iss.clone(),
+        requester_sub: p.sub.clone(),
+        args_digest: v.digest().to_string(),
+        contract_digest: contract.digest.clone(),
+    }
+}
+
+/// The `requestState` of a pending answer (MCP 2026-07-28, SEP-2322): the approval request's
+/// id, sealed (HMAC-SHA-256, rmcp's codec) with the call's binding as associated data and
+/// the request's expiry as its lifetime. It is only ever checked, never believed: a repeat
+/// that carries it is refused if it fails the check (tampered, another caller's, other
+/// arguments, expired), and one that passes is still decided by the store.
+fn seal_state(rt: &Runtime, binding: &Binding, req: &Request) -> Option<String> {
+    let bound = serde_json::to_vec(binding).ok()?;
+    let left = u64::try_from(req.expires_ms - rules::now_ms()).ok()?;
+    let options = rmcp::model::SealOptions::new()
+        .associated_data(&bound)
+        .ttl(Duration::from_millis(left));
+    rt.state_codec.seal_json_with(&json!({"approval_id": req.id}), &options).ok()
+}
+
+/// Checks a repeat's `requestState` against the call it came with; why it fails, if it does.
+pub(crate) fn check_state(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs, state: &str) -> Result<(), String> {
+    let bound = serde_json::to_vec(&binding_of(rt, auth, v)).map_err(|e| e.to_string())?;
+    rt.state_codec
+        .open_json_with::<serde_json::Value>(state, &bound)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Request {
+    let contract = v.listed().contract();
     let now = rules::now_ms();
     let ttl = i64::try_from(contract.approval_ttl.as_millis()).unwrap_or(i64::MAX);
     Request {
         id: uuid::Uuid::new_v4().to_string(),
-        binding: Binding {
-            env: rt.env.name.clone(),
-            tool: contract.tool.clone(),
-            requester_iss: p.iss.clone(),
-            requester_sub: p.sub.clone(),
-            args_digest: v.digest().to_string(),
-            contract_digest: contract.digest.clone(),
-        },
+        binding: binding_of(rt, auth, v),
         args: v.redacted().clone(),
         side_effects: contract.side_effects.as_str().to_string(),
         approver_roles: contract.approver_roles.clone().unwrap_or_else(|| rt.env.approver_roles.clone()),
@@ -164,8 +196,14 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
             run_ctx.trace = TraceId::from_record(&request.trace_id);
             Flow::Run(Box::new(Audited::released(approved, seq, run_ctx)))
         }
-        Answer::Opened(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired)),
-        Answer::StillPending(req) => Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending)),
+        Answer::Opened(req) => {
+            let state = seal_state(rt, &req.binding, &req);
+            Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired, state))
+        }
+        Answer::StillPending(req) => {
+            let state = seal_state(rt, &req.binding, &req);
+            Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending, state))
+        }
         Answer::Denied(req) => Flow::Answer(denied_result(&req)),
         // Refused and recorded in the store's transaction.
         Answer::Limited { open } => {
@@ -226,7 +264,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
     }
 }
 
-fn pending_result(req: &Request, code: ReasonCode) -> CallToolResult {
+fn pending_result(req: &Request, code: ReasonCode, state: Option<String>) -> CallToolResult {
     let expires = rules::rfc3339_ms(req.expires_ms);
     let text = format!(
         "Approval required: `{}` did not run. Request {} is pending ({} of {} approvals from {}) until {expires}. An approver must approve it in the capgate console or with `capgate approvals approve {}`; then repeat the identical call to run it once. Trace id {}.",
@@ -248,6 +286,8 @@ fn pending_result(req: &Request, code: ReasonCode) -> CallToolResult {
         "approvals_required": req.required,
         "trace_id": req.trace_id,
         "next": "ask an approver to approve the request, then repeat the identical call before it expires",
+        // Echoed on the repeat (as `requestState`), it is checked against that call.
+        "requestState": state,
     }));
     r
 }

@@ -73,6 +73,8 @@ pub struct Runtime {
     pins_path: std::path::PathBuf,
     stopped: std::sync::RwLock<std::collections::BTreeSet<String>>,
     any_stopped: std::sync::atomic::AtomicBool,
+    /// Seals and checks the `requestState` of pending answers (`approval.rs`).
+    state_codec: rmcp::model::RequestStateCodec,
 }
 
 impl Runtime {
@@ -385,6 +387,18 @@ impl Runtime {
                 tool: tool.to_string(),
                 retry_after,
             };
+            let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
+            return Err(self.refuse(denial, rec).await);
+        }
+
+        // A repeat's `requestState` is checked against this call before anything else is
+        // decided on it: one that fails (tampered, another caller's, other arguments,
+        // expired) is refused and nothing runs. One that passes decides nothing either: the
+        // approval store does.
+        if let Some(state) = &wait.request_state
+            && let Err(why) = approval::check_state(self, auth, authorized.validated(), state)
+        {
+            let denial = Denial::RequestStateRefused { problem: why };
             let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
             return Err(self.refuse(denial, rec).await);
         }

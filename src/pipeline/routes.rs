@@ -323,9 +323,26 @@ const CALL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Opens an environment's audit log with its checkpoint signer and sinks. An unreadable
 /// signing key stops the start: a log whose checkpoints cannot be signed is not run.
-fn open_audit(config: &Config, env: &Environment) -> anyhow::Result<(crate::audit::AuditLog, Arc<dyn crate::audit::AuditReader>)> {
+/// Also returns the codec of the environment's `requestState` values, keyed by a key derived
+/// from the same signing key (whoever cannot read it cannot forge one).
+fn open_audit(
+    config: &Config,
+    env: &Environment,
+) -> anyhow::Result<(
+    crate::audit::AuditLog,
+    Arc<dyn crate::audit::AuditReader>,
+    rmcp::model::RequestStateCodec,
+)> {
     let key =
         crate::keys::load_signing_key(&env.audit_signing_key).map_err(|e| anyhow!("environment `{}`: audit.signing_key: {e}", env.name))?;
+    let state_codec = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"capgate/request-state/v1\n");
+        h.update(key.as_bytes());
+        rmcp::model::RequestStateCodec::try_new(h.finalize().to_vec())
+            .map_err(|e| anyhow!("environment `{}`: request state key: {e}", env.name))?
+    };
     let mut sinks = Vec::new();
     if let Some(f) = &env.checkpoint_file {
         sinks.push(crate::audit::Sink::File(f.clone()));
@@ -341,14 +358,15 @@ fn open_audit(config: &Config, env: &Environment) -> anyhow::Result<(crate::audi
         sinks,
         calls_end_within: longest + CALL_MARGIN,
     };
-    crate::audit::open(&env.audit_store, &env.name, policy).map_err(|e| {
+    let opened = crate::audit::open(&env.audit_store, &env.name, policy).map_err(|e| {
         anyhow!(
             "environment `{}`: audit store `{}`: {}",
             env.name,
             env.audit_store,
             e.for_operator()
         )
-    })
+    })?;
+    Ok((opened.0, opened.1, state_codec))
 }
 
 pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
@@ -357,7 +375,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
     }
     let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
-    let (audit, store) = open_audit(config, &env)?;
+    let (audit, store, state_codec) = open_audit(config, &env)?;
     let events = Arc::new(tokio::sync::Notify::new());
     store.watch(&events);
     let resolved = resolve(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
@@ -374,6 +392,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         pins_path: config.pins.clone(),
         stopped: Default::default(),
         any_stopped: Default::default(),
+        state_codec,
     };
     rt.apply_pins(&resolved.current)
         .map_err(|e| anyhow!("environment `{}`: pins: {e}", rt.env.name))?;

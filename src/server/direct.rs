@@ -191,7 +191,10 @@ pub(crate) async fn try_serve(
             call.request_id = Some(key.1.clone());
             // No peer: this route carries nothing to the caller, so an upstream's request is
             // refused at once, and recorded (the contract of a tool on this route names none).
-            let wait = Wait::default();
+            let wait = Wait {
+                request_state: req.params.request_state.clone(),
+                ..Wait::default()
+            };
             running().insert(key.clone(), wait.cancelled.clone());
             let _running = Running(key.0, key.1);
             // Its own task: a client that disconnects must not cut a call short between its

@@ -299,6 +299,7 @@ impl ServerHandler for Gateway {
         let caller = self.request_ctx(&context, "tools/call").await?;
         let (mut wait, relaying) = approval_wait(&context);
         wait.relay.log = wanted_log(&context, &caller);
+        wait.request_state = request.request_state.clone();
         let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
@@ -458,6 +459,7 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
                 log: None,
             },
             cancelled: context.ct.clone(),
+            request_state: None,
         },
         relaying,
     )

@@ -232,6 +232,7 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
         | Denial::ArgumentsInvalid { .. }
         | Denial::ApprovalLimit { .. }
         | Denial::ApprovalTampered { .. }
+        | Denial::RequestStateRefused { .. }
         | Denial::RateLimited { .. }
         | Denial::ToolStopped { .. } => {
             let e = rpc(d, trace);
@@ -272,6 +273,12 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
                 ),
             )
         }
+        Denial::RequestStateRefused { problem } => (
+            ErrorCode::INVALID_PARAMS,
+            format!(
+                "invalid params: `requestState` is not one this gateway gave for this call ({problem}); nothing ran. Repeat the call without it, or with the one its pending answer carried"
+            ),
+        ),
         Denial::ApprovalLimit { open } => (
             ErrorCode(-32029),
             format!(
