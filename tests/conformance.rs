@@ -19,9 +19,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -189,32 +188,13 @@ fn failed_checks(dir: &Path) -> String {
 /// The conformance upstream, started on an ephemeral port; its URL.
 fn upstream() -> (ChildGuard, String) {
     let exe = bin().parent().unwrap().join("examples/conformance-upstream");
-    let mut child = ChildGuard(
-        Command::new(&exe)
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (cargo test builds the example)", exe.display())),
-    );
-    let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let url = line.strip_prefix("listening on ").unwrap().to_string();
-    (child, url)
+    let what = format!("{} (cargo test builds the example)", exe.display());
+    spawn_listening(Command::new(&exe).arg("127.0.0.1:0"), &what)
 }
 
 fn fixture(upstream_url: &str) -> Fixture {
     let block = format!("[[upstream]]\nname = \"conformance\"\nenvironment = \"stage\"\nurl = \"{upstream_url}\"\ntimeout = \"20s\"\n");
-    let f = Fixture::build(
-        "",
-        &Options {
-            stage_upstream: Some(block),
-            ..Default::default()
-        },
-    );
-    // Only these contracts: the usual ones name tools this upstream does not have.
-    std::fs::remove_file(f.path().join("contracts/seed.json")).unwrap();
-    std::fs::remove_file(f.path().join("contracts/tools.toml")).unwrap();
-    std::fs::write(f.path().join("contracts/conformance.toml"), contracts()).unwrap();
-    f
+    Fixture::with_only_contracts(block, &contracts())
 }
 
 /// A proxy on 127.0.0.1 that adds `Authorization: Bearer TOKEN` to every request and sends
@@ -350,7 +330,7 @@ fn upstream_requests_reach_only_a_capable_caller_whose_contract_names_them() {
     let (_upstream, upstream_url) = upstream();
     let f = fixture(&upstream_url);
     // Here the sampling tool's contract names no requests.
-    let path = f.path().join("contracts/conformance.toml");
+    let path = f.path().join("contracts/only.toml");
     let contracts = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, contracts.replace("client_requests = [\"sampling\"]\n", "")).unwrap();
     let gw = Gateway::start(&f.config(), &ENVS);
@@ -380,12 +360,7 @@ fn upstream_requests_reach_only_a_capable_caller_whose_contract_names_them() {
     assert!(!seen["incapable"].to_string().contains("action=accept"), "{seen}");
 
     let records = f.audit("stage");
-    let of = |method: &str, code: &str| -> Vec<&serde_json::Value> {
-        records
-            .iter()
-            .filter(|r| r["method"] == method && r["reason_code"] == code)
-            .collect()
-    };
+    let of = |method: &str, code: &str| records_of(&records, method, code);
     let relayed = of("elicitation/create", "relayed");
     assert_eq!(relayed.len(), 1, "{records:#?}");
     assert_eq!(relayed[0]["decision"], "allow");
@@ -431,22 +406,7 @@ fn the_official_typescript_clients_of_both_revisions_work_through_capgate() {
         "the TypeScript clients are not installed: run scripts/test.sh (npm ci --prefix tests/interop)"
     );
     let dev = Fixture::new("");
-    std::fs::write(
-        dev.path().join("contracts/surface.toml"),
-        r#"
-[[contract]]
-prompt = "incident_summary"
-allowed_roles = ["oncall"]
-arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
-
-[[contract]]
-resource = "runbook"
-uri = "runbook://{service}/{page}"
-allowed_roles = ["oncall"]
-arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
-"#,
-    )
-    .unwrap();
+    std::fs::write(dev.path().join("contracts/surface.toml"), SURFACE_CONTRACTS).unwrap();
     let dev_gw = Gateway::start(&dev.config(), &ENVS);
     let (_upstream, upstream_url) = upstream();
     let stage = fixture(&upstream_url);
@@ -650,12 +610,7 @@ async fn resource_updates_reach_only_the_session_that_subscribed_to_that_uri() {
     assert_eq!(a_seen.seen(), [watched]);
 
     let records = f.audit("stage");
-    let of = |method: &str, code: &str| -> Vec<&serde_json::Value> {
-        records
-            .iter()
-            .filter(|r| r["method"] == method && r["reason_code"] == code)
-            .collect()
-    };
+    let of = |method: &str, code: &str| records_of(&records, method, code);
     let refused = of("resources/subscribe", "tool_not_available");
     assert_eq!(refused.len(), 2, "{records:#?}");
     assert!(refused.iter().all(|r| r["principal"]["sub"] == "olga" && r["decision"] == "deny"));

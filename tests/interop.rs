@@ -63,22 +63,7 @@ fn the_official_python_sdk_client_drives_the_gateway() {
 #[test]
 fn the_official_python_sdk_client_gets_prompts_reads_resources_and_completes_within_the_contracts() {
     let f = Fixture::new("");
-    std::fs::write(
-        f.path().join("contracts/surface.toml"),
-        r#"
-[[contract]]
-prompt = "incident_summary"
-allowed_roles = ["oncall"]
-arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
-
-[[contract]]
-resource = "runbook"
-uri = "runbook://{service}/{page}"
-allowed_roles = ["oncall"]
-arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
-"#,
-    )
-    .unwrap();
+    std::fs::write(f.path().join("contracts/surface.toml"), SURFACE_CONTRACTS).unwrap();
     let gw = Gateway::start(&f.config(), &ENVS);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sdk_surface.py");
     let out = Command::new(python())
@@ -204,37 +189,20 @@ fn upstream_log_messages_reach_only_the_session_that_set_a_level() {
     let secret_file = state.path().join("credential");
     std::fs::write(&secret_file, secret).unwrap();
     let script = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop").join(name);
-    let mut upstream = ChildGuard(
+    let (_upstream, url) = spawn_listening(
         Command::new(python())
             .arg(script("sdk_log_upstream.py"))
-            .env("UPSTREAM_SECRET", secret)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 is needed: scripts/test.sh installs the `mcp` package"),
+            .env("UPSTREAM_SECRET", secret),
+        "python3 is needed: scripts/test.sh installs the `mcp` package",
     );
-    let line = std::io::BufRead::lines(std::io::BufReader::new(upstream.0.stdout.take().unwrap()))
-        .next()
-        .unwrap()
-        .unwrap();
-    let url = line.strip_prefix("listening on ").unwrap().to_string();
     let block = format!(
         "[[upstream]]\nname = \"logs\"\nenvironment = \"stage\"\nurl = \"{url}\"\nheaders = {{ x-credential = {{ file = {secret_file:?} }} }}\n"
     );
-    let f = Fixture::build(
-        "",
-        &Options {
-            stage_upstream: Some(block),
-            ..Default::default()
-        },
-    );
-    std::fs::remove_file(f.path().join("contracts/seed.json")).unwrap();
-    std::fs::remove_file(f.path().join("contracts/tools.toml")).unwrap();
-    std::fs::write(
-        f.path().join("contracts/logs.toml"),
+    let f = Fixture::with_only_contracts(
+        block,
         "[[contract]]\ntool = \"steps\"\ndescription = \"Logs while it runs\"\nenvironments = [\"stage\"]\nallowed_roles = [\"oncall\"]\narg_schema = { topic = \"string(1..32)\" }\n\n\
          [[contract]]\ntool = \"leaky\"\ndescription = \"Logs its credential\"\nenvironments = [\"stage\"]\nallowed_roles = [\"oncall\"]\narg_schema = {}\n",
-    )
-    .unwrap();
+    );
     let gw = Gateway::start(&f.config(), &ENVS);
     let out = Command::new(python())
         .arg(script("sdk_logging.py"))
@@ -263,12 +231,7 @@ fn upstream_log_messages_reach_only_the_session_that_set_a_level() {
     assert_eq!(seen["unset"]["logs"], json!([]), "{seen}");
 
     let records = f.audit("stage");
-    let of = |method: &str, code: &str| -> Vec<&Value> {
-        records
-            .iter()
-            .filter(|r| r["method"] == method && r["reason_code"] == code)
-            .collect()
-    };
+    let of = |method: &str, code: &str| records_of(&records, method, code);
     let set = of("logging/setLevel", "allowed");
     assert_eq!(set.len(), 1, "{records:#?}");
     assert_eq!(set[0]["principal"]["sub"], "lena");

@@ -169,12 +169,7 @@ impl HttpSession {
         let mut headers = self.request_headers.clone();
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         headers.remove(header::CONTENT_TYPE);
-        let ends = Poster {
-            http: self.http.clone(),
-            url: self.url.clone(),
-            headers: self.request_headers.clone(),
-        };
-        let (relays, stop) = (self.relays.clone(), self.stop.token().clone());
+        let (ends, relays, stop) = (self.poster(), self.relays.clone(), self.stop.token().clone());
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 let opened = ends.http.get(ends.url.clone()).headers(headers.clone()).send().await;
@@ -289,16 +284,7 @@ impl HttpSession {
                     "method": "notifications/cancelled",
                     "params": {"requestId": id, "reason": reason},
                 });
-                let sent = self
-                    .http
-                    .post(self.url.clone())
-                    .headers(self.request_headers.clone())
-                    .body(note.to_string())
-                    .send()
-                    .await;
-                if let Err(e) = sent {
-                    tracing::debug!("telling the upstream of a cancellation failed: {e}");
-                }
+                self.poster().post(note, "telling the upstream of a cancellation").await;
                 Err(err("the caller cancelled the request", false))
             }
         }
@@ -427,13 +413,7 @@ async fn answer_from_events<R: DeserializeOwned>(
     session: &HttpSession,
     asks: Option<&dyn Asker>,
 ) -> Result<R, SessionError> {
-    let mut seen = 0usize;
-    let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
-        let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
-        seen = seen.saturating_add(chunk.len());
-        if seen > MAX_ANSWER { Err(Unread::TooLarge) } else { Ok(chunk) }
-    });
-    let mut events = sse_stream::SseStream::from_bytes_stream(bounded);
+    let mut events = sse_stream::SseStream::from_bytes_stream(bounded(response));
     while let Some(event) = events.next().await {
         let event = event.map_err(|e| match e {
             sse_stream::Error::Body(b) if matches!(b.downcast_ref::<Unread>(), Some(Unread::TooLarge)) => err(
@@ -454,12 +434,13 @@ async fn answer_from_events<R: DeserializeOwned>(
                 session.relays.deliver_json(&params);
                 continue;
             }
-            // Tied to this call by the stream it came on; without a caller's side it reaches
-            // nobody.
+            // Routed by its URI, wherever it came.
             Some(ServerMessage::Updated(params)) => {
                 session.relays.resource_updated_json(&params).await;
                 continue;
             }
+            // Tied to this call by the stream it came on; without a caller's side it reaches
+            // nobody.
             Some(ServerMessage::Log(params)) => {
                 if let Some(asker) = asks {
                     let leaks = session.relays.leaks_credential(&params.to_string());
@@ -547,15 +528,15 @@ fn server_message(data: &str) -> Option<ServerMessage> {
 /// The refusal of a server's request that reached no caller: "method not found", what a
 /// client without the capability answers.
 pub(crate) fn not_relayed(method: &str, why: &str) -> ErrorData {
-    let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
     ErrorData::new(
         rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-        format!("method not found: {shown} ({why})"),
+        format!("method not found: {} ({why})", crate::request::clean(method, 64)),
         None,
     )
 }
 
-/// Where answers to the server's requests go: a POST on the session.
+/// Where the gateway's messages that answer nothing go (a cancellation, an answer to the
+/// server's request): a POST on the session, whose own answer is not waited for.
 struct Poster {
     http: reqwest::Client,
     url: reqwest::Url,
@@ -563,7 +544,8 @@ struct Poster {
 }
 
 impl Poster {
-    async fn post(&self, body: serde_json::Value, method: &str) {
+    /// `what`: the message, for the debug line if it cannot be sent.
+    async fn post(&self, body: serde_json::Value, what: &str) {
         let sent = self
             .http
             .post(self.url.clone())
@@ -572,23 +554,27 @@ impl Poster {
             .send()
             .await;
         if let Err(e) = sent {
-            tracing::debug!("answering the upstream's {method} request failed: {e}");
+            tracing::debug!("{what} failed: {e}");
         }
     }
+}
+
+/// An event stream's bytes, refused past [`MAX_ANSWER`]: neither an answer nor the session's
+/// own stream may grow without bound (an event that never ends included).
+fn bounded(response: reqwest::Response) -> impl futures_util::Stream<Item = Result<Bytes, Unread>> {
+    let mut seen = 0usize;
+    response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
+        let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > MAX_ANSWER { Err(Unread::TooLarge) } else { Ok(chunk) }
+    })
 }
 
 /// The session's own event stream, up to its end: resource updates to their subscribers,
 /// requests refused (they belong to no call), the rest dropped.
 async fn read_own_stream(response: reqwest::Response, ends: &Poster, relays: &super::relay::Relays) {
-    // Bounded like an answer: past it the stream is opened again, so that an event that
-    // never ends cannot grow without bound.
-    let mut seen = 0usize;
-    let bounded = response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
-        let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
-        seen = seen.saturating_add(chunk.len());
-        if seen > MAX_ANSWER { Err(Unread::TooLarge) } else { Ok(chunk) }
-    });
-    let mut events = sse_stream::SseStream::from_bytes_stream(bounded);
+    // Past the bound it is opened again (by the caller's loop).
+    let mut events = sse_stream::SseStream::from_bytes_stream(bounded(response));
     while let Some(Ok(event)) = events.next().await {
         let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
             continue;
@@ -597,8 +583,8 @@ async fn read_own_stream(response: reqwest::Response, ends: &Poster, relays: &su
             Some(ServerMessage::Updated(params)) => relays.resource_updated_json(&params).await,
             Some(ServerMessage::Request { id, method, .. }) => {
                 let error = not_relayed(&method, "it came on the session's own stream, tied to no caller's call");
-                let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
-                ends.post(serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}), &shown)
+                let what = format!("answering the upstream's {} request", crate::request::clean(&method, 64));
+                ends.post(serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}), &what)
                     .await;
             }
             _ => {}
@@ -628,17 +614,24 @@ impl HttpSession {
                     .await
             }
         };
-        let shown: String = method.chars().filter(|c| !c.is_control()).take(64).collect();
         let body = match answer {
             Ok(result) => serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}),
             Err(error) => serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}),
         };
-        let poster = Poster {
+        self.poster()
+            .post(
+                body,
+                &format!("answering the upstream's {} request", crate::request::clean(&method, 64)),
+            )
+            .await;
+    }
+
+    fn poster(&self) -> Poster {
+        Poster {
             http: self.http.clone(),
             url: self.url.clone(),
             headers: self.request_headers.clone(),
-        };
-        poster.post(body, &shown).await;
+        }
     }
 }
 

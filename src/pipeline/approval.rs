@@ -107,8 +107,8 @@ fn binding_of(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs) -> Binding 
 /// the request's expiry as its lifetime. It is only ever checked, never believed: a repeat
 /// that carries it is refused if it fails the check (tampered, another caller's, other
 /// arguments, expired), and one that passes is still decided by the store.
-fn seal_state(rt: &Runtime, binding: &Binding, req: &Request) -> Option<String> {
-    let bound = serde_json::to_vec(binding).ok()?;
+fn seal_state(rt: &Runtime, req: &Request) -> Option<String> {
+    let bound = serde_json::to_vec(&req.binding).ok()?;
     let left = u64::try_from(req.expires_ms - rules::now_ms()).ok()?;
     let options = rmcp::model::SealOptions::new()
         .associated_data(&bound)
@@ -197,11 +197,11 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
             Flow::Run(Box::new(Audited::released(approved, seq, run_ctx)))
         }
         Answer::Opened(req) => {
-            let state = seal_state(rt, &req.binding, &req);
+            let state = seal_state(rt, &req);
             Flow::Answer(pending_result(&req, ReasonCode::ApprovalRequired, state))
         }
         Answer::StillPending(req) => {
-            let state = seal_state(rt, &req.binding, &req);
+            let state = seal_state(rt, &req);
             Flow::Answer(pending_result(&req, ReasonCode::ApprovalPending, state))
         }
         Answer::Denied(req) => Flow::Answer(denied_result(&req)),

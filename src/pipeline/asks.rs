@@ -87,7 +87,7 @@ impl CallerAsks<'_> {
     /// The record of one request, relayed or refused.
     async fn record(&self, method: &str, params: &Value, decision: Decision, code: ReasonCode, reason: String) -> bool {
         let mut ctx = self.ctx.clone();
-        ctx.method = Some(method.chars().filter(|c| !c.is_control()).take(64).collect());
+        ctx.method = Some(crate::request::clean(method, 64));
         let rec = AuditRecord::new(&self.rt.env().name, &ctx, decision, code, reason)
             .principal(Some(self.auth.principal()))
             .tool(Some(self.contract.tool.clone()))

@@ -68,7 +68,7 @@ impl<'de> Visitor<'de> for Checked<'_> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                let shown: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
+                let shown = crate::request::clean(&key, 64);
                 *self.duplicate.borrow_mut() = Some(shown);
                 return Err(serde::de::Error::custom("duplicate key"));
             }

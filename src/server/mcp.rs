@@ -267,12 +267,24 @@ impl ServerHandler for Gateway {
 
     async fn set_level(&self, request: SetLevelRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
         let caller = self.request_ctx(&context, "logging/setLevel").await?;
+        let env = &self.rt.env().name;
+        // A level is a session's: without one there is nothing to keep it in (refused, and
+        // recorded, before anything is said to be set).
+        if matches!(self.log_levels, LogLevels::Http(_)) && caller.call.session_id.is_none() {
+            let denial = Denial::SessionRequired;
+            let rec = denial.record(env, &caller.call).principal(Some(caller.auth.principal()));
+            let denial = match self.rt.audit().append(rec).await {
+                Ok(_) => denial,
+                Err(_) => Denial::Unavailable(Outage::RefusalUnrecorded),
+            };
+            return Err(respond::rpc(&denial, &caller.call.trace));
+        }
         let level = serde_json::to_value(request.level)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let rec = AuditRecord::new(
-            &self.rt.env().name,
+            env,
             &caller.call,
             Decision::Allow,
             ReasonCode::Allowed,
@@ -288,10 +300,8 @@ impl ServerHandler for Gateway {
         if self.set_log_level(&caller, request.level.into()) {
             Ok(())
         } else {
-            Err(ErrorData::invalid_request(
-                "logging/setLevel sets a session's level: this request names no open session",
-                None,
-            ))
+            // The session ended between its check and now.
+            Err(respond::rpc(&Denial::SessionRequired, &caller.call.trace))
         }
     }
 
@@ -323,7 +333,15 @@ impl Gateway {
         change: Subscription,
     ) -> Result<(), ErrorData> {
         let caller = self.request_ctx(context, method).await?;
-        let (wait, _) = approval_wait(context);
+        // Only the caller's connection: updates go to it; nothing here waits or reports.
+        let wait = Wait {
+            relay: crate::backend::relay::ToCaller {
+                peer: Some(context.peer.clone()),
+                ..Default::default()
+            },
+            cancelled: context.ct.clone(),
+            ..Default::default()
+        };
         match self.rt.subscription(&caller.auth, &caller.call, uri, change, wait).await {
             Ok(Answer::Subscribed) => Ok(()),
             Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(

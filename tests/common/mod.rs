@@ -652,3 +652,55 @@ impl Mcp {
         names
     }
 }
+
+/// A prompt and a resource template under contracts, for the `dev` environment's demo
+/// upstream (which serves both): the surface the interop clients exercise.
+pub const SURFACE_CONTRACTS: &str = r#"
+[[contract]]
+prompt = "incident_summary"
+allowed_roles = ["oncall"]
+arg_schema = { incident = "regex(INC-[0-9]{1,6})", audience = "enum(engineers|executives)?" }
+
+[[contract]]
+resource = "runbook"
+uri = "runbook://{service}/{page}"
+allowed_roles = ["oncall"]
+arg_schema = { service = "enum(db|web)", page = "string(1..40)" }
+"#;
+
+/// The records of one method with one reason code, in order.
+pub fn records_of<'a>(records: &'a [Value], method: &str, code: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["method"] == method && r["reason_code"] == code)
+        .collect()
+}
+
+/// Starts an upstream that prints `listening on URL` as its first line; the child and URL.
+pub fn spawn_listening(cmd: &mut Command, what: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard(cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{what}: {e}")));
+    let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let url = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{what} said: {line}"))
+        .to_string();
+    (child, url)
+}
+
+impl Fixture {
+    /// A fixture whose `stage` environment fronts `upstream_block` alone, governed only by
+    /// `contracts` (the usual ones name tools such an upstream does not have).
+    pub fn with_only_contracts(upstream_block: String, contracts: &str) -> Self {
+        let f = Fixture::build(
+            "",
+            &Options {
+                stage_upstream: Some(upstream_block),
+                ..Default::default()
+            },
+        );
+        std::fs::remove_file(f.path().join("contracts/seed.json")).unwrap();
+        std::fs::remove_file(f.path().join("contracts/tools.toml")).unwrap();
+        std::fs::write(f.path().join("contracts/only.toml"), contracts).unwrap();
+        f
+    }
+}
