@@ -395,18 +395,39 @@ async fn slow_headers_and_slow_bodies_are_cut_off_and_one_source_holds_few_conne
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert_eq!(f.audit_reason_code("dev", "request_timeout", 1).len(), 1);
-    // Connections per source: the fifth is closed at once, the others still work. The four
-    // held ones send nothing, so the header deadline (1 s) closes them: on a loaded machine
-    // that can happen before the fifth is looked at, which frees a slot. Such a round says
-    // nothing and is run again; the held connections are asked afterwards whether they were
-    // still open.
+    // Connections per source: the fifth is closed at once, the others still work. Each held
+    // connection is first served once (keep-alive), so that all four are known to be counted
+    // on the server: a slot of the connections above may still be in the middle of being
+    // given back, which would turn one of the four away and let the fifth in. The held ones
+    // then send nothing, so the header deadline (1 s) closes them: on a loaded machine that
+    // can happen before the fifth is looked at, which frees a slot. Such a round says nothing
+    // and is run again.
+    async fn served_once(addr: &str) -> Option<tokio::net::TcpStream> {
+        let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !buf.windows(12).any(|w| w == b"HTTP/1.1 200") {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk)).await.ok()?.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(c)
+    }
     let mut judged = false;
     for _ in 0..5 {
+        let started = std::time::Instant::now();
         let mut held = Vec::new();
         for _ in 0..4 {
-            held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+            held.extend(served_once(&addr).await);
         }
-        let started = std::time::Instant::now();
+        if held.len() < 4 {
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            continue;
+        }
         let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
         let _ = extra
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -130,7 +130,9 @@ pub(crate) fn serve(
             };
             let Some(slot) = sources.admit(addr.ip()) else {
                 drop(tcp);
-                sources.refused(&rt, addr).await;
+                // Recording waits for a commit; the accept loop must not wait with it.
+                let (sources, rt) = (sources.clone(), rt.clone());
+                tokio::spawn(async move { sources.refused(&rt, addr).await });
                 continue;
             };
             // MCP answers are small writes after the headers; without TCP_NODELAY each reply
