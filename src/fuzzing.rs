@@ -283,6 +283,15 @@ pub fn upstream_answer(data: &[u8]) {
     {
         panic!("an event that does not answer the request was taken as its result");
     }
+    // The result read as a 2026-07-28 upstream's: a round of input only when it says
+    // `input_required`, with a string state (if any) and at most the bounded number of asks.
+    if let Some(result) = model.as_ref().and_then(|m| m.get("result"))
+        && let Ok(Some(asked)) = crate::backend::stateless::InputRequired::of(result)
+    {
+        assert_eq!(result["resultType"], "input_required");
+        assert!(asked.requests.len() <= crate::backend::stateless::MAX_INPUTS && (asked.state.is_some() || !asked.requests.is_empty()));
+        assert_eq!(asked.state.as_deref(), result.get("requestState").and_then(Value::as_str));
+    }
 }
 
 /// The audit store setting: never panics; it reads or is refused with a reason; a

@@ -64,3 +64,12 @@ impl CallCtx {
         }
     }
 }
+
+/// The methods whose `Mcp-Name` mirrors a member of `params`, and which member.
+pub(crate) fn named_by(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use serde_json::{Value, json};
 
 /// Scenarios that pass against the upstream directly and cannot pass through capgate, by
 /// design, with the reason.
@@ -34,10 +35,6 @@ const THROUGH_CAPGATE_FAILS: &[(&str, &str)] = &[
     (
         "server-sse-polling",
         "capgate keeps no SSE event store: its streams carry no event ids and no priming event with `retry`, so there is nothing for a client to resume (SEP-1699 polling); the call's answer still arrives on the stream, and the suite scores the scenario with no checks at all",
-    ),
-    (
-        "tools-call-with-logging",
-        "the fixture upstream (rmcp 3.11) sends a tool's log messages on its session's standalone GET stream, not on the stream of the call: there they name no call, so capgate cannot tell whose they are and relays them to nobody. An upstream that sends them on the call's stream, as the official SDKs' servers do, has them relayed (tests/interop.rs, upstream_log_messages_reach_only_the_session_that_set_a_level)",
     ),
 ];
 
@@ -77,6 +74,8 @@ const FIXTURES: &[(&str, &str, &str)] = &[
     ("tool", "test_reconnection", "arg_schema = {}"),
     ("tool", "test_touch_resource", "arg_schema = { uri = \"string(1..128)\" }"),
     ("tool", "test_subscriptions", "arg_schema = {}"),
+    ("tool", "test_revision", "arg_schema = {}"),
+    ("tool", "test_inputs", "arg_schema = {}"),
     ("prompt", "test_simple_prompt", ""),
     (
         "prompt",
@@ -388,6 +387,103 @@ fn upstream_requests_reach_only_a_capable_caller_whose_contract_names_them() {
         .find(|r| r["tool"] == "test_elicitation" && r["reason_code"] == "executed" && r["trace_id"] == relayed[0]["trace_id"])
         .expect("the relayed call's outcome");
     assert!(relayed[0]["seq"].as_u64() < outcome["seq"].as_u64());
+}
+
+/// An upstream that offers 2026-07-28 in `server/discover` is spoken to at that revision,
+/// and its rounds of input (`input_required`) are answered by the caller: a 2025-11-25
+/// caller is asked on its session, each ask recorded; the upstream's `requestState` goes
+/// back byte for byte (the fixture refuses one that does not), and a caller's answer that
+/// is not a well-formed result never reaches the upstream.
+#[tokio::test]
+async fn a_2026_upstreams_rounds_of_input_are_asked_of_the_caller_and_checked() {
+    use futures_util::StreamExt;
+    let (_upstream, upstream_url) = upstream();
+    let f = fixture(&upstream_url);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let token = f.token("stage", "ada", &["tester"]);
+    let mut m = Mcp::new(gw.url("stage"), Some(token.clone()));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let r = m.send(init.to_string(), &[("mcp-protocol-version", "2025-11-25")]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    m.session = r.header("mcp-session-id").map(str::to_string);
+    let (http, url, session) = (m.http.clone(), m.url.clone(), m.session.clone());
+    let sent = move |body: Value| {
+        let mut req = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .bearer_auth(&token)
+            .body(body.to_string());
+        if let Some(s) = &session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let initialized = sent(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .unwrap();
+    assert!(initialized.status().is_success(), "{:?}", initialized.text().await);
+    let revision = m.call("test_revision", json!({})).await;
+    assert_eq!(revision.body["result"]["content"][0]["text"], "2026-07-28", "{}", revision.text);
+
+    // One call answered as `answer` says: the elicitation request read off the call's stream,
+    // answered on the session, and the rest of the stream read to its answer.
+    async fn elicited<F: std::future::Future<Output = reqwest::Result<reqwest::Response>>>(
+        sent: impl Fn(Value) -> F,
+        id: i64,
+        answer: Value,
+    ) -> Value {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "test_elicitation", "arguments": {"message": "Who are you?"}}});
+        let mut stream = sent(call).await.unwrap().bytes_stream();
+        let mut text = String::new();
+        let mut answered = false;
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            for data in text.clone().lines().filter_map(|l| l.strip_prefix("data:")) {
+                let Ok(msg) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                if msg["method"] == "elicitation/create" && !answered {
+                    answered = true;
+                    let reply = json!({"jsonrpc": "2.0", "id": msg["id"], "result": answer.clone()});
+                    assert!(sent(reply).await.unwrap().status().is_success());
+                }
+                if msg["id"] == id {
+                    assert!(answered, "the caller was never asked: {text}");
+                    return msg;
+                }
+            }
+        }
+        panic!("the stream ended without an answer: {text}")
+    }
+    let good = elicited(
+        &sent,
+        100,
+        json!({"action": "accept", "content": {"username": "ada", "email": "ada@example.com"}}),
+    )
+    .await;
+    let said = good["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    assert!(said.contains("action=accept") && said.contains("ada@example.com"), "{good}");
+    let bad = elicited(&sent, 101, json!({"action": "maybe", "content": "not an object"})).await;
+    assert!(bad.get("error").is_some() || bad["result"]["isError"] == true, "{bad}");
+    assert!(!bad.to_string().contains("action=maybe"), "{bad}");
+    let inputs = m.call("test_inputs", json!({})).await;
+    let inputs: Value = serde_json::from_str(inputs.body["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        inputs.as_array().map(Vec::len),
+        Some(1),
+        "only the well-formed answer went upstream: {inputs}"
+    );
+    assert_eq!(inputs[0]["action"], "accept");
+
+    let records = f.audit("stage");
+    assert_eq!(records_of(&records, "elicitation/create", "relayed").len(), 2, "{records:#?}");
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|r| r["tool"] == "test_elicitation" && r["decision"] == "error")
+        .collect();
+    assert_eq!(failed.len(), 1, "{records:#?}");
 }
 
 /// The official TypeScript clients of both revisions through capgate: `@modelcontextprotocol/sdk`

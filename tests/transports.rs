@@ -134,19 +134,25 @@ fn stdio_refuses_to_start_without_a_valid_token_and_refuses_duplicate_keys() {
 
 #[tokio::test]
 async fn streamable_http_upstream_gets_its_credential_header_and_the_agent_never_does() {
-    http_upstream_call_through_the_gateway(false).await;
+    http_upstream_call_through_the_gateway(&[]).await;
+}
+
+/// The same over a server from before 2026-07-28, spoken to on a session.
+#[tokio::test]
+async fn a_sessions_only_http_upstream_works_the_same() {
+    http_upstream_call_through_the_gateway(&["--sessions-only"]).await;
 }
 
 /// The same over an upstream that keeps no sessions and answers with JSON bodies, which the
 /// gateway reads by another path than event streams.
 #[tokio::test]
 async fn a_json_answering_sessionless_http_upstream_works_the_same() {
-    http_upstream_call_through_the_gateway(true).await;
+    http_upstream_call_through_the_gateway(&["--json-response"]).await;
 }
 
-async fn http_upstream_call_through_the_gateway(json_response: bool) {
+async fn http_upstream_call_through_the_gateway(flags: &[&str]) {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, url) = http_upstream_with(state.path(), "127.0.0.1:0", json_response);
+    let (_upstream, url) = http_upstream_with(state.path(), "127.0.0.1:0", flags);
     let secret_file = state.path().join("web-credential");
     std::fs::write(&secret_file, "http-upstream-secret-value\n").unwrap();
     let block = format!(
@@ -256,16 +262,14 @@ fn with_stage_upstream(block: String) -> Fixture {
 
 /// Starts the demo upstream over streamable HTTP on `addr`; returns it and its URL.
 fn http_upstream(state: &std::path::Path, addr: &str) -> (ChildGuard, String) {
-    http_upstream_with(state, addr, false)
+    http_upstream_with(state, addr, &[])
 }
 
-/// `json_response`: without sessions, answering with JSON bodies rather than event streams.
-fn http_upstream_with(state: &std::path::Path, addr: &str, json_response: bool) -> (ChildGuard, String) {
+/// `flags`: `--json-response` (without sessions, answering with JSON bodies rather than
+/// event streams), `--sessions-only` (a server from before 2026-07-28).
+fn http_upstream_with(state: &std::path::Path, addr: &str, flags: &[&str]) -> (ChildGuard, String) {
     let mut cmd = Command::new(bin());
-    cmd.args(["upstream-demo", "--http", addr, "--state"]).arg(state);
-    if json_response {
-        cmd.arg("--json-response");
-    }
+    cmd.args(["upstream-demo", "--http", addr, "--state"]).arg(state).args(flags);
     let mut child = ChildGuard(cmd.stdout(Stdio::piped()).spawn().unwrap());
     let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let url = line.rsplit(' ').next().unwrap().to_string();
@@ -275,15 +279,21 @@ fn http_upstream_with(state: &std::path::Path, addr: &str, json_response: bool) 
 /// The demo upstream over streamable HTTP (its state in `state`) as the stage environment's
 /// upstream, with room for slow calls (20 s); the dev environment keeps the stdio one.
 fn demo_over_http_in_stage(state: &std::path::Path) -> (ChildGuard, Fixture) {
-    let (upstream, url) = http_upstream(state, "127.0.0.1:0");
+    demo_over_http_in_stage_with(state, &[])
+}
+
+fn demo_over_http_in_stage_with(state: &std::path::Path, flags: &[&str]) -> (ChildGuard, Fixture) {
+    let (upstream, url) = http_upstream_with(state, "127.0.0.1:0", flags);
     let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"20s\"\n");
     (upstream, with_stage_upstream(block))
 }
 
+/// On a 2025-11-25 session (an upstream from before 2026-07-28); a 2026-07-28 upstream has
+/// no session to forget (`a_2026_upstream_that_restarts_forgets_nothing`).
 #[tokio::test]
 async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retried() {
     let state = tempfile::tempdir().unwrap();
-    let (upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let (upstream, url) = http_upstream_with(state.path(), "127.0.0.1:0", &["--sessions-only"]);
     let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
     let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
     let f = with_stage_upstream(block);
@@ -301,7 +311,7 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
 
     // A new upstream process on the same address knows nothing of the gateway's session.
     drop(upstream);
-    let (_upstream, _) = http_upstream(state.path(), &addr);
+    let (_upstream, _) = http_upstream_with(state.path(), &addr, &["--sessions-only"]);
     let first = mcp.call("list_tickets", json!({})).await;
     let second = mcp.call("list_tickets", json!({})).await;
     // The call that met the forgotten session failed as a tool error, and was not retried
@@ -313,6 +323,31 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
     assert_eq!(recs.last().unwrap()["reason_code"], "backend_error", "{recs:#?}");
 }
 
+/// Spoken to at 2026-07-28, an upstream keeps nothing of the gateway between requests: after
+/// a restart on the same address the next call simply runs, once.
+#[tokio::test]
+async fn a_2026_upstream_that_restarts_forgets_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let (upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
+    let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
+    let f = with_stage_upstream(block);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mut mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
+    let calls = || -> usize {
+        std::fs::read_to_string(state.path().join("calls.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let r = mcp.call("list_tickets", json!({})).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    drop(upstream);
+    let (_upstream, _) = http_upstream(state.path(), &addr);
+    let r = mcp.call("list_tickets", json!({})).await;
+    assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
+    assert_eq!(calls(), 2);
+}
+
 /// An upstream that asks its client something mid-call (sampling): the gateway relays no
 /// such request to its callers, so it answers it at once with "method not found", over a
 /// streamable HTTP upstream (an event stream) as over stdio; the call ends with the
@@ -320,7 +355,8 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
 #[tokio::test]
 async fn a_request_from_the_upstream_to_its_client_is_refused_at_once_and_the_call_ends() {
     let state = tempfile::tempdir().unwrap();
-    let (_upstream, f) = demo_over_http_in_stage(state.path());
+    // On a session: a 2026-07-28 upstream cannot send requests at all (rmcp refuses them).
+    let (_upstream, f) = demo_over_http_in_stage_with(state.path(), &["--sessions-only"]);
     std::fs::write(
         f.path().join("contracts/ask.toml"),
         "tool = \"ask_model\"\nallowed_roles = [\"oncall\"]\nside_effects = \"read\"\narg_schema = { question = \"string(1..100)\" }\n",

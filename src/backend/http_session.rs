@@ -9,9 +9,11 @@
 //! answers is bounded as rmcp bounds it ([`MAX_ANSWER`]), and none of its text but a
 //! JSON-RPC error's message reaches the caller's error.
 //!
-//! The session is opened with `initialize` at the newest protocol version that still has
-//! one; a server that answers with a version past it is not spoken to this way (the caller
-//! falls back to rmcp's full client). The gateway advertises no client capabilities, so a
+//! The upstream is asked `server/discover` first; where it offers 2026-07-28 there is no
+//! session and each request is framed for that revision (`stateless.rs`). Otherwise the
+//! session is opened with `initialize` at the newest protocol version that still has one; a
+//! server that answers with a version past it is not spoken to this way (the caller falls
+//! back to rmcp's full client). The gateway advertises no client capabilities, so a
 //! compliant server sends it no requests of its own; notifications before the answer are
 //! skipped.
 
@@ -48,7 +50,7 @@ pub(crate) struct SessionError {
     pub(crate) closed: bool,
 }
 
-fn err(detail: impl std::fmt::Display, closed: bool) -> SessionError {
+pub(crate) fn err(detail: impl std::fmt::Display, closed: bool) -> SessionError {
     SessionError {
         detail: detail.to_string(),
         closed,
@@ -83,6 +85,20 @@ pub(crate) struct HttpSession {
     listening: AtomicBool,
     /// Ends that reading when the session is dropped.
     stop: tokio_util::sync::DropGuard,
+    /// Spoken at 2026-07-28, without a session (`server/discover` offered it); `None`: a
+    /// session opened with `initialize`.
+    modern: Option<Box<Modern>>,
+}
+
+/// What a 2026-07-28 connection keeps besides its requests' headers.
+struct Modern {
+    /// The upstream also offers a revision with sessions, where resource subscriptions
+    /// (which 2026-07-28 removed) still are.
+    offers_session: bool,
+    /// That session, opened on the first subscription.
+    session: tokio::sync::OnceCell<Arc<HttpSession>>,
+    /// The configured headers and URL, to open it with.
+    configured: (HashMap<HeaderName, HeaderValue>, Arc<str>),
 }
 
 /// Versions this session speaks: known to rmcp, and still opened with `initialize`.
@@ -93,7 +109,79 @@ fn speaks(v: &ProtocolVersion) -> bool {
 impl HttpSession {
     /// Opens a session. `Ok(None)`: the server negotiated a version this route does not
     /// speak; use rmcp's full client instead.
+    /// The upstream is asked `server/discover` first, and spoken to at 2026-07-28 where
+    /// it offers that revision.
     pub(crate) async fn open(
+        http: reqwest::Client,
+        uri: &str,
+        headers: HashMap<HeaderName, HeaderValue>,
+        relays: super::relay::Relays,
+    ) -> Result<Option<Self>, SessionError> {
+        if let Some(why) = super::stateless::clashing(&headers) {
+            return Err(err(why, true));
+        }
+        let url = reqwest::Url::parse(uri).map_err(|_| err("the upstream URL is not a valid URL", true))?;
+        let mut request_headers = HeaderMap::with_capacity(headers.len() + 3);
+        request_headers.extend(headers.clone());
+        request_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+        request_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        request_headers.insert(
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderValue::from_static(super::stateless::REVISION),
+        );
+        let Some(offer) = super::stateless::discover(&http, &url, &request_headers).await? else {
+            return Self::open_session(http, uri, headers, relays).await;
+        };
+        Ok(Some(Self {
+            http,
+            url,
+            request_headers,
+            next_id: AtomicI64::new(1),
+            closed: AtomicBool::new(false),
+            relays,
+            listening: AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new().drop_guard(),
+            modern: Some(Box::new(Modern {
+                offers_session: offer.offers_session,
+                session: tokio::sync::OnceCell::new(),
+                configured: (headers, Arc::from(uri)),
+            })),
+        }))
+    }
+
+    /// Whether requests go at 2026-07-28, without a session.
+    pub(crate) fn is_modern(&self) -> bool {
+        self.modern.is_some()
+    }
+
+    /// The session resource subscriptions go on: this one, or on a 2026-07-28 connection a
+    /// session of an earlier revision the upstream offers, opened on first use.
+    pub(crate) async fn subscription_session(&self) -> Result<&HttpSession, SessionError> {
+        let Some(modern) = &self.modern else {
+            return Ok(self);
+        };
+        if !modern.offers_session {
+            return Err(err(
+                "the upstream speaks only 2026-07-28, which has no resources/subscribe (and capgate does not speak its subscriptions/listen to upstreams)",
+                false,
+            ));
+        }
+        let session = modern
+            .session
+            .get_or_try_init(|| async {
+                let (headers, uri) = &modern.configured;
+                match Self::open_session(self.http.clone(), uri, headers.clone(), self.relays.clone()).await? {
+                    Some(s) => Ok(Arc::new(s)),
+                    None => Err(err("the upstream's session revision is not one capgate speaks", false)),
+                }
+            })
+            .await?;
+        Ok(session)
+    }
+
+    /// Opens a session with `initialize`. `Ok(None)`: the server negotiated a version
+    /// this route does not speak.
+    async fn open_session(
         http: reqwest::Client,
         uri: &str,
         mut headers: HashMap<HeaderName, HeaderValue>,
@@ -151,6 +239,7 @@ impl HttpSession {
             relays,
             listening: AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new().drop_guard(),
+            modern: None,
         }))
     }
 
@@ -212,12 +301,62 @@ impl HttpSession {
         id: &RequestId,
         asks: Option<&dyn Asker>,
     ) -> Result<R, SessionError> {
-        // A fixed text: serde's could one day name what it failed on, the call's arguments.
-        let body = serde_json::to_vec(message).map_err(|_| err("the request could not be encoded", false))?;
+        if self.modern.is_some() {
+            let mut message = serde_json::to_value(message).map_err(|_| err(UNENCODABLE, false))?;
+            let headers = self.frame(&mut message, asks);
+            let body = serde_json::to_vec(&message).map_err(|_| err(UNENCODABLE, false))?;
+            return self.exchange_raw(body, headers, id, asks).await;
+        }
+        let body = serde_json::to_vec(message).map_err(|_| err(UNENCODABLE, false))?;
+        self.exchange_raw(body, self.request_headers.clone(), id, asks).await
+    }
+
+    /// A 2026-07-28 request's `_meta` stamped (with the caller's capabilities, where it is
+    /// a call's), and the headers that mirror it.
+    fn frame(&self, message: &mut serde_json::Value, asks: Option<&dyn Asker>) -> HeaderMap {
+        super::stateless::stamp(message, asks.map(Asker::capabilities), asks.and_then(Asker::log_level));
+        let mut headers = self.request_headers.clone();
+        super::stateless::mirror(message, &mut headers);
+        headers
+    }
+
+    /// A tool call, through every round of input a 2026-07-28 upstream asks for (each
+    /// answered by the caller through `asks`, or the call ends); one exchange otherwise.
+    async fn call_rounds(
+        &self,
+        message: &ClientJsonRpcMessage,
+        id: &RequestId,
+        asks: Option<&dyn Asker>,
+    ) -> Result<CallToolResult, SessionError> {
+        use super::stateless::{InputRequired, MAX_ROUNDS, retry};
+        if self.modern.is_none() {
+            return self.exchange(message, id, asks).await;
+        }
+        let mut message = serde_json::to_value(message).map_err(|_| err(UNENCODABLE, false))?;
+        let headers = self.frame(&mut message, asks);
+        for _ in 0..MAX_ROUNDS {
+            let body = serde_json::to_vec(&message).map_err(|_| err(UNENCODABLE, false))?;
+            let result: serde_json::Value = self.exchange_raw(body, headers.clone(), id, asks).await?;
+            let Some(asked) = InputRequired::of(&result)? else {
+                return serde_json::from_value(result).map_err(|_| err(NOT_AN_ANSWER, false));
+            };
+            let answers = asked.answers(asks, |text| self.relays.leaks_credential(text)).await?;
+            retry(&mut message, answers, asked.state);
+        }
+        Err(err(format!("the upstream still asked for input after {MAX_ROUNDS} rounds"), false))
+    }
+
+    async fn exchange_raw<R: DeserializeOwned>(
+        &self,
+        body: Vec<u8>,
+        headers: HeaderMap,
+        id: &RequestId,
+        asks: Option<&dyn Asker>,
+    ) -> Result<R, SessionError> {
         let response = self
             .http
             .post(self.url.clone())
-            .headers(self.request_headers.clone())
+            .headers(headers)
             .body(body)
             .send()
             .await
@@ -270,7 +409,7 @@ impl HttpSession {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let message = ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), id.clone());
         tokio::select! {
-            r = self.exchange(&message, &id, asks) => {
+            r = self.call_rounds(&message, &id, asks) => {
                 if let Err(e) = &r
                     && e.closed
                 {
@@ -323,6 +462,9 @@ fn limits() -> StreamableHttpResponseLimits {
 
 /// Most of a body reserved before its bytes arrive: a usual answer fits in one reservation.
 const PREALLOCATE: usize = 64 * 1024;
+
+/// A fixed text: serde's could one day name what it failed on, the call's arguments.
+const UNENCODABLE: &str = "the request could not be encoded";
 
 const NOT_AN_ANSWER: &str = "the upstream's answer is not a valid JSON-RPC answer to the request";
 
@@ -385,7 +527,7 @@ impl<R> Answer<R> {
 }
 
 /// The body, refused past [`MAX_ANSWER`] (before reading, when its length is declared).
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, SessionError> {
+pub(crate) async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, SessionError> {
     let too_large = || err(format!("the upstream's answer is larger than {MAX_ANSWER} bytes"), false);
     if response.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
         return Err(too_large());
@@ -541,15 +683,21 @@ struct Poster {
     http: reqwest::Client,
     url: reqwest::Url,
     headers: HeaderMap,
+    /// 2026-07-28: each message's `Mcp-Method` header mirrors it.
+    mirrored: bool,
 }
 
 impl Poster {
     /// `what`: the message, for the debug line if it cannot be sent.
     async fn post(&self, body: serde_json::Value, what: &str) {
+        let mut headers = self.headers.clone();
+        if self.mirrored {
+            super::stateless::mirror(&body, &mut headers);
+        }
         let sent = self
             .http
             .post(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .body(body.to_string())
             .send()
             .await;
@@ -561,7 +709,7 @@ impl Poster {
 
 /// An event stream's bytes, refused past [`MAX_ANSWER`]: neither an answer nor the session's
 /// own stream may grow without bound (an event that never ends included).
-fn bounded(response: reqwest::Response) -> impl futures_util::Stream<Item = Result<Bytes, Unread>> {
+pub(crate) fn bounded(response: reqwest::Response) -> impl futures_util::Stream<Item = Result<Bytes, Unread>> {
     let mut seen = 0usize;
     response.bytes_stream().map(move |chunk: Result<Bytes, reqwest::Error>| {
         let chunk = chunk.map_err(|_| Unread::BrokeOff)?;
@@ -631,13 +779,14 @@ impl HttpSession {
             http: self.http.clone(),
             url: self.url.clone(),
             headers: self.request_headers.clone(),
+            mirrored: self.modern.is_some(),
         }
     }
 }
 
 /// Why an event stream could not be read further.
 #[derive(Debug, thiserror::Error)]
-enum Unread {
+pub(crate) enum Unread {
     #[error("the stream broke off")]
     BrokeOff,
     #[error("the stream is too large")]
@@ -670,6 +819,8 @@ mod tests {
                     )
                         .into_response(),
                     Some("notifications/initialized") => StatusCode::ACCEPTED.into_response(),
+                    // As a 2025-11-25 server answers a request without a session.
+                    Some("server/discover") => StatusCode::BAD_REQUEST.into_response(),
                     _ => script(msg["id"].clone()),
                 }
             }),

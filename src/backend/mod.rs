@@ -9,6 +9,7 @@
 
 pub(crate) mod http_session;
 pub(crate) mod relay;
+pub(crate) mod stateless;
 pub(crate) mod subscriptions;
 
 use std::collections::HashMap;
@@ -213,7 +214,15 @@ impl UpstreamClient {
                         .build()
                         .map_err(|e| self.unavailable(format!("http client: {e}")))?;
                     match http_session::HttpSession::open(http.clone(), url.as_str(), headers, self.relays.clone()).await {
-                        Ok(Some(session)) => Ok(Client::Http(session)),
+                        Ok(Some(session)) => {
+                            let revision = if session.is_modern() {
+                                stateless::REVISION
+                            } else {
+                                "a session (initialize)"
+                            };
+                            tracing::debug!(upstream = %self.cfg.name, "spoken to at {revision}");
+                            Ok(Client::Http(session))
+                        }
                         Ok(None) => {
                             let transport = StreamableHttpClientTransport::with_client(http, config);
                             self.relays
@@ -388,17 +397,15 @@ impl UpstreamClient {
         if !subs.any(uri) {
             let mut params = SubscribeRequestParams::new(uri.to_string());
             params.meta = Some(trace_meta(traceparent));
-            self.forward(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)), |_| {
-                // Any result answers it (rmcp reads `{}` as whichever result kind fits first).
-                Some(serde_json::Value::Null)
-            })
-            .await?;
+            self.forward_subscription(ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params)))
+                .await?;
         }
         // An HTTP upstream sends its updates on the session's own stream.
         if let Some(c) = self.live()
             && let Client::Http(h) = c.as_ref()
+            && let Ok(session) = h.subscription_session().await
         {
-            h.listen();
+            session.listen();
         }
         subs.add(uri, who);
         Ok(())
@@ -416,16 +423,37 @@ impl UpstreamClient {
         if subs.remove(uri, session) == Some(true) {
             let mut params = UnsubscribeRequestParams::new(uri.to_string());
             params.meta = Some(trace_meta(traceparent));
-            self.forward(
-                ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)),
-                |_| {
-                    // Any result answers it (rmcp reads `{}` as whichever result kind fits first).
-                    Some(serde_json::Value::Null)
-                },
-            )
-            .await?;
+            self.forward_subscription(ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params)))
+                .await?;
         }
         Ok(())
+    }
+
+    /// `resources/subscribe` or `unsubscribe`, on the session that carries subscriptions
+    /// (a 2026-07-28 connection has none of its own).
+    async fn forward_subscription(&self, request: ClientRequest) -> Result<(), BackendError> {
+        let c = self.client().await?;
+        match c.as_ref() {
+            Client::Http(h) => {
+                let sent = async {
+                    let session = h.subscription_session().await.map_err(|e| e.detail)?;
+                    // Any result answers it.
+                    session
+                        .send::<serde::de::IgnoredAny>(request)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.detail)
+                };
+                self.finish(sent).await
+            }
+            Client::Service(_) => self
+                .forward(request, |_| {
+                    // Any result answers it (rmcp reads `{}` as whichever result kind fits first).
+                    Some(serde_json::Value::Null)
+                })
+                .await
+                .map(|_| ()),
+        }
     }
 
     pub(crate) async fn complete(

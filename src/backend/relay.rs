@@ -52,6 +52,15 @@ pub(crate) trait Asker: Send + Sync {
     /// it asked for log messages of that level, recorded first. `leaks`: the message holds
     /// one of the upstream's credentials (it is withheld, and that is recorded).
     fn log<'a>(&'a self, params: serde_json::Value, leaks: bool) -> futures_util::future::BoxFuture<'a, ()>;
+
+    /// The client capabilities a 2026-07-28 upstream is told of for this call: those of
+    /// the requests [`Asker::ask`] would relay (the contract allows them and the caller's
+    /// client declared them), as `clientCapabilities`.
+    fn capabilities(&self) -> serde_json::Value;
+
+    /// The least severe log message the caller asked for, which a 2026-07-28 upstream is
+    /// told per request (it sends none otherwise); `None`: none.
+    fn log_level(&self) -> Option<LogLevel>;
 }
 
 /// What an upstream may send the caller of one call while it runs: its progress, if the
@@ -87,6 +96,14 @@ impl From<rmcp::model::LoggingLevel> for LogLevel {
             L::Alert => 6,
             L::Emergency => 7,
         })
+    }
+}
+
+impl LogLevel {
+    /// The level's name on the wire (`debug` … `emergency`).
+    pub(crate) fn name(self) -> &'static str {
+        const NAMES: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+        NAMES.get(usize::from(self.0)).copied().unwrap_or("emergency")
     }
 }
 

@@ -141,6 +141,10 @@ enum Command {
         /// Over HTTP, serve without sessions and answer with JSON bodies instead of event streams
         #[arg(long, requires = "http")]
         json_response: bool,
+        /// Over HTTP, offer only the revisions with sessions (2025-11-25 and before), as a
+        /// server that predates 2026-07-28 does
+        #[arg(long, requires = "http")]
+        sessions_only: bool,
     },
 }
 
@@ -416,7 +420,8 @@ pub fn main() -> ExitCode {
                 http,
                 no_record,
                 json_response,
-            } => upstream_demo::run(&state, http.as_deref(), no_record, json_response).await,
+                sessions_only,
+            } => upstream_demo::run(&state, http.as_deref(), no_record, json_response, sessions_only).await,
         }
     });
     // Upstream child processes and listeners end with the runtime.

@@ -36,6 +36,8 @@ struct State {
 struct Demo {
     /// Benchmarks: keep no calls log (its fsync would make the upstream the bottleneck).
     no_record: bool,
+    /// Offers no revision without sessions (2026-07-28): a server from before it.
+    sessions_only: bool,
     dir: PathBuf,
     lock: Arc<Mutex<()>>,
 }
@@ -193,6 +195,15 @@ fn prompt(name: &str, description: &str, args: &[(&str, bool)]) -> Prompt {
 }
 
 impl ServerHandler for Demo {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        let known = rmcp::model::ProtocolVersion::KNOWN_VERSIONS;
+        if self.sessions_only {
+            std::borrow::Cow::Owned(known.iter().filter(|v| v.has_initialize()).cloned().collect())
+        } else {
+            std::borrow::Cow::Borrowed(known)
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -390,11 +401,18 @@ async fn ask_model(c: &RequestContext<RoleServer>, args: &Map<String, Value>) ->
     }
 }
 
-pub(crate) async fn run(state: &Path, http: Option<&str>, no_record: bool, json_response: bool) -> Result<(), Failure> {
+pub(crate) async fn run(
+    state: &Path,
+    http: Option<&str>,
+    no_record: bool,
+    json_response: bool,
+    sessions_only: bool,
+) -> Result<(), Failure> {
     std::fs::create_dir_all(state).map_err(|e| Failure::Usage(format!("{}: {e}", state.display())))?;
     let _ = std::fs::write(state.join("upstream.pid"), std::process::id().to_string());
     let demo = Demo {
         no_record,
+        sessions_only,
         dir: state.to_path_buf(),
         lock: Arc::new(Mutex::new(())),
     };

@@ -55,6 +55,10 @@ impl CallerAsks<'_> {
     /// the record, never for the caller (it is never told).
     fn refusal(&self, method: &str) -> Result<ClientAsk, String> {
         let kind = ClientAsk::of_method(method).ok_or("it is not a request an MCP server may send its client")?;
+        self.refusal_of(kind).map(|()| kind)
+    }
+
+    fn refusal_of(&self, kind: ClientAsk) -> Result<(), String> {
         if !self.contract.client_requests.contains(&kind) {
             return Err(format!(
                 "the contract of `{}` does not allow `{}` requests (client_requests)",
@@ -81,7 +85,7 @@ impl CallerAsks<'_> {
         if !declared {
             return Err(format!("the caller's client did not declare the `{}` capability", kind.word()));
         }
-        Ok(kind)
+        Ok(())
     }
 
     /// The record of one request, relayed or refused.
@@ -204,6 +208,19 @@ impl Asker for CallerAsks<'_> {
 
     fn log<'a>(&'a self, params: Value, leaks: bool) -> BoxFuture<'a, ()> {
         Box::pin(self.pass_log(params, leaks))
+    }
+
+    fn log_level(&self) -> Option<LogLevel> {
+        self.log
+    }
+
+    fn capabilities(&self) -> Value {
+        let caps: serde_json::Map<String, Value> = [ClientAsk::Sampling, ClientAsk::Elicitation, ClientAsk::Roots]
+            .into_iter()
+            .filter(|k| self.refusal_of(*k).is_ok())
+            .map(|k| (k.word().to_string(), Value::Object(serde_json::Map::new())))
+            .collect();
+        Value::Object(caps)
     }
 }
 

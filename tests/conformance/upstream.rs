@@ -18,17 +18,17 @@
     reason = "a test fixture: a failure is a test failure; logging, sampling and elicitation are deprecated in 2026-07-28 and still tested for 2025-11-25"
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
-    UnsubscribeRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, InputRequest, InputRequiredResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler};
@@ -82,6 +82,10 @@ fn tools() -> Value {
     .collect();
     // Not the suite's: capgate's own tests of resource subscriptions (tests/conformance.rs).
     list.push(json!({"name": "test_touch_resource", "description": "Says a resource changed, to the subscribed sessions", "inputSchema": string_arg("uri", "The resource's URI")}));
+    list.push(
+        json!({"name": "test_inputs", "description": "The answers of rounds of input this server received", "inputSchema": no_args()}),
+    );
+    list.push(json!({"name": "test_revision", "description": "The protocol revision of this request", "inputSchema": no_args()}));
     list.push(json!({"name": "test_subscriptions", "description": "The URIs this server was asked to watch", "inputSchema": no_args()}));
     list.push(json!({"name": "test_sampling", "description": "Asks the client's model", "inputSchema": string_arg("prompt", "The prompt to send to the LLM")}));
     list.push(json!({"name": "test_elicitation", "description": "Asks the user", "inputSchema": string_arg("message", "The message to show the user")}));
@@ -108,6 +112,8 @@ struct Upstream {
     /// The least severe level a client asked for (none asked: everything is sent).
     level: Arc<Mutex<Option<LoggingLevel>>>,
     subscribed: Arc<Mutex<BTreeSet<String>>>,
+    /// Every answer a retried call brought (2026-07-28 rounds of input), in order.
+    inputs: Arc<Mutex<Vec<Value>>>,
 }
 
 fn severity(l: LoggingLevel) -> u8 {
@@ -135,18 +141,63 @@ impl Upstream {
             .await;
     }
 
-    async fn elicit(&self, c: &RequestContext<RoleServer>, message: &str, schema: Value) -> Result<CallToolResult, ErrorData> {
-        let params = from(json!({"message": message, "requestedSchema": schema}));
-        match c.peer.create_elicitation(params).await {
-            Ok(r) => {
-                let action = serde_json::to_value(&r.action).unwrap_or_default();
-                let action = action.as_str().unwrap_or("?").to_string();
-                let content = r.content.unwrap_or(Value::Null);
-                Ok(text(format!("Elicitation completed: action={action}, content={content}")))
-            }
-            Err(e) => Err(ErrorData::internal_error(format!("elicitation failed: {e}"), None)),
+    async fn elicit(
+        &self,
+        c: &RequestContext<RoleServer>,
+        r: &CallToolRequestParams,
+        message: &str,
+        schema: Value,
+    ) -> Result<Result<CallToolResult, CallToolResponse>, ErrorData> {
+        let params = json!({"message": message, "requestedSchema": schema});
+        let answered = ask_client(c, r, "elicitation/create", params).await?;
+        if let Ok(answer) = &answered
+            && r.input_responses.is_some()
+        {
+            self.inputs.lock().unwrap().push(answer.clone());
         }
+        Ok(answered.map(|answer| {
+            let action = answer["action"].as_str().unwrap_or("?").to_string();
+            let content = answer.get("content").cloned().unwrap_or(Value::Null);
+            text(format!("Elicitation completed: action={action}, content={content}"))
+        }))
     }
+}
+
+/// The `requestState` of this fixture's rounds of input: characters a careless relay
+/// would re-encode, so that one that does not send it back byte for byte is seen.
+const STATE: &str = "fixture state: +/= \u{e9} \"quoted\"";
+
+/// The client's answer to `method`: on 2025-11-25 asked on the session; on 2026-07-28 as a
+/// round of input, where the call is answered `input_required` (`Err`) and its retry
+/// carries the answer and this fixture's state.
+async fn ask_client(
+    c: &RequestContext<RoleServer>,
+    r: &CallToolRequestParams,
+    method: &str,
+    params: Value,
+) -> Result<Result<Value, CallToolResponse>, ErrorData> {
+    if c.meta.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28) {
+        if let Some(answer) = r.input_responses.as_ref().and_then(|a| a.get("ask")) {
+            if r.request_state.as_deref() != Some(STATE) {
+                return Err(ErrorData::invalid_params("the requestState came back altered", None));
+            }
+            return Ok(Ok(answer.clone()));
+        }
+        let request: InputRequest = from(json!({"method": method, "params": params}));
+        let asked = InputRequiredResult::new(Some(BTreeMap::from([("ask".to_string(), request)])), Some(STATE.to_string()));
+        return Ok(Err(asked.into()));
+    }
+    let answered = match method {
+        "elicitation/create" => c
+            .peer
+            .create_elicitation(from(params))
+            .await
+            .map(|a| serde_json::to_value(a).unwrap()),
+        _ => c.peer.create_message(from(params)).await.map(|a| serde_json::to_value(a).unwrap()),
+    };
+    answered
+        .map(Ok)
+        .map_err(|e| ErrorData::internal_error(format!("{method} failed: {e}"), None))
 }
 
 impl ServerHandler for Upstream {
@@ -223,15 +274,14 @@ impl ServerHandler for Upstream {
             "test_sampling" => {
                 let params =
                     rmcp::model::CreateMessageRequestParams::new(vec![rmcp::model::SamplingMessage::user_text(arg("prompt"))], 100);
-                match c.peer.create_message(params).await {
-                    Ok(m) => {
-                        let said = serde_json::to_value(&m.message).unwrap_or_default();
+                match ask_client(&c, &r, "sampling/createMessage", serde_json::to_value(params).unwrap()).await? {
+                    Ok(said) => {
                         let said = said["content"]["text"]
                             .as_str()
                             .map_or_else(|| said["content"].to_string(), str::to_string);
                         text(format!("LLM response: {said}"))
                     }
-                    Err(e) => return Err(ErrorData::internal_error(format!("sampling failed: {e}"), None)),
+                    Err(asked) => return Ok(asked),
                 }
             }
             "test_elicitation" => {
@@ -239,7 +289,10 @@ impl ServerHandler for Upstream {
                     "username": {"type": "string", "description": "User's response"},
                     "email": {"type": "string", "description": "User's email address"}
                 }, "required": ["username", "email"]});
-                let r = self.elicit(&c, &arg("message"), schema).await?;
+                let r = match self.elicit(&c, &r, &arg("message"), schema).await? {
+                    Ok(r) => r,
+                    Err(asked) => return Ok(asked),
+                };
                 let said = serde_json::to_value(&r).unwrap_or_default();
                 let said = said["content"][0]["text"]
                     .as_str()
@@ -255,8 +308,13 @@ impl ServerHandler for Upstream {
                     "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
                     "verified": {"type": "boolean", "default": true}
                 }});
-                self.elicit(&c, "Please review and update the form fields with defaults", schema)
+                match self
+                    .elicit(&c, &r, "Please review and update the form fields with defaults", schema)
                     .await?
+                {
+                    Ok(r) => r,
+                    Err(asked) => return Ok(asked),
+                }
             }
             "test_elicitation_sep1330_enums" => {
                 let schema = json!({"type": "object", "properties": {
@@ -266,8 +324,14 @@ impl ServerHandler for Upstream {
                     "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
                     "titledMulti": {"type": "array", "items": {"anyOf": [{"const": "value1", "title": "First Choice"}, {"const": "value2", "title": "Second Choice"}, {"const": "value3", "title": "Third Choice"}]}}
                 }});
-                self.elicit(&c, "Please select options", schema).await?
+                match self.elicit(&c, &r, "Please select options", schema).await? {
+                    Ok(r) => r,
+                    Err(asked) => return Ok(asked),
+                }
             }
+            // Which revision this request came on: the one capgate chose for this upstream.
+            "test_inputs" => text(serde_json::to_string(&*self.inputs.lock().unwrap()).unwrap()),
+            "test_revision" => text(c.meta.protocol_version().map_or_else(|| "session".to_string(), |v| v.to_string())),
             "test_reconnection" => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 text("Reconnection test completed")

@@ -28,15 +28,6 @@ pub(crate) fn mirrors(version: Option<&str>) -> bool {
     version.is_some_and(|v| v >= ProtocolVersion::V_2026_07_28.as_str())
 }
 
-/// The methods whose `Mcp-Name` mirrors a member of `params`, and which member.
-fn named_by(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
-        _ => None,
-    }
-}
-
 /// The one value of header `name`, with the spaces around it dropped (RFC 9110 §5.5: they
 /// are not part of the value); `Err` for two values or one that is not visible ASCII.
 fn single<'a>(headers: &'a http::HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
@@ -111,7 +102,7 @@ pub(crate) fn mismatch(headers: &http::HeaderMap, body: &Value, version: Option<
         }
         Ok(Some(_)) => {}
     }
-    let key = named_by(method)?;
+    let key = crate::request::named_by(method)?;
     let named = member(body, &["params", key]).and_then(Value::as_str)?;
     match single(headers, "mcp-name") {
         Err(e) => Some(e),
