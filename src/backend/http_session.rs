@@ -864,6 +864,52 @@ mod tests {
         serde_json::to_value(r).unwrap()["content"][0]["text"].as_str().unwrap().to_string()
     }
 
+    /// A server of 2026-07-28 only (its `server/discover` answered on an event stream): no
+    /// session, and each request says its revision in `_meta` and mirrors its method and
+    /// name in headers. Every request it got is in the returned log.
+    #[tokio::test]
+    async fn a_server_that_offers_2026_07_28_is_spoken_to_without_a_session() {
+        let seen: Arc<std::sync::Mutex<Vec<(HeaderMap, Value)>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                let msg: Value = serde_json::from_slice(&body).unwrap_or_default();
+                log.lock().unwrap().push((headers, msg.clone()));
+                match msg["method"].as_str() {
+                    Some("server/discover") => sse(&[json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                        "supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "modern", "version": "1"}}})]),
+                    Some("initialize") => StatusCode::BAD_REQUEST.into_response(),
+                    _ => json_answer(200, json!({"jsonrpc": "2.0", "id": msg["id"], "result": result("ran")})),
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("http://{addr}/mcp");
+        let s = match HttpSession::open(reqwest::Client::new(), &url, HashMap::new(), super::super::relay::for_tests()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => panic!("a 2026-07-28 server is spoken"),
+            Err(e) => panic!("discover: {}", e.detail),
+        };
+        assert!(s.is_modern());
+        assert_eq!(text_of(&call(&s).await.unwrap()), "ran");
+        assert!(s.subscription_session().await.is_err(), "it offers no revision with subscriptions");
+        let seen = seen.lock().unwrap();
+        let methods: Vec<&str> = seen.iter().map(|(_, m)| m["method"].as_str().unwrap_or("")).collect();
+        assert_eq!(methods, ["server/discover", "tools/call"], "no initialize, no session");
+        let (headers, call) = &seen[1];
+        assert_eq!(headers["mcp-method"], "tools/call");
+        assert_eq!(headers["mcp-name"], "t");
+        assert_eq!(headers["mcp-protocol-version"], "2026-07-28");
+        assert!(headers.get("mcp-session-id").is_none());
+        assert_eq!(call["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
+        assert_eq!(call["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"], json!({}));
+    }
+
     #[test]
     fn the_answer_bound_is_rmcps_own_default() {
         let d = StreamableHttpResponseLimits::default();
