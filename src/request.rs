@@ -2,6 +2,7 @@
 //! MCP session and the client that sent it. Built by the transport, carried through the
 //! pipeline, and written into every audit record about the request.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::trace::TraceId;
@@ -71,5 +72,66 @@ pub(crate) fn named_by(method: &str) -> Option<&'static str> {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
         _ => None,
+    }
+}
+
+/// The sentinel around a header value sent as Base64 (a value with characters a header
+/// cannot carry, or that would lose its surrounding spaces).
+const B64_PREFIX: &str = "=?base64?";
+const B64_SUFFIX: &str = "?=";
+
+/// A header value as the sender meant it: Base64 inside the sentinel decoded, else as is.
+pub(crate) fn header_text(value: &str) -> Option<String> {
+    match value.strip_prefix(B64_PREFIX).and_then(|v| v.strip_suffix(B64_SUFFIX)) {
+        Some(inner) => base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(value.to_string()),
+    }
+}
+
+/// A header value that says `text` exactly: as is where a header can carry it (visible
+/// ASCII and spaces, none at either end), else Base64 inside the spec's sentinel.
+pub(crate) fn header_value(text: &str) -> http::HeaderValue {
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && !text.starts_with(' ')
+        && !text.ends_with(' ')
+        && !text.starts_with(B64_PREFIX);
+    let value = if plain {
+        text.to_string()
+    } else {
+        format!("{B64_PREFIX}{}{B64_SUFFIX}", base64::engine::general_purpose::STANDARD.encode(text))
+    };
+    // Both forms are visible ASCII by construction.
+    http::HeaderValue::from_str(&value).unwrap_or_else(|_| http::HeaderValue::from_static("=?base64??="))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_a_header_cannot_carry_goes_as_base64() {
+        for (text, sent) in [
+            ("plain", "plain"),
+            (" padded", "=?base64?IHBhZGRlZA==?="),
+            ("wetter-z\u{fc}rich", "=?base64?d2V0dGVyLXrDvHJpY2g=?="),
+            ("=?base64?x?=", "=?base64?PT9iYXNlNjQ/eD89?="),
+        ] {
+            assert_eq!(header_value(text), sent, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// What the gateway sends in a header reads back, as a receiver reads it (spaces
+        /// around the value dropped, Base64 in the sentinel decoded), as exactly the text.
+        #[test]
+        fn a_header_value_reads_back_as_its_text(text in "\\PC*|[ =?a-z0-9]{0,12}") {
+            let sent = header_value(&text);
+            let received = sent.to_str().unwrap().trim_matches([' ', '\t']);
+            proptest::prop_assert_eq!(header_text(received), Some(text));
+        }
     }
 }

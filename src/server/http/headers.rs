@@ -8,7 +8,6 @@
 //! `Mcp-Param-*` mirrors of arguments are checked after the contract is known
 //! ([`param_mismatch`]): only a contract says which argument a header mirrors.
 
-use base64::Engine as _;
 use rmcp::model::ProtocolVersion;
 use serde_json::Value;
 
@@ -17,11 +16,6 @@ use crate::server::envelope::member;
 
 /// `_meta`'s key for the request's protocol version (2026-07-28).
 pub(crate) const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-
-/// The sentinel around a header value sent as Base64 (a value with characters a header
-/// cannot carry, or that would lose its surrounding spaces).
-const B64_PREFIX: &str = "=?base64?";
-const B64_SUFFIX: &str = "?=";
 
 /// Whether a request of `version` carries the mirroring headers.
 pub(crate) fn mirrors(version: Option<&str>) -> bool {
@@ -42,17 +36,6 @@ fn single<'a>(headers: &'a http::HeaderMap, name: &str) -> Result<Option<&'a str
         .to_str()
         .map(|v| Some(v.trim_matches([' ', '\t'])))
         .map_err(|_| format!("the {name} header holds characters a header value cannot carry"))
-}
-
-/// A header value as the sender meant it: Base64 inside the sentinel decoded, else as is.
-fn decoded(value: &str) -> Option<String> {
-    match value.strip_prefix(B64_PREFIX).and_then(|v| v.strip_suffix(B64_SUFFIX)) {
-        Some(inner) => base64::engine::general_purpose::STANDARD
-            .decode(inner)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(value.to_string()),
-    }
 }
 
 /// Why the headers of a well-formed JSON-RPC message `body` do not mirror it, if they do not.
@@ -107,7 +90,7 @@ pub(crate) fn mismatch(headers: &http::HeaderMap, body: &Value, version: Option<
     match single(headers, "mcp-name") {
         Err(e) => Some(e),
         Ok(None) => Some(format!("the Mcp-Name header is missing (the body names `{}`)", clean(named, 128))),
-        Ok(Some(raw)) => match decoded(raw) {
+        Ok(Some(raw)) => match crate::request::header_text(raw) {
             None => Some("the Mcp-Name header's Base64 value does not decode to UTF-8 text".into()),
             Some(sent) if sent != named => Some(format!(
                 "the Mcp-Name header `{}` does not match the body's `{}` `{}`",
@@ -151,7 +134,7 @@ pub(crate) fn param_mismatch<'a>(
             (None, None) => {}
             (Some(_), None) => return Some(format!("the Mcp-Param-{header} header is sent without the argument `{argument}`")),
             (None, Some(_)) => return Some(format!("the argument `{argument}` is sent without its Mcp-Param-{header} header")),
-            (Some(raw), Some(value)) => match decoded(raw) {
+            (Some(raw), Some(value)) => match crate::request::header_text(raw) {
                 Some(sent) if sent == value => {}
                 Some(_) => return Some(format!("the Mcp-Param-{header} header does not match the argument `{argument}`")),
                 None => {
@@ -168,6 +151,7 @@ pub(crate) fn param_mismatch<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
