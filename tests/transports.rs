@@ -288,22 +288,33 @@ fn demo_over_http_in_stage_with(state: &std::path::Path, flags: &[&str]) -> (Chi
     (upstream, with_stage_upstream(block))
 }
 
+/// The stage environment in front of the HTTP demo upstream started with `flags` (its state
+/// in `state`): the upstream, its address (to start it again on), the fixture, the gateway
+/// and a session of caller `sid`.
+async fn behind_a_restartable_upstream(state: &std::path::Path, flags: &[&str]) -> (ChildGuard, String, Fixture, Gateway, Mcp) {
+    let (upstream, url) = http_upstream_with(state, "127.0.0.1:0", flags);
+    let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
+    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
+    let f = with_stage_upstream(block);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
+    (upstream, addr, f, gw, mcp)
+}
+
+/// The calls the demo upstream with its state in `state` has run.
+fn calls_made(state: &std::path::Path) -> usize {
+    std::fs::read_to_string(state.join("calls.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
 /// On a 2025-11-25 session (an upstream from before 2026-07-28); a 2026-07-28 upstream has
 /// no session to forget (`a_2026_upstream_that_restarts_forgets_nothing`).
 #[tokio::test]
 async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retried() {
     let state = tempfile::tempdir().unwrap();
-    let (upstream, url) = http_upstream_with(state.path(), "127.0.0.1:0", &["--sessions-only"]);
-    let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
-    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
-    let f = with_stage_upstream(block);
-    let gw = Gateway::start(&f.config(), &ENVS);
-    let mut mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
-    let calls = || -> usize {
-        std::fs::read_to_string(state.path().join("calls.jsonl"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let (upstream, addr, f, _gw, mut mcp) = behind_a_restartable_upstream(state.path(), &["--sessions-only"]).await;
+    let calls = || calls_made(state.path());
     let ok = |r: &Reply| r.body["result"]["isError"] == json!(false);
     let r = mcp.call("list_tickets", json!({})).await;
     assert!(ok(&r), "{}", r.text);
@@ -328,17 +339,8 @@ async fn an_http_upstream_that_restarts_gets_a_new_session_and_no_call_is_retrie
 #[tokio::test]
 async fn a_2026_upstream_that_restarts_forgets_nothing() {
     let state = tempfile::tempdir().unwrap();
-    let (upstream, url) = http_upstream(state.path(), "127.0.0.1:0");
-    let addr = url.trim_start_matches("http://").trim_end_matches("/mcp").to_string();
-    let block = format!("[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n");
-    let f = with_stage_upstream(block);
-    let gw = Gateway::start(&f.config(), &ENVS);
-    let mut mcp = Mcp::open(gw.url("stage"), &f.token("stage", "sid", &["oncall"])).await;
-    let calls = || -> usize {
-        std::fs::read_to_string(state.path().join("calls.jsonl"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let (upstream, addr, _f, _gw, mut mcp) = behind_a_restartable_upstream(state.path(), &[]).await;
+    let calls = || calls_made(state.path());
     let r = mcp.call("list_tickets", json!({})).await;
     assert_eq!(r.body["result"]["isError"], json!(false), "{}", r.text);
     drop(upstream);

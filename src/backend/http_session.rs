@@ -107,10 +107,9 @@ fn speaks(v: &ProtocolVersion) -> bool {
 }
 
 impl HttpSession {
-    /// Opens a session. `Ok(None)`: the server negotiated a version this route does not
-    /// speak; use rmcp's full client instead.
-    /// The upstream is asked `server/discover` first, and spoken to at 2026-07-28 where
-    /// it offers that revision.
+    /// Opens a connection: the upstream is asked `server/discover` first, and spoken to at
+    /// 2026-07-28 where it offers that revision, else on a session. `Ok(None)`: the server
+    /// negotiated a version this route does not speak; use rmcp's full client instead.
     pub(crate) async fn open(
         http: reqwest::Client,
         uri: &str,
@@ -120,11 +119,8 @@ impl HttpSession {
         if let Some(why) = super::stateless::clashing(&headers) {
             return Err(err(why, true));
         }
-        let url = reqwest::Url::parse(uri).map_err(|_| err("the upstream URL is not a valid URL", true))?;
-        let mut request_headers = HeaderMap::with_capacity(headers.len() + 3);
-        request_headers.extend(headers.clone());
-        request_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        request_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let url = parse_url(uri)?;
+        let mut request_headers = prepared(headers.clone());
         request_headers.insert(
             HeaderName::from_static("mcp-protocol-version"),
             HeaderValue::from_static(super::stateless::REVISION),
@@ -132,7 +128,22 @@ impl HttpSession {
         let Some(offer) = super::stateless::discover(&http, &url, &request_headers).await? else {
             return Self::open_session(http, uri, headers, relays).await;
         };
-        Ok(Some(Self {
+        let modern = Modern {
+            offers_session: offer.offers_session,
+            session: tokio::sync::OnceCell::new(),
+            configured: (headers, Arc::from(uri)),
+        };
+        Ok(Some(Self::new(http, url, request_headers, relays, Some(Box::new(modern)))))
+    }
+
+    fn new(
+        http: reqwest::Client,
+        url: reqwest::Url,
+        request_headers: HeaderMap,
+        relays: super::relay::Relays,
+        modern: Option<Box<Modern>>,
+    ) -> Self {
+        Self {
             http,
             url,
             request_headers,
@@ -141,12 +152,8 @@ impl HttpSession {
             relays,
             listening: AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new().drop_guard(),
-            modern: Some(Box::new(Modern {
-                offers_session: offer.offers_session,
-                session: tokio::sync::OnceCell::new(),
-                configured: (headers, Arc::from(uri)),
-            })),
-        }))
+            modern,
+        }
     }
 
     /// Whether requests go at 2026-07-28, without a session.
@@ -221,26 +228,13 @@ impl HttpSession {
         http.post_message_with_response_limits(uri.clone(), note, session.clone(), None, headers.clone(), limits())
             .await?
             .expect_accepted_or_json::<reqwest::Error>()?;
-        let url = reqwest::Url::parse(&uri).map_err(|_| err("the upstream URL is not a valid URL", true))?;
-        let mut request_headers = HeaderMap::with_capacity(headers.len() + 3);
-        request_headers.extend(headers);
-        request_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        request_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let url = parse_url(&uri)?;
+        let mut request_headers = prepared(headers);
         if let Some(sid) = &session {
             let value = HeaderValue::from_str(sid).map_err(|_| err("the upstream's session ID is not a valid header value", true))?;
             request_headers.insert(HeaderName::from_static("mcp-session-id"), value);
         }
-        Ok(Some(Self {
-            http,
-            url,
-            request_headers,
-            next_id: AtomicI64::new(1),
-            closed: AtomicBool::new(false),
-            relays,
-            listening: AtomicBool::new(false),
-            stop: tokio_util::sync::CancellationToken::new().drop_guard(),
-            modern: None,
-        }))
+        Ok(Some(Self::new(http, url, request_headers, relays, None)))
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -454,6 +448,20 @@ impl HttpSession {
     }
 }
 
+fn parse_url(uri: &str) -> Result<reqwest::Url, SessionError> {
+    reqwest::Url::parse(uri).map_err(|_| err("the upstream URL is not a valid URL", true))
+}
+
+/// Every request's headers on a connection: the configured ones (credentials, marked
+/// sensitive), and what the streamable HTTP transport requires of each POST.
+fn prepared(configured: HashMap<HeaderName, HeaderValue>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(configured.len() + 4);
+    headers.extend(configured);
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers
+}
+
 /// The handshake's limits (rmcp's transport reads it): rmcp's defaults, which are
 /// [`MAX_ANSWER`] for a JSON answer and for an event (a unit test holds them together).
 fn limits() -> StreamableHttpResponseLimits {
@@ -470,14 +478,14 @@ const NOT_AN_ANSWER: &str = "the upstream's answer is not a valid JSON-RPC answe
 
 /// What an answer's `Content-Type` says it is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Json,
     EventStream,
     Other,
 }
 
 impl Kind {
-    fn of(headers: &HeaderMap) -> Self {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
         // The media type's essence, before any parameter, without case (RFC 9110 §8.3.1).
         let essence = headers
             .get(header::CONTENT_TYPE)

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use rmcp::model::ProtocolVersion;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -85,18 +85,14 @@ pub(crate) async fn discover(http: &reqwest::Client, url: &reqwest::Url, base: &
     if response.status() != StatusCode::OK {
         return Ok(None);
     }
-    let is_events = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+    let kind = super::http_session::Kind::of(response.headers());
     #[derive(Deserialize)]
     struct Offer {
         #[serde(rename = "supportedVersions", default)]
         supported_versions: Vec<String>,
     }
     let id = rmcp::model::RequestId::Number(0);
-    let offer: Option<Offer> = if is_events {
+    let offer: Option<Offer> = if kind == super::http_session::Kind::EventStream {
         let mut events = sse_stream::SseStream::from_bytes_stream(super::http_session::bounded(response));
         let mut found = None;
         while let Some(Ok(event)) = events.next().await {
@@ -224,9 +220,14 @@ impl InputRequired {
                 Ok(answer) => {
                     answers.insert(key.clone(), answer);
                 }
+                // The message may be the caller's client's own words: bounded and cleaned
+                // before it reaches a record or a log line.
                 Err(e) => {
                     return Err(err(
-                        format!("the upstream asked for input the caller did not give: {}", e.message),
+                        format!(
+                            "the upstream asked for input the caller did not give: {}",
+                            crate::request::clean(&e.message, 200)
+                        ),
                         false,
                     ));
                 }
