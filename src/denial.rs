@@ -217,6 +217,10 @@ pub(crate) enum Denial {
     RequestStateRefused {
         problem: String,
     },
+    /// A 2026-07-28 retry's `inputResponses` do not answer what its `requestState` asked.
+    InputRefused {
+        problem: String,
+    },
     Api(ApiProblem),
     Unavailable(Outage),
 }
@@ -260,6 +264,7 @@ impl Denial {
             Denial::Approval(_) => ReasonCode::ApprovalRefused,
             Denial::ApprovalLimit { .. } => ReasonCode::ApprovalLimit,
             Denial::ApprovalTampered { .. } | Denial::RequestStateRefused { .. } => ReasonCode::ApprovalTampered,
+            Denial::InputRefused { .. } => ReasonCode::RelayRefused,
             Denial::Unavailable(_) => ReasonCode::AuditUnavailable,
         }
     }
@@ -323,6 +328,7 @@ impl Denial {
             Denial::Approval(r) => r.message().into(),
             Denial::ApprovalTampered { id } => format!("approval request {id} failed its integrity check"),
             Denial::RequestStateRefused { problem } => format!("the call's requestState was refused: {problem}"),
+            Denial::InputRefused { problem } => format!("the call's inputResponses were refused: {problem}"),
             Denial::ApprovalLimit { open } => {
                 format!("approval request refused: the requester has {open} open approval requests, the most allowed")
             }

@@ -350,6 +350,44 @@ pub fn resource_uri(data: &[u8]) {
     }
 }
 
+/// A retry's `inputResponses` against a round that asked an elicitation (`a`), a sampling
+/// (`b`) and roots (`c`), and a sealed state's opened payload: never panics; only answers
+/// to asked keys go upstream, each a well-formed result of its kind that reads back as
+/// such; every other key is dropped, and none is lost.
+pub fn input_responses(data: &[u8]) {
+    use crate::contract::ClientAsk;
+    use crate::pipeline::rounds::{InputState, Sealed, resume};
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let _ = Sealed::read(value.clone());
+    let Ok(given) = serde_json::from_value::<rmcp::model::InputResponses>(value) else {
+        return;
+    };
+    let asked = [("a", ClientAsk::Elicitation), ("b", ClientAsk::Sampling), ("c", ClientAsk::Roots)];
+    let state = InputState::asking(asked.iter().map(|(k, a)| (k.to_string(), *a)).collect());
+    let Ok(r) = resume(state, Some(given.clone())) else {
+        return;
+    };
+    assert_eq!(r.resume.answers.len() + r.dropped.len(), given.len(), "an answer was lost");
+    for (key, answer) in &r.resume.answers {
+        let kind = asked.iter().find(|(k, _)| k == key).map(|(_, a)| *a);
+        let reads = match kind {
+            Some(ClientAsk::Elicitation) => serde_json::from_value::<rmcp::model::ElicitResult>(answer.clone()).is_ok(),
+            #[allow(deprecated, reason = "sampling is what a round may ask")]
+            Some(ClientAsk::Sampling) => serde_json::from_value::<rmcp::model::CreateMessageResult>(answer.clone()).is_ok(),
+            #[allow(deprecated, reason = "roots is what a round may ask")]
+            Some(ClientAsk::Roots) => serde_json::from_value::<rmcp::model::ListRootsResult>(answer.clone()).is_ok(),
+            None => panic!("an answer to `{key}`, which was not asked, would go upstream"),
+        };
+        assert!(reads, "the answer to `{key}` does not read back as its kind's result");
+    }
+    assert!(
+        r.dropped.iter().all(|k| !asked.iter().any(|(a, _)| a == k)),
+        "an asked key was dropped"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -384,6 +422,25 @@ mod tests {
             super::token(&data);
         }
         super::token(b"\0not a token");
+    }
+
+    /// The seeds hold under `cargo test` too, and the target is not vacuous: the seed that
+    /// answers every kind passes `resume` with one key dropped.
+    #[test]
+    fn the_input_responses_target_holds_on_its_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/input_responses");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            super::input_responses(&std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        let all: rmcp::model::InputResponses = serde_json::from_slice(&std::fs::read(dir.join("all_kinds.json")).unwrap()).unwrap();
+        let asked = [
+            ("a", crate::contract::ClientAsk::Elicitation),
+            ("b", crate::contract::ClientAsk::Sampling),
+            ("c", crate::contract::ClientAsk::Roots),
+        ];
+        let state = crate::pipeline::rounds::InputState::asking(asked.iter().map(|(k, a)| (k.to_string(), *a)).collect());
+        let r = crate::pipeline::rounds::resume(state, Some(all)).unwrap();
+        assert_eq!((r.resume.answers.len(), r.dropped), (3, vec!["d".to_string()]));
     }
 
     /// The committed seeds (regressions among them) hold under `cargo test` too, and the

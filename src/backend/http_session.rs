@@ -34,6 +34,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::relay::Asker;
+use super::stateless::Called;
 
 /// Most bytes the gateway reads of one answer: a JSON body, or an SSE stream up to and
 /// including the event that answers. rmcp's own default for one JSON answer and for one SSE
@@ -314,27 +315,35 @@ impl HttpSession {
         headers
     }
 
-    /// A tool call, through every round of input a 2026-07-28 upstream asks for (each
-    /// answered by the caller through `asks`, or the call ends); one exchange otherwise.
-    async fn call_rounds(
+    /// A request that may take rounds of input (`tools/call`, `prompts/get`,
+    /// `resources/read`), through every round a 2026-07-28 upstream asks for (each answered
+    /// by the caller through `asks`, or the request ends), or until the first round whose
+    /// requests go back to a 2026-07-28 caller; one exchange otherwise.
+    async fn call_rounds<R: DeserializeOwned>(
         &self,
         message: &ClientJsonRpcMessage,
         id: &RequestId,
         asks: Option<&dyn Asker>,
-    ) -> Result<CallToolResult, SessionError> {
+    ) -> Result<Called<R>, SessionError> {
         use super::stateless::{InputRequired, MAX_ROUNDS, retry};
         if self.modern.is_none() {
-            return self.exchange(message, id, asks).await;
+            return self.exchange(message, id, asks).await.map(Called::Done);
         }
         let mut message = serde_json::to_value(message).map_err(|_| err(UNENCODABLE, false))?;
         let headers = self.frame(&mut message, asks);
+        let leaks = |text: &str| self.relays.leaks_credential(text);
         for _ in 0..MAX_ROUNDS {
             let body = serde_json::to_vec(&message).map_err(|_| err(UNENCODABLE, false))?;
             let result: serde_json::Value = self.exchange_raw(body, headers.clone(), id, asks).await?;
             let Some(asked) = InputRequired::of(&result)? else {
-                return serde_json::from_value(result).map_err(|_| err(NOT_AN_ANSWER, false));
+                return serde_json::from_value(result)
+                    .map(Called::Done)
+                    .map_err(|_| err(NOT_AN_ANSWER, false));
             };
-            let answers = asked.answers(asks, |text| self.relays.leaks_credential(text)).await?;
+            if let Some(asker) = asks.filter(|a| a.passes_input()) {
+                return asked.passed(asker, leaks).await.map(Called::Asks);
+            }
+            let answers = asked.answers(asks, leaks).await?;
             retry(&mut message, answers, asked.state);
         }
         Err(err(format!("the upstream still asked for input after {MAX_ROUNDS} rounds"), false))
@@ -399,7 +408,7 @@ impl HttpSession {
         asks: Option<&dyn Asker>,
         cancel: &tokio_util::sync::CancellationToken,
         reason: &str,
-    ) -> Result<CallToolResult, SessionError> {
+    ) -> Result<Called<CallToolResult>, SessionError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let message = ClientJsonRpcMessage::request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), id.clone());
         tokio::select! {
@@ -426,6 +435,23 @@ impl HttpSession {
     /// Any other request this gateway forwards (`prompts/*`, `resources/*`), answered as `R`.
     pub(crate) async fn send<R: DeserializeOwned>(&self, req: ClientRequest) -> Result<R, SessionError> {
         self.request(req).await
+    }
+
+    /// `prompts/get` or `resources/read`, through the rounds of input its upstream may ask
+    /// for (see [`Self::call_rounds`]).
+    pub(crate) async fn send_rounds<R: DeserializeOwned>(
+        &self,
+        req: ClientRequest,
+        asks: Option<&dyn Asker>,
+    ) -> Result<Called<R>, SessionError> {
+        let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let r = self.call_rounds(&ClientJsonRpcMessage::request(req, id.clone()), &id, asks).await;
+        if let Err(e) = &r
+            && e.closed
+        {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        r
     }
 
     pub(crate) async fn list_tools(&self) -> Result<Vec<Tool>, SessionError> {

@@ -20,7 +20,7 @@ use rmcp::ServiceExt;
 use rmcp::model::CancelledNotificationParam;
 use rmcp::model::{
     ArgumentInfo, CallToolRequestParams, CallToolResult, ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult,
-    CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, JsonObject, ListPromptsRequest, ListPromptsResult,
+    CompletionContext, GetPromptRequest, GetPromptRequestParams, GetPromptResult, ListPromptsRequest, ListPromptsResult,
     ListResourceTemplatesRequest, ListResourceTemplatesResult, ListResourcesRequest, ListResourcesResult, PaginatedRequestParams, Prompt,
     ReadResourceRequest, ReadResourceRequestParams, ReadResourceResult, Reference, Resource, ResourceTemplate, ServerResult,
     SubscribeRequestParams, Tool, UnsubscribeRequestParams,
@@ -363,21 +363,33 @@ impl UpstreamClient {
             .map_err(|e| self.scrub(e))
     }
 
-    pub(crate) async fn get_prompt(&self, name: &str, args: JsonObject, traceparent: &str) -> Result<GetPromptResult, BackendError> {
-        let mut params = GetPromptRequestParams::new(name.to_string());
-        params.arguments = Some(args);
+    /// `prompts/get` (`params`: the prompt, its arguments and, on a 2026-07-28 retry, the
+    /// caller's answers with the upstream's state); `asks` as for [`Self::call`].
+    pub(crate) async fn get_prompt(
+        &self,
+        mut params: GetPromptRequestParams,
+        traceparent: &str,
+        asks: Option<&dyn relay::Asker>,
+    ) -> Result<stateless::Called<GetPromptResult>, BackendError> {
         params.meta = Some(trace_meta(traceparent));
-        self.forward(ClientRequest::GetPromptRequest(GetPromptRequest::new(params)), |r| match r {
+        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
+        self.forward_rounds(request, asks, |r| match r {
             ServerResult::GetPromptResult(r) => Some(r),
             _ => None,
         })
         .await
     }
 
-    pub(crate) async fn read_resource(&self, uri: &str, traceparent: &str) -> Result<ReadResourceResult, BackendError> {
-        let mut params = ReadResourceRequestParams::new(uri.to_string());
+    /// `resources/read`, as [`Self::get_prompt`].
+    pub(crate) async fn read_resource(
+        &self,
+        mut params: ReadResourceRequestParams,
+        traceparent: &str,
+        asks: Option<&dyn relay::Asker>,
+    ) -> Result<stateless::Called<ReadResourceResult>, BackendError> {
         params.meta = Some(trace_meta(traceparent));
-        self.forward(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params)), |r| match r {
+        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
+        self.forward_rounds(request, asks, |r| match r {
             ServerResult::ReadResourceResult(r) => Some(r),
             _ => None,
         })
@@ -497,6 +509,28 @@ impl UpstreamClient {
         self.finish(fut).await
     }
 
+    /// [`Self::forward`] for a request that may take rounds of input from an HTTP upstream.
+    async fn forward_rounds<R: serde::de::DeserializeOwned>(
+        &self,
+        request: ClientRequest,
+        asks: Option<&dyn relay::Asker>,
+        pick: fn(ServerResult) -> Option<R>,
+    ) -> Result<stateless::Called<R>, BackendError> {
+        let c = self.client().await?;
+        let fut = async {
+            match c.as_ref() {
+                Client::Service(s) => match s.peer().send_request(request).await {
+                    Ok(answer) => pick(answer)
+                        .map(stateless::Called::Done)
+                        .ok_or_else(|| "the upstream answered with another kind of result".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Client::Http(h) => h.send_rounds::<R>(request, asks).await.map_err(|e| e.detail),
+            }
+        };
+        self.finish(fut).await
+    }
+
     /// A forwarded request's answer within the upstream's timeout; its failure as the
     /// upstream's, scrubbed of credentials.
     async fn finish<T>(&self, fut: impl std::future::Future<Output = Result<T, String>>) -> Result<T, BackendError> {
@@ -519,32 +553,30 @@ impl UpstreamClient {
     /// refuses them, as a client without the capability would).
     /// `cancel`: the caller's cancellation; the upstream is told (`notifications/cancelled`)
     /// and the call ends as [`BackendError::Cancelled`].
+    /// A tool call (`params`: the tool, its arguments and, on a 2026-07-28 retry, the
+    /// caller's answers with the upstream's state).
     pub(crate) async fn call(
         &self,
-        tool: &str,
-        args: JsonObject,
+        params: CallToolRequestParams,
         traceparent: &str,
         progress: Option<relay::ProgressSink>,
         asks: Option<&dyn relay::Asker>,
         cancel: CancellationToken,
-    ) -> Result<CallToolResult, BackendError> {
-        self.call_unscrubbed(tool, args, traceparent, progress, asks, cancel)
+    ) -> Result<stateless::Called<CallToolResult>, BackendError> {
+        self.call_unscrubbed(params, traceparent, progress, asks, cancel)
             .await
             .map_err(|e| self.scrub(e))
     }
 
     async fn call_unscrubbed(
         &self,
-        tool: &str,
-        args: JsonObject,
+        mut params: CallToolRequestParams,
         traceparent: &str,
         progress: Option<relay::ProgressSink>,
         asks: Option<&dyn relay::Asker>,
         cancel: CancellationToken,
-    ) -> Result<CallToolResult, BackendError> {
+    ) -> Result<stateless::Called<CallToolResult>, BackendError> {
         let c = self.client().await?;
-        let mut params = CallToolRequestParams::new(tool.to_string());
-        params.arguments = Some(args);
         let mut meta = trace_meta(traceparent);
         // Held until the call ends: the registration is what routes the upstream's progress.
         let mut registered = None;
@@ -568,7 +600,7 @@ impl UpstreamClient {
                     let (id, peer) = (handle.id.clone(), handle.peer.clone());
                     tokio::select! {
                         answer = handle.await_response() => match answer.map_err(|e| Failure::Said(e.to_string()))? {
-                            rmcp::model::ServerResult::CallToolResult(r) => Ok(r),
+                            rmcp::model::ServerResult::CallToolResult(r) => Ok(stateless::Called::Done(r)),
                             _ => Err(Failure::Said("the upstream answered a tool call with another kind of result".to_string())),
                         },
                         () = cancel.cancelled() => {

@@ -61,6 +61,21 @@ pub(crate) trait Asker: Send + Sync {
     /// The least severe log message the caller asked for, which a 2026-07-28 upstream is
     /// told per request (it sends none otherwise); `None`: none.
     fn log_level(&self) -> Option<LogLevel>;
+
+    /// Whether an upstream's rounds of input (2026-07-28 `input_required`) go back to the
+    /// caller in its own `input_required` answer, rather than being asked of it here: the
+    /// caller speaks 2026-07-28 too, and answers by retrying.
+    fn passes_input(&self) -> bool;
+
+    /// One of an upstream's input requests, for the caller's `input_required` answer:
+    /// decided and recorded as [`Asker::ask`] would, its parameters read by the method's
+    /// types. Which kind of request it is, or why it may not go (recorded as refused).
+    fn pass<'a>(
+        &'a self,
+        method: &'a str,
+        params: &'a serde_json::Value,
+        refused: Option<&'static str>,
+    ) -> futures_util::future::BoxFuture<'a, Result<crate::contract::ClientAsk, rmcp::model::ErrorData>>;
 }
 
 /// What an upstream may send the caller of one call while it runs: its progress, if the
@@ -73,6 +88,9 @@ pub(crate) struct ToCaller {
     /// The least severe log message the caller asked for (`logging/setLevel` on its session,
     /// or the request's own `_meta` on 2026-07-28); `None`: it asked for none.
     pub(crate) log: Option<LogLevel>,
+    /// A 2026-07-28 caller's capabilities, as its request's `_meta` declared them (it has
+    /// no session that would hold them); `None`: the caller spoke an earlier revision.
+    pub(crate) inline: Option<rmcp::model::ClientCapabilities>,
 }
 
 /// A log message's severity, in the order of RFC 5424 that MCP uses (`debug` lowest).

@@ -10,6 +10,11 @@
 //! types, and the caller's answer read by the types of its result before it goes back
 //! upstream. The upstream's `requestState` goes back byte for byte and is never read.
 //!
+//! A caller that speaks 2026-07-28 itself is not asked during the call: the upstream's
+//! requests, each decided and recorded the same way ([`Asker::pass`]), end the call as
+//! [`Called::Asks`], for the caller's own `input_required` answer; its retry comes back as
+//! a [`Resume`] with the upstream's state.
+//!
 //! INVARIANT: an input request that is not relayed ends the call; nothing stands in for the
 //! caller's answer.
 
@@ -234,6 +239,63 @@ impl InputRequired {
             }
         }
         Ok(answers)
+    }
+}
+
+/// How a request that may take rounds of input (`tools/call`, `prompts/get`,
+/// `resources/read`) ended towards its upstream.
+pub(crate) enum Called<R> {
+    Done(R),
+    /// The upstream asked for input that the caller gives by retrying (a 2026-07-28 caller).
+    Asks(ForCaller),
+}
+
+/// An upstream's `input_required`, each request passed for the caller.
+pub(crate) struct ForCaller {
+    pub(crate) asked: InputRequired,
+    /// What kind of request each one is, by its key: what the caller's answers are read as.
+    pub(crate) kinds: BTreeMap<String, crate::contract::ClientAsk>,
+}
+
+/// A caller's retry after a [`Called::Asks`]: its answers, checked, and the upstream's
+/// state, as the upstream gave it.
+pub(crate) struct Resume {
+    pub(crate) answers: Map<String, Value>,
+    pub(crate) state: Option<String>,
+}
+
+impl InputRequired {
+    /// Every request, passed for the caller through `asks`; the first one that may not go
+    /// ends the call.
+    pub(crate) async fn passed(self, asks: &dyn Asker, leaks: impl Fn(&str) -> bool) -> Result<ForCaller, SessionError> {
+        // It goes to the caller inside the gateway's own state, which is sealed, not hidden.
+        if self.state.as_deref().is_some_and(&leaks) {
+            return Err(err(
+                "the upstream's requestState holds one of its credentials and was withheld",
+                false,
+            ));
+        }
+        let mut kinds = BTreeMap::new();
+        for (key, request) in &self.requests {
+            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+            let params = request.get("params").cloned().unwrap_or(Value::Null);
+            let refused = leaks(&request.to_string()).then_some("the request holds one of the upstream's credentials");
+            match asks.pass(method, &params, refused).await {
+                Ok(kind) => {
+                    kinds.insert(key.clone(), kind);
+                }
+                Err(e) => {
+                    return Err(err(
+                        format!(
+                            "the upstream asked for input that may not go to the caller: {}",
+                            crate::request::clean(&e.message, 200)
+                        ),
+                        false,
+                    ));
+                }
+            }
+        }
+        Ok(ForCaller { asked: self, kinds })
     }
 }
 

@@ -107,8 +107,8 @@ pub(crate) struct RawContract {
     pub(crate) backend: Option<BackendRef>,
     #[serde(default)]
     pub(crate) fixed_args: BTreeMap<String, Value>,
-    /// What the upstream may ask the caller during a call of this tool; nothing unless
-    /// named.
+    /// What the upstream may ask the caller during a call of this tool (or a get of this
+    /// prompt, a read of this resource); nothing unless named.
     #[serde(default)]
     pub(crate) client_requests: Vec<ClientAsk>,
 }
@@ -116,7 +116,7 @@ pub(crate) struct RawContract {
 /// A request an upstream may send the caller of a tool while the call runs (MCP's
 /// server-to-client requests). Each is relayed only where the tool's contract names it and
 /// the caller's client declared the capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ClientAsk {
     /// `sampling/createMessage`: the caller's model is asked.
@@ -471,12 +471,6 @@ fn check_kind(kind: Kind, raw: &RawContract, args: &BTreeMap<String, ArgSpec>, u
     }
     if raw.requires_approval {
         return Err(format!("a {} only reads: approval is for tools", kind.noun()));
-    }
-    if !raw.client_requests.is_empty() {
-        return Err(format!(
-            "`client_requests` is for tools: a {} is answered without asking the caller anything",
-            kind.noun()
-        ));
     }
     if matches!(raw.side_effects, Some(SideEffects::Write | SideEffects::Destructive)) {
         return Err(format!("a {} only reads: `side_effects` is `read` or `none`", kind.noun()));

@@ -74,8 +74,11 @@ pub(crate) struct Wait {
     /// call must not run later for a caller that has stopped waiting for it, when nobody
     /// would read its result.
     pub(crate) cancelled: CancellationToken,
-    /// The `requestState` a repeated call carries (from an earlier pending answer).
+    /// The `requestState` a repeated call carries (from an earlier pending or
+    /// `input_required` answer).
     pub(crate) request_state: Option<String>,
+    /// A 2026-07-28 retry's answers to the input its previous answer asked for.
+    pub(crate) input_responses: Option<rmcp::model::InputResponses>,
 }
 
 /// What became of a call that needs approval.
@@ -116,12 +119,19 @@ fn seal_state(rt: &Runtime, req: &Request) -> Option<String> {
     rt.state_codec.seal_json_with(&json!({"approval_id": req.id}), &options).ok()
 }
 
-/// Checks a repeat's `requestState` against the call it came with; why it fails, if it does.
-pub(crate) fn check_state(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs, state: &str) -> Result<(), String> {
+/// `payload` sealed as a `requestState` for the call `v` (its caller's), good for `ttl`: the
+/// state of a round of input (`rounds.rs`), bound as an approval's is.
+pub(super) fn seal_for(rt: &Runtime, v: &ValidatedArgs, payload: &serde_json::Value, ttl: Duration) -> Option<String> {
+    let bound = serde_json::to_vec(&binding_of(rt, v.listed().auth(), v)).ok()?;
+    let options = rmcp::model::SealOptions::new().associated_data(&bound).ttl(ttl);
+    rt.state_codec.seal_json_with(payload, &options).ok()
+}
+
+/// Opens a repeat's `requestState` for the call it came with: its payload, or why it fails.
+pub(crate) fn open_state(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs, state: &str) -> Result<serde_json::Value, String> {
     let bound = serde_json::to_vec(&binding_of(rt, auth, v)).map_err(|e| e.to_string())?;
     rt.state_codec
         .open_json_with::<serde_json::Value>(state, &bound)
-        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 

@@ -1,13 +1,18 @@
-//! An upstream's requests to the caller of one tool call (`sampling/createMessage`,
-//! `elicitation/create`, `roots/list`): each is decided, recorded, and then relayed to that
-//! caller's client or refused at once, so that the upstream's call ends instead of waiting
-//! for its timeout.
+//! An upstream's requests to the caller of one call (`tools/call`, `prompts/get`,
+//! `resources/read`): `sampling/createMessage`, `elicitation/create`, `roots/list`. Each is
+//! decided, recorded, and then relayed to that caller's client or refused at once, so that
+//! the upstream's call ends instead of waiting for its timeout.
 //!
-//! A request is relayed only when the tool's contract names it (`client_requests`), the
+//! A request is relayed only when the contract names it (`client_requests`), the
 //! caller's client declared the capability, and the caller speaks a revision that has
 //! server requests (2026-07-28 has none). Its parameters are read by rmcp's own types for
 //! the method before they reach the client, and the client's answer by the types of its
 //! result before it goes back upstream.
+//!
+//! A 2026-07-28 caller is asked in its call's answer instead: a 2026-07-28 upstream's
+//! `input_required` requests are decided and recorded here one by one ([`Asker::pass`]),
+//! and go back to the caller in the gateway's own `input_required` answer (`rounds.rs`).
+//! It declares its capabilities in each request's `_meta`, which is what is checked.
 //!
 //! The upstream's log messages on the call's stream (`notifications/message`) go to the
 //! same caller only, and only when it asked for messages of that severity; one that holds
@@ -48,6 +53,8 @@ pub(crate) struct CallerAsks<'a> {
     pub(crate) peer: Option<&'a Peer<RoleServer>>,
     /// The least severe log message the caller asked for; `None`: none.
     pub(crate) log: Option<LogLevel>,
+    /// A 2026-07-28 caller's capabilities, from its request (`ToCaller::inline`).
+    pub(crate) inline: Option<&'a rmcp::model::ClientCapabilities>,
 }
 
 impl CallerAsks<'_> {
@@ -66,17 +73,30 @@ impl CallerAsks<'_> {
                 kind.word()
             ));
         }
-        let peer = self
-            .peer
-            .ok_or("the caller's request came on a route that cannot carry requests to it")?;
-        let info = peer.peer_info().ok_or("the caller's client is not initialized")?;
-        if info.protocol_version >= ProtocolVersion::V_2026_07_28 {
-            return Err(format!(
-                "the caller speaks {}, which has no requests from server to client",
-                info.protocol_version
-            ));
-        }
-        let caps = &info.capabilities;
+        let caps = match self.inline {
+            // A 2026-07-28 caller answers by retrying its call, and a retry that needs
+            // approval again would open a new request: no rounds for such a contract.
+            Some(_) if self.contract.requires_approval => {
+                return Err(format!(
+                    "`{}` needs approval, which one round of input would spend and the next would ask again",
+                    self.contract.tool
+                ));
+            }
+            Some(caps) => caps.clone(),
+            None => {
+                let peer = self
+                    .peer
+                    .ok_or("the caller's request came on a route that cannot carry requests to it")?;
+                let info = peer.peer_info().ok_or("the caller's client is not initialized")?;
+                if info.protocol_version >= ProtocolVersion::V_2026_07_28 {
+                    return Err(format!(
+                        "the caller speaks {}, which has no requests from server to client",
+                        info.protocol_version
+                    ));
+                }
+                info.capabilities.clone()
+            }
+        };
         let declared = match kind {
             ClientAsk::Sampling => caps.sampling.is_some(),
             ClientAsk::Elicitation => caps.elicitation.is_some(),
@@ -101,6 +121,11 @@ impl CallerAsks<'_> {
     }
 
     async fn refuse(&self, method: &str, params: &Value, why: &str, error: ErrorData) -> Result<Value, ErrorData> {
+        Err(self.refused(method, params, why, error).await)
+    }
+
+    /// Records a refusal; `error` is what the upstream is told.
+    async fn refused(&self, method: &str, params: &Value, why: &str, error: ErrorData) -> ErrorData {
         // Refused whether or not the record is written: nothing was relayed either way.
         let _ = self
             .record(
@@ -111,39 +136,23 @@ impl CallerAsks<'_> {
                 format!("not relayed: {why}"),
             )
             .await;
-        Err(error)
+        error
     }
 
     async fn relay(&self, method: &str, params: Value, refused: Option<&'static str>) -> Result<Value, ErrorData> {
         if let Some(why) = refused {
             return self.refuse(method, &params, why, not_relayed(method, why)).await;
         }
-        let kind = match self.refusal(method) {
-            Ok(kind) => kind,
-            Err(why) => return self.refuse(method, &params, &why, not_relayed(method, &why)).await,
-        };
-        // Read by the method's own types: what the client gets is a well-formed request.
-        let typed = match Typed::read(kind, &params) {
-            Ok(t) => t,
-            Err(why) => {
-                let why = format!("its parameters are not a `{method}` request's: {why}");
-                let error = ErrorData::invalid_params(why.clone(), None);
-                return self.refuse(method, &params, &why, error).await;
-            }
-        };
-        if !self
-            .record(
-                method,
-                &params,
-                Decision::Allow,
-                ReasonCode::Relayed,
-                "relayed to the caller's client".to_string(),
-            )
-            .await
-        {
-            let why = "the gateway could not record it";
-            return Err(not_relayed(method, why));
+        if self.inline.is_some() {
+            // Only an answer can reach it: a 2026-07-28 upstream's rounds of input do (see
+            // `pass`), a request in the middle of a call cannot.
+            let why = "the caller speaks 2026-07-28, which has no requests from server to client during a call";
+            return self.refuse(method, &params, why, not_relayed(method, why)).await;
         }
+        let typed = match self.vet(method, &params, "relayed to the caller's client").await {
+            Ok((_, typed)) => typed,
+            Err(e) => return Err(e),
+        };
         let Some(peer) = self.peer else {
             return Err(not_relayed(method, "the caller's connection is gone"));
         };
@@ -162,6 +171,43 @@ impl CallerAsks<'_> {
 }
 
 impl CallerAsks<'_> {
+    /// Decides `method` for this caller and reads its parameters by the method's own types
+    /// (what the client gets is a well-formed request), recording it as relayed (`how`) or
+    /// refused.
+    async fn vet(&self, method: &str, params: &Value, how: &str) -> Result<(ClientAsk, Typed), ErrorData> {
+        let kind = match self.refusal(method) {
+            Ok(kind) => kind,
+            Err(why) => return Err(self.refused(method, params, &why, not_relayed(method, &why)).await),
+        };
+        let typed = match Typed::read(kind, params) {
+            Ok(t) => t,
+            Err(why) => {
+                let why = format!("its parameters are not a `{method}` request's: {why}");
+                let error = ErrorData::invalid_params(why.clone(), None);
+                return Err(self.refused(method, params, &why, error).await);
+            }
+        };
+        if !self
+            .record(method, params, Decision::Allow, ReasonCode::Relayed, how.to_string())
+            .await
+        {
+            return Err(not_relayed(method, "the gateway could not record it"));
+        }
+        Ok((kind, typed))
+    }
+
+    async fn pass_input(&self, method: &str, params: &Value, refused: Option<&'static str>) -> Result<ClientAsk, ErrorData> {
+        if let Some(why) = refused {
+            return Err(self.refused(method, params, why, not_relayed(method, why)).await);
+        }
+        if self.inline.is_none() {
+            let why = "the caller does not speak 2026-07-28";
+            return Err(self.refused(method, params, why, not_relayed(method, why)).await);
+        }
+        let how = "passed to the caller's client in the call's input_required answer";
+        self.vet(method, params, how).await.map(|(kind, _)| kind)
+    }
+
     /// An upstream's log message: nothing is decided (or recorded) for a caller that asked
     /// for none or for more severe ones; otherwise it is recorded, then passed on.
     async fn pass_log(&self, params: Value, leaks: bool) {
@@ -212,6 +258,19 @@ impl Asker for CallerAsks<'_> {
 
     fn log_level(&self) -> Option<LogLevel> {
         self.log
+    }
+
+    fn passes_input(&self) -> bool {
+        self.inline.is_some()
+    }
+
+    fn pass<'a>(
+        &'a self,
+        method: &'a str,
+        params: &'a Value,
+        refused: Option<&'static str>,
+    ) -> BoxFuture<'a, Result<ClientAsk, ErrorData>> {
+        Box::pin(self.pass_input(method, params, refused))
     }
 
     fn capabilities(&self) -> Value {

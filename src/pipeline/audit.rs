@@ -26,6 +26,8 @@ pub struct Audited {
     relay: crate::backend::relay::ToCaller,
     /// Fires when the caller cancels the call.
     cancel: tokio_util::sync::CancellationToken,
+    /// A 2026-07-28 retry's checked answers for the upstream, and the round they answer.
+    resume: Option<(crate::backend::stateless::Resume, usize)>,
 }
 
 impl Audited {
@@ -38,6 +40,7 @@ impl Audited {
             ctx,
             relay: crate::backend::relay::ToCaller::default(),
             cancel: tokio_util::sync::CancellationToken::new(),
+            resume: None,
         }
     }
 
@@ -49,18 +52,34 @@ impl Audited {
         self
     }
 
-    /// Taken apart by the only step that spends it.
-    pub(super) fn into_parts(
-        self,
-    ) -> (
-        Approved,
-        u64,
-        CallCtx,
-        crate::backend::relay::ToCaller,
-        tokio_util::sync::CancellationToken,
-    ) {
-        (self.approved, self.seq, self.ctx, self.relay, self.cancel)
+    /// The same proof, with the answers a 2026-07-28 retry brings its upstream
+    /// (`rounds.rs`), checked against the round that asked for them.
+    pub(super) fn resuming(mut self, resume: Option<(crate::backend::stateless::Resume, usize)>) -> Self {
+        self.resume = resume;
+        self
     }
+
+    /// Taken apart by the only step that spends it.
+    pub(super) fn into_parts(self) -> Parts {
+        Parts {
+            approved: self.approved,
+            seq: self.seq,
+            ctx: self.ctx,
+            relay: self.relay,
+            cancel: self.cancel,
+            resume: self.resume,
+        }
+    }
+}
+
+/// An [`Audited`] taken apart, for the step that spends it.
+pub(super) struct Parts {
+    pub(super) approved: Approved,
+    pub(super) seq: u64,
+    pub(super) ctx: CallCtx,
+    pub(super) relay: crate::backend::relay::ToCaller,
+    pub(super) cancel: tokio_util::sync::CancellationToken,
+    pub(super) resume: Option<(crate::backend::stateless::Resume, usize)>,
 }
 
 pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved) -> Result<Audited, AuditError> {
@@ -85,5 +104,6 @@ pub(crate) async fn record_allow(rt: &Runtime, ctx: &CallCtx, approved: Approved
         ctx: ctx.clone(),
         relay: crate::backend::relay::ToCaller::default(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        resume: None,
     })
 }

@@ -12,6 +12,7 @@ use super::validate::Subscription;
 use super::{Answer, Runtime};
 use crate::audit::AuditRecord;
 use crate::backend::BackendError;
+use crate::backend::stateless::Called;
 use crate::backend::subscriptions::Subscriber;
 use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
@@ -62,7 +63,14 @@ impl Executed {
 impl Audited {
     /// Sends the call this proof was made for to its upstream, once.
     pub async fn forward(self, rt: &Runtime) -> Forwarded {
-        let (approved, allow_seq, ctx, relay, cancel) = self.into_parts();
+        let super::audit::Parts {
+            approved,
+            seq: allow_seq,
+            ctx,
+            relay,
+            cancel,
+            resume,
+        } = self.into_parts();
         let v = approved.validated();
         let contract = v.listed().contract();
         let started = Instant::now();
@@ -70,6 +78,18 @@ impl Audited {
             Some(route) => {
                 let traceparent = ctx.trace.child_traceparent();
                 let upstream = &route.upstream;
+                // Built here, from the proof: the upstream's requests are decided against the
+                // contract this call was allowed under, for its caller.
+                let asks = super::asks::CallerAsks {
+                    rt,
+                    auth: v.listed().auth(),
+                    ctx: &ctx,
+                    contract,
+                    peer: relay.peer.as_ref(),
+                    log: relay.log,
+                    inline: relay.inline.as_ref(),
+                };
+                let round = resume.as_ref().map_or(0, |(_, round)| *round);
                 // Boxed: the HTTP client's future is most of a call's state, and every future
                 // that holds this one (the call's task, the transport's) is moved as a whole.
                 let r = match (route.kind, v.completion()) {
@@ -89,35 +109,50 @@ impl Audited {
                             .map(|r| Answer::Completion(only_acceptable(contract, argument, r)))
                     }
                     (Kind::Tool, _) => {
-                        // Built here, from the proof: the upstream's requests are decided
-                        // against the contract this call was allowed under, for its caller.
-                        let asks = super::asks::CallerAsks {
-                            rt,
-                            auth: v.listed().auth(),
-                            ctx: &ctx,
-                            contract,
-                            peer: relay.peer.as_ref(),
-                            log: relay.log,
-                        };
-                        Box::pin(upstream.call(
-                            &route.tool,
-                            v.forward_args().clone(),
-                            &traceparent,
-                            relay.progress,
-                            Some(&asks),
-                            cancel,
-                        ))
-                        .await
-                        .map(Answer::Tool)
+                        let mut params = rmcp::model::CallToolRequestParams::new(route.tool.clone());
+                        params.arguments = Some(v.forward_args().clone());
+                        if let Some((r, _)) = resume {
+                            params.input_responses = Some(r.answers.into_iter().collect());
+                            params.request_state = r.state;
+                        }
+                        let called = Box::pin(upstream.call(params, &traceparent, relay.progress, Some(&asks), cancel)).await;
+                        settle(rt, v, upstream.name(), round, called, Answer::Tool)
                     }
-                    (Kind::Prompt, None) => Box::pin(upstream.get_prompt(&route.tool, v.forward_args().clone(), &traceparent))
-                        .await
-                        .map(Answer::Prompt),
+                    (Kind::Prompt, None) => {
+                        let mut params = rmcp::model::GetPromptRequestParams::new(route.tool.clone());
+                        params.arguments = Some(v.forward_args().clone());
+                        if let Some((r, _)) = resume {
+                            params.input_responses = Some(r.answers.into_iter().collect());
+                            params.request_state = r.state;
+                        }
+                        settle(
+                            rt,
+                            v,
+                            upstream.name(),
+                            round,
+                            Box::pin(upstream.get_prompt(params, &traceparent, Some(&asks))).await,
+                            Answer::Prompt,
+                        )
+                    }
                     // The URI sent is expanded from the values that passed, not the caller's
                     // spelling of them.
                     (Kind::Resource, None) => match contract.uri.as_ref().and_then(|t| t.expand(v.forward_args())) {
                         Some(uri) => match v.subscription() {
-                            None => Box::pin(upstream.read_resource(&uri, &traceparent)).await.map(Answer::Resource),
+                            None => {
+                                let mut params = rmcp::model::ReadResourceRequestParams::new(uri);
+                                if let Some((r, _)) = resume {
+                                    params.input_responses = Some(r.answers.into_iter().collect());
+                                    params.request_state = r.state;
+                                }
+                                settle(
+                                    rt,
+                                    v,
+                                    upstream.name(),
+                                    round,
+                                    Box::pin(upstream.read_resource(params, &traceparent, Some(&asks))).await,
+                                    Answer::Resource,
+                                )
+                            }
                             Some(change) => {
                                 // stdio carries one session, which names none.
                                 let session = ctx.session_id.clone().unwrap_or_else(|| "stdio".into());
@@ -180,6 +215,27 @@ impl Audited {
             call: Executed { ctx, approved, allow_seq },
         }
     }
+}
+
+/// A complete answer, or the round of input the upstream asks for (after `round` rounds),
+/// sealed for the caller.
+fn settle<R>(
+    rt: &Runtime,
+    v: &super::validate::ValidatedArgs,
+    upstream: &str,
+    round: usize,
+    called: Result<Called<R>, BackendError>,
+    done: fn(R) -> Answer,
+) -> Result<Answer, BackendError> {
+    called.and_then(|c| match c {
+        Called::Done(r) => Ok(done(r)),
+        Called::Asks(f) => super::rounds::answer(rt, v, f, round + 1)
+            .map(Answer::Input)
+            .map_err(|detail| BackendError::Failed {
+                upstream: upstream.to_string(),
+                detail,
+            }),
+    })
 }
 
 /// An upstream's suggestions, only those the contract would take as the argument's value

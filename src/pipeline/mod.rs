@@ -21,6 +21,7 @@ pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod contract;
 pub(crate) mod forward;
+pub(crate) mod rounds;
 mod routes;
 pub(crate) mod validate;
 
@@ -142,9 +143,10 @@ impl Runtime {
         tool: &str,
         args: Option<Map<String, Value>>,
         wait: approval::Wait,
-    ) -> Result<CallToolResult, Denial> {
+    ) -> Result<rmcp::model::CallToolResponse, Denial> {
         match self.call(auth, ctx, Kind::Tool, tool, args, wait).await? {
-            Answer::Tool(r) => Ok(r),
+            Answer::Tool(r) => Ok(r.into()),
+            Answer::Input(r) => Ok(r.into()),
             // A tool's route answers with a tool's result; anything else is a wiring fault.
             _ => Err(Denial::Unavailable(Outage::CallIncomplete)),
         }
@@ -317,7 +319,7 @@ impl Runtime {
         ctx: &CallCtx,
         kind: Kind,
         validated: Result<validate::ValidatedArgs, Box<validate::Invalid>>,
-        wait: approval::Wait,
+        mut wait: approval::Wait,
     ) -> Result<Answer, Denial> {
         let env = self.env.name.as_str();
         let who = Some(auth.principal());
@@ -393,14 +395,44 @@ impl Runtime {
 
         // A repeat's `requestState` is checked against this call before anything else is
         // decided on it: one that fails (tampered, another caller's, other arguments,
-        // expired) is refused and nothing runs. One that passes decides nothing either: the
-        // approval store does.
-        if let Some(state) = &wait.request_state
-            && let Err(why) = approval::check_state(self, auth, authorized.validated(), state)
-        {
-            let denial = Denial::RequestStateRefused { problem: why };
-            let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
-            return Err(self.refuse(denial, rec).await);
+        // expired) is refused and nothing runs. An approval's decides nothing either: the
+        // approval store does. A round of input's lets exactly the answers it asked for go
+        // upstream with the retry (`rounds.rs`).
+        let responses = wait.input_responses.take();
+        let unasked = |r: Option<rmcp::model::InputResponses>| r.map(|r| r.into_keys().collect()).unwrap_or_default();
+        let (resume, dropped): (_, Vec<String>) = match &wait.request_state {
+            None => (None, unasked(responses)),
+            Some(state) => {
+                let opened = approval::open_state(self, auth, authorized.validated(), state).and_then(rounds::Sealed::read);
+                let checked = match opened {
+                    Err(problem) => Err(Denial::RequestStateRefused { problem }),
+                    Ok(rounds::Sealed::Approval) => Ok((None, unasked(responses))),
+                    Ok(rounds::Sealed::Input(_)) if authorized.validated().listed().contract().requires_approval => {
+                        Err(Denial::InputRefused {
+                            problem: "the call needs approval, which rounds of input do not carry across".into(),
+                        })
+                    }
+                    Ok(rounds::Sealed::Input(s)) => rounds::resume(s, responses)
+                        .map(|r| (Some((r.resume, r.round)), r.dropped))
+                        .map_err(|problem| Denial::InputRefused { problem }),
+                };
+                match checked {
+                    Ok(checked) => checked,
+                    Err(denial) => {
+                        let rec = authorized.validated().describe(denial.record(env, ctx).principal(who));
+                        return Err(self.refuse(denial, rec).await);
+                    }
+                }
+            }
+        };
+        // Answers nobody asked for through this gateway go nowhere, and that is recorded
+        // (the call goes on: an upstream asks again for what it lacks).
+        if !dropped.is_empty() {
+            let rec = AuditRecord::new(env, ctx, Decision::Deny, ReasonCode::RelayRefused, rounds::dropped_reason(&dropped)).principal(who);
+            let rec = authorized.validated().describe(rec);
+            if self.audit.append(rec).await.is_err() {
+                return Err(Denial::Unavailable(Outage::RefusalUnrecorded));
+            }
         }
 
         // approval, then the write-ahead record: for a released approval both happen in the
@@ -421,14 +453,16 @@ impl Runtime {
         };
 
         // forward: the proof is spent here.
-        let Forwarded { result, latency_ms, call } = audited.relaying(relay, cancel).forward(self).await;
+        let Forwarded { result, latency_ms, call } = audited.relaying(relay, cancel).resuming(resume).forward(self).await;
         let rec = call.outcome_record(env, who);
         let (answer, rec) = match result {
             Ok((mut r, digest)) => {
-                let status = if matches!(&r, Answer::Tool(t) if t.is_error == Some(true)) {
-                    "tool_error"
-                } else {
-                    "ok"
+                let status = match &r {
+                    Answer::Tool(t) if t.is_error == Some(true) => "tool_error",
+                    // It ran, and is waiting for the caller's answers (the retry is a call
+                    // of its own).
+                    Answer::Input(_) => "input_required",
+                    _ => "ok",
                 };
                 let mut rec = rec;
                 rec.outcome = Some(Outcome {
@@ -495,6 +529,9 @@ pub(crate) enum Answer {
     Prompt(rmcp::model::GetPromptResult),
     Resource(rmcp::model::ReadResourceResult),
     Completion(rmcp::model::CompleteResult),
+    /// A tool's upstream asked for input that the caller (on 2026-07-28) gives by retrying,
+    /// with the gateway's sealed `requestState` (`rounds.rs`).
+    Input(rmcp::model::InputRequiredResult),
     /// A subscription made or ended: the answer is empty.
     Subscribed,
     /// A prompt's or resource's upstream failed (recorded); the caller gets this text as
@@ -510,6 +547,7 @@ impl Answer {
             Answer::Prompt(r) => serde_json::to_value(r),
             Answer::Resource(r) => serde_json::to_value(r),
             Answer::Completion(r) => serde_json::to_value(r),
+            Answer::Input(r) => serde_json::to_value(r),
             Answer::Subscribed => Ok(Value::Object(Map::new())),
             Answer::Failed(_) => return None,
         };
@@ -541,6 +579,12 @@ impl Answer {
             }
             Answer::Completion(r) => {
                 r.result_type = complete;
+                r.meta
+                    .get_or_insert_with(Default::default)
+                    .0
+                    .insert("capgate/trace_id".into(), trace());
+            }
+            Answer::Input(r) => {
                 r.meta
                     .get_or_insert_with(Default::default)
                     .0

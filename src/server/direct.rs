@@ -205,13 +205,18 @@ pub(crate) async fn try_serve(
             })
             .await;
             match done {
-                Ok(Ok(r)) => {
+                Ok(Ok(rmcp::model::CallToolResponse::Complete(r))) => {
                     let mut result = ServerResult::CallToolResult(r);
                     result.strip_result_type_for_legacy_peer();
                     result.strip_non_object_output_for_legacy_peer();
                     ServerJsonRpcMessage::response(result, id)
                 }
                 Ok(Err(denial)) => ServerJsonRpcMessage::error(respond::rpc(&denial, &trace), Some(id)),
+                // A session's caller is never answered by rounds (`rounds.rs`).
+                Ok(Ok(_)) => {
+                    let denial = Denial::Unavailable(Outage::CallIncomplete);
+                    ServerJsonRpcMessage::error(respond::rpc(&denial, &trace), Some(id))
+                }
                 Err(e) => {
                     tracing::error!(trace_id = %trace.as_str(), "tool call task failed: {e}");
                     let denial = Denial::Unavailable(Outage::CallIncomplete);

@@ -17,7 +17,7 @@ use rmcp::model::{
 };
 use std::time::Duration;
 
-use rmcp::model::ProgressNotificationParam;
+use rmcp::model::{ProgressNotificationParam, ProtocolVersion};
 
 use crate::audit::record::AuditRecord;
 use crate::backend::relay::{LogLevel, PROGRESS_BUFFER, Progress};
@@ -196,11 +196,13 @@ impl ServerHandler for Gateway {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        let rounds = (request.request_state, request.input_responses);
         match self
-            .governed(&context, "prompts/get", Kind::Prompt, &request.name, request.arguments)
+            .governed(&context, "prompts/get", Kind::Prompt, &request.name, request.arguments, rounds)
             .await?
         {
             Answer::Prompt(r) => Ok(r.into()),
+            Answer::Input(r) => Ok(r.into()),
             _ => Err(wiring()),
         }
     }
@@ -228,11 +230,13 @@ impl ServerHandler for Gateway {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        let rounds = (request.request_state, request.input_responses);
         match self
-            .governed(&context, "resources/read", Kind::Resource, &request.uri, None)
+            .governed(&context, "resources/read", Kind::Resource, &request.uri, None, rounds)
             .await?
         {
             Answer::Resource(r) => Ok(r.into()),
+            Answer::Input(r) => Ok(r.into()),
             _ => Err(wiring()),
         }
     }
@@ -310,6 +314,7 @@ impl ServerHandler for Gateway {
         let (mut wait, relaying) = approval_wait(&context);
         wait.relay.log = wanted_log(&context, &caller);
         wait.request_state = request.request_state.clone();
+        wait.input_responses = request.input_responses;
         let answer = self
             .rt
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
@@ -317,7 +322,7 @@ impl ServerHandler for Gateway {
         // The progress the call produced goes out before its answer.
         flushed(relaying).await;
         match answer {
-            Ok(r) => Ok(r.into()),
+            Ok(r) => Ok(r),
             Err(denial) => Err(respond::rpc(&denial, &caller.call.trace)),
         }
     }
@@ -361,9 +366,13 @@ impl Gateway {
         kind: Kind,
         name: &str,
         args: Option<rmcp::model::JsonObject>,
+        (request_state, input_responses): (Option<String>, Option<rmcp::model::InputResponses>),
     ) -> Result<Answer, ErrorData> {
         let caller = self.request_ctx(context, method).await?;
-        let (wait, relaying) = approval_wait(context);
+        let (mut wait, relaying) = approval_wait(context);
+        wait.relay.log = wanted_log(context, &caller);
+        wait.request_state = request_state;
+        wait.input_responses = input_responses;
         let answer = self.rt.call(&caller.auth, &caller.call, kind, name, args, wait).await;
         flushed(relaying).await;
         match answer {
@@ -474,10 +483,18 @@ fn approval_wait(context: &RequestContext<RoleServer>) -> (Wait, Option<tokio::t
             relay: crate::backend::relay::ToCaller {
                 progress: relay,
                 peer: Some(context.peer.clone()),
-                log: None,
+                // A 2026-07-28 caller has no session to remember its capabilities: each
+                // request declares them, and an upstream's rounds of input go back to it
+                // in the answer.
+                inline: context
+                    .meta
+                    .protocol_version()
+                    .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+                    .then(|| context.meta.client_capabilities().unwrap_or_default()),
+                ..Default::default()
             },
             cancelled: context.ct.clone(),
-            request_state: None,
+            ..Default::default()
         },
         relaying,
     )

@@ -73,9 +73,22 @@ fn unavailable(msg: &str, trace: &TraceId) -> Response {
 
 /// A JSON-RPC error sent by the transport itself (parse errors, duplicate keys, sessions).
 fn jsonrpc_error(status: StatusCode, id: Value, code: i32, message: &str, reason_code: Option<&str>, trace: &TraceId) -> Response {
-    let mut data = json!({"trace_id": trace.as_str()});
-    if let (Some(code), Some(d)) = (reason_code, data.as_object_mut()) {
-        d.insert("reason_code".into(), Value::from(code));
+    jsonrpc_error_with(status, id, code, message, reason_code, Map::new(), trace)
+}
+
+/// [`jsonrpc_error`] with members of the error's `data` that its code defines.
+fn jsonrpc_error_with(
+    status: StatusCode,
+    id: Value,
+    code: i32,
+    message: &str,
+    reason_code: Option<&str>,
+    mut data: Map<String, Value>,
+    trace: &TraceId,
+) -> Response {
+    data.insert("trace_id".into(), Value::from(trace.as_str()));
+    if let Some(code) = reason_code {
+        data.insert("reason_code".into(), Value::from(code));
     }
     json_response(
         status,
@@ -154,14 +167,24 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
             Some(code.as_str()),
             trace,
         ),
-        Denial::SessionRequired | Denial::ProtocolUnsupported { .. } => jsonrpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            -32600,
-            &d.reason(),
-            Some(code.as_str()),
-            trace,
-        ),
+        // SEP-2575's UnsupportedProtocolVersionError: what was asked, and what is spoken.
+        Denial::ProtocolUnsupported { version } => {
+            let supported: Vec<&str> = rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
+            let data = Map::from_iter([
+                ("requested".to_string(), json!(version)),
+                ("supported".to_string(), json!(supported)),
+            ]);
+            jsonrpc_error_with(
+                StatusCode::BAD_REQUEST,
+                id,
+                rmcp::model::ErrorCode::UNSUPPORTED_PROTOCOL_VERSION.0,
+                &d.reason(),
+                Some(code.as_str()),
+                data,
+                trace,
+            )
+        }
+        Denial::SessionRequired => jsonrpc_error(StatusCode::BAD_REQUEST, id, -32600, &d.reason(), Some(code.as_str()), trace),
         Denial::InvalidRequest { problem } => jsonrpc_error(
             StatusCode::BAD_REQUEST,
             id,
@@ -233,6 +256,7 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
         | Denial::ApprovalLimit { .. }
         | Denial::ApprovalTampered { .. }
         | Denial::RequestStateRefused { .. }
+        | Denial::InputRefused { .. }
         | Denial::RateLimited { .. }
         | Denial::ToolStopped { .. } => {
             let e = rpc(d, trace);
@@ -277,6 +301,12 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
             ErrorCode::INVALID_PARAMS,
             format!(
                 "invalid params: `requestState` is not one this gateway gave for this call ({problem}); nothing ran. Repeat the call without it, or with the one its pending answer carried"
+            ),
+        ),
+        Denial::InputRefused { problem } => (
+            ErrorCode::INVALID_PARAMS,
+            format!(
+                "invalid params: `inputResponses` do not answer what this call's previous answer asked ({problem}); nothing ran, and nothing went upstream"
             ),
         ),
         Denial::ApprovalLimit { open } => (

@@ -76,6 +76,20 @@ fn tools() -> Value {
         ),
         ("test_elicitation_sep1330_enums", "Elicits with every enum form"),
         ("test_reconnection", "Closes its event stream mid-call"),
+        ("test_input_required_result_elicitation", "Asks the user's name by a round of input"),
+        ("test_input_required_result_sampling", "Asks the client's model by a round of input"),
+        (
+            "test_input_required_result_list_roots",
+            "Asks the client's roots by a round of input",
+        ),
+        ("test_input_required_result_request_state", "A round of input with a requestState"),
+        ("test_input_required_result_multiple_inputs", "Three input requests in one round"),
+        ("test_input_required_result_multi_round", "Two rounds of input"),
+        (
+            "test_input_required_result_tampered_state",
+            "A round whose requestState is integrity-protected",
+        ),
+        ("test_input_required_result_capabilities", "Asks only what the client declared"),
     ]
     .into_iter()
     .map(|(name, description)| json!({"name": name, "description": description, "inputSchema": no_args()}))
@@ -151,9 +165,12 @@ impl Upstream {
         let params = json!({"message": message, "requestedSchema": schema});
         let answered = ask_client(c, r, "elicitation/create", params).await?;
         if let Ok(answer) = &answered
-            && r.input_responses.is_some()
+            && let Some(all) = &r.input_responses
         {
-            self.inputs.lock().unwrap().push(answer.clone());
+            // With the keys that came, so that a test sees none went that was not asked.
+            let mut logged = answer.clone();
+            logged["_keys"] = json!(all.keys().collect::<Vec<_>>());
+            self.inputs.lock().unwrap().push(logged);
         }
         Ok(answered.map(|answer| {
             let action = answer["action"].as_str().unwrap_or("?").to_string();
@@ -200,6 +217,117 @@ async fn ask_client(
         .map_err(|e| ErrorData::internal_error(format!("{method} failed: {e}"), None))
 }
 
+/// The suite's own rounds-of-input tools (SEP-2322 scenarios, `input-required-result-*`),
+/// each as its description asks; `None`: not one of them.
+fn rounds_tool(r: &CallToolRequestParams, c: &RequestContext<RoleServer>) -> Option<Result<CallToolResponse, ErrorData>> {
+    let elicit = |message: &str, property: &str, kind: &str| json!({"method": "elicitation/create", "params": {"message": message, "requestedSchema": {"type": "object", "properties": {property: {"type": kind}}, "required": [property]}}});
+    let sample = |prompt: &str, max: u32| json!({"method": "sampling/createMessage", "params": {"messages": [{"role": "user", "content": {"type": "text", "text": prompt}}], "maxTokens": max}});
+    let roots = json!({"method": "roots/list", "params": {}});
+    let answers = r.input_responses.clone().unwrap_or_default();
+    let state = r.request_state.as_deref();
+    let ask = |requests: Value, state: Option<&str>| -> Result<CallToolResponse, ErrorData> {
+        let requests = from(requests);
+        Ok(InputRequiredResult::new(Some(requests), state.map(str::to_string)).into())
+    };
+    let done = |t: String| -> Result<CallToolResponse, ErrorData> { Ok(text(t).into()) };
+    let name_of = |key: &str, field: &str| answers.get(key).and_then(|a| a["content"][field].as_str()).map(str::to_string);
+    Some(match r.name.as_ref() {
+        "test_input_required_result_elicitation" => match answers.get("user_name") {
+            Some(a) if a["action"] != "accept" || !a["content"].is_object() => {
+                Err(ErrorData::invalid_params("user_name is not an accepted elicitation result", None))
+            }
+            Some(_) => done(format!("Hello, {}!", name_of("user_name", "name").unwrap_or_default())),
+            None => ask(json!({"user_name": elicit("What is your name?", "name", "string")}), None),
+        },
+        "test_input_required_result_sampling" => match answers.get("capital_question") {
+            Some(a) => done(a["content"]["text"].as_str().unwrap_or("").to_string()),
+            None => ask(json!({"capital_question": sample("What is the capital of France?", 100)}), None),
+        },
+        "test_input_required_result_list_roots" => match answers.get("client_roots") {
+            Some(a) => {
+                let uris: Vec<&str> = a["roots"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r["uri"].as_str())
+                    .collect();
+                done(format!("Roots: {}", uris.join(", ")))
+            }
+            None => ask(json!({"client_roots": roots}), None),
+        },
+        "test_input_required_result_request_state" => match (answers.get("confirm"), state) {
+            (Some(_), Some(ROUND_STATE)) => done("state-ok: the requestState came back as it was sent".into()),
+            (Some(_), _) => Err(ErrorData::invalid_params("the requestState is not the one this server sent", None)),
+            (None, _) => ask(json!({"confirm": elicit("Please confirm", "ok", "boolean")}), Some(ROUND_STATE)),
+        },
+        "test_input_required_result_multiple_inputs" => {
+            if ["user_name", "greeting", "client_roots"].iter().all(|k| answers.contains_key(*k)) && state == Some(ROUND_STATE) {
+                done("all three inputs received".into())
+            } else {
+                let requests = json!({"user_name": elicit("What is your name?", "name", "string"), "greeting": sample("Generate a greeting", 50), "client_roots": roots});
+                ask(requests, Some(ROUND_STATE))
+            }
+        }
+        "test_input_required_result_multi_round" => match state {
+            Some("round-2") if answers.contains_key("step2") => done("name and color received".into()),
+            Some("round-1") if answers.contains_key("step1") => ask(
+                json!({"step2": elicit("Step 2: What is your favorite color?", "color", "string")}),
+                Some("round-2"),
+            ),
+            _ => ask(
+                json!({"step1": elicit("Step 1: What is your name?", "name", "string")}),
+                Some("round-1"),
+            ),
+        },
+        "test_input_required_result_tampered_state" => match state {
+            None => ask(json!({"confirm": elicit("Please confirm", "ok", "boolean")}), Some(&sealed_state())),
+            Some(s) if codec().open(s).is_ok() => done("the requestState passed its integrity check".into()),
+            Some(_) => Err(ErrorData::invalid_params("requestState failed its integrity check", None)),
+        },
+        "test_input_required_result_capabilities" => {
+            if !answers.is_empty() {
+                return Some(done(format!(
+                    "received: {}",
+                    answers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let caps = c.meta.client_capabilities().unwrap_or_default();
+            let mut requests = serde_json::Map::new();
+            if caps.elicitation.is_some() {
+                requests.insert("user_name".into(), elicit("What is your name?", "name", "string"));
+            }
+            if caps.sampling.is_some() {
+                requests.insert("greeting".into(), sample("Generate a greeting", 50));
+            }
+            if caps.roots.is_some() {
+                requests.insert("client_roots".into(), roots);
+            }
+            if requests.is_empty() {
+                done("the client declared none of elicitation, sampling and roots".into())
+            } else {
+                ask(Value::Object(requests), None)
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The `requestState` of the suite's round-trip scenarios.
+const ROUND_STATE: &str = "round-state: +/=";
+
+/// The integrity-protected state of the tampered-state scenario: its key is this process's.
+fn codec() -> &'static rmcp::model::RequestStateCodec {
+    static CODEC: std::sync::OnceLock<rmcp::model::RequestStateCodec> = std::sync::OnceLock::new();
+    CODEC.get_or_init(|| {
+        let key: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ (std::process::id() as u8));
+        rmcp::model::RequestStateCodec::try_new(key).expect("a 32-byte key")
+    })
+}
+
+fn sealed_state() -> String {
+    codec().seal(b"confirm")
+}
+
 impl ServerHandler for Upstream {
     fn get_info(&self) -> ServerConfig {
         let mut caps = ServerCapabilities::builder()
@@ -219,6 +347,9 @@ impl ServerHandler for Upstream {
     }
 
     async fn call_tool(&self, r: CallToolRequestParams, c: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        if let Some(answer) = rounds_tool(&r, &c) {
+            return answer;
+        }
         let arg = |name: &str| string_arg(r.arguments.as_ref(), name);
         let result: CallToolResult = match r.name.as_ref() {
             "test_simple_text" => text("This is a simple text response for testing."),
@@ -350,7 +481,8 @@ impl ServerHandler for Upstream {
         Ok(from(json!({"resources": [
             {"uri": "test://static-text", "name": "static-text", "description": "A static text resource", "mimeType": "text/plain"},
             {"uri": "test://static-binary", "name": "static-binary", "description": "A static binary resource", "mimeType": "image/png"},
-            {"uri": "test://watched-resource", "name": "watched-resource", "description": "A resource to subscribe to", "mimeType": "text/plain"}
+            {"uri": "test://watched-resource", "name": "watched-resource", "description": "A resource to subscribe to", "mimeType": "text/plain"},
+            {"uri": "test://asks-first", "name": "asks-first", "description": "A resource whose read asks for the client's roots", "mimeType": "text/plain"}
         ]})))
     }
 
@@ -372,6 +504,17 @@ impl ServerHandler for Upstream {
             }
             "test://static-binary" => json!([{"uri": uri, "mimeType": "image/png", "blob": PNG}]),
             "test://watched-resource" => json!([{"uri": uri, "mimeType": "text/plain", "text": "Watched resource content."}]),
+            // Not the suite's: a read that asks its client for roots first (capgate's tests).
+            "test://asks-first" => match r.input_responses.as_ref().and_then(|a| a.get("roots")) {
+                Some(_) if r.request_state.as_deref() != Some(STATE) => {
+                    return Err(ErrorData::invalid_params("the requestState came back altered", None));
+                }
+                Some(a) => json!([{"uri": uri, "mimeType": "text/plain", "text": format!("read with roots {}", a["roots"])}]),
+                None => {
+                    let ask = json!({"roots": {"method": "roots/list", "params": {}}});
+                    return Ok(InputRequiredResult::new(Some(from(ask)), Some(STATE.to_string())).into());
+                }
+            },
             _ => match uri.strip_prefix("test://template/").and_then(|r| r.strip_suffix("/data")) {
                 Some(id) if !id.is_empty() && !id.contains('/') => {
                     let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")}).to_string();
@@ -408,7 +551,8 @@ impl ServerHandler for Upstream {
             {"name": "test_prompt_with_embedded_resource", "description": "A prompt that embeds a resource", "arguments": [
                 {"name": "resourceUri", "description": "URI of the resource to embed", "required": true}
             ]},
-            {"name": "test_prompt_with_image", "description": "A prompt with an image"}
+            {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+            {"name": "test_input_required_result_prompt", "description": "A prompt that asks the user for its context first"}
         ]})))
     }
 
@@ -427,6 +571,16 @@ impl ServerHandler for Upstream {
                 {"role": "user", "content": {"type": "image", "data": PNG, "mimeType": "image/png"}},
                 {"role": "user", "content": {"type": "text", "text": "Please analyze the image above."}}
             ]),
+            "test_input_required_result_prompt" => match r.input_responses.as_ref().and_then(|a| a.get("user_context")) {
+                Some(a) => {
+                    let context = a["content"]["context"].as_str().unwrap_or("").to_string();
+                    json!([{"role": "user", "content": {"type": "text", "text": format!("Use this context: {context}")}}])
+                }
+                None => {
+                    let ask = json!({"user_context": {"method": "elicitation/create", "params": {"message": "What context should the prompt use?", "requestedSchema": {"type": "object", "properties": {"context": {"type": "string"}}, "required": ["context"]}}}});
+                    return Ok(InputRequiredResult::new(Some(from(ask)), None).into());
+                }
+            },
             other => return Err(ErrorData::invalid_params(format!("unknown prompt: {other}"), None)),
         };
         let result: GetPromptResult = from(json!({ "messages": messages }));

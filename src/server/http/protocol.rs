@@ -50,10 +50,11 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
     // Two versions: the gateway and the upstream could each believe another.
     if headers.get_all("mcp-protocol-version").iter().count() > 1 {
         let problem = "the MCP-Protocol-Version header is sent more than once".to_string();
-        return Some((Denial::HeaderMismatch { problem }, Value::Null));
+        return Some((Denial::HeaderMismatch { problem }, ex.lenient_id()));
     }
+    // The request's own id where the body has one: every error answer names its request.
     if let Some(v) = version.filter(|v| !known_version(v)) {
-        return Some((Denial::ProtocolUnsupported { version: clean(v, 64) }, Value::Null));
+        return Some((Denial::ProtocolUnsupported { version: clean(v, 64) }, ex.lenient_id()));
     }
     let needs_session = ex.ctx.session_id.is_none() && !stateless(version);
     match ex.parts.method {
@@ -99,6 +100,15 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
         .cloned()
         .unwrap_or(Value::Null);
+    // What 2026-07-28 removed with its sessions is not served on it, whatever a 2025-11-25
+    // session may do, and whatever its parameters (there are none to judge).
+    if headers::mirrors(version)
+        && !id.is_null()
+        && let Some(method) = body.get("method").and_then(Value::as_str).filter(|m| REMOVED_IN_2026.contains(m))
+    {
+        let method = method.to_string();
+        return Some((Denial::MethodNotFound { method, stateless: true }, id));
+    }
     let kind = match envelope::check(body) {
         Err(Problem::InvalidRequest(problem)) => return Some((Denial::InvalidRequest { problem }, id)),
         Err(Problem::MethodNotFound(method)) => {
@@ -108,15 +118,6 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         Err(Problem::InvalidParams(problem)) => return Some((Denial::InvalidParams { problem }, id)),
         Ok(kind) => kind,
     };
-    // What 2026-07-28 removed with its sessions is not served on it, whatever a 2025-11-25
-    // session may do.
-    if let Kind::Request(method) = kind
-        && headers::mirrors(version)
-        && REMOVED_IN_2026.contains(&method)
-    {
-        let method = method.to_string();
-        return Some((Denial::MethodNotFound { method, stateless: true }, id));
-    }
     if let Some(problem) = headers::mismatch(headers, body, version) {
         return Some((Denial::HeaderMismatch { problem }, id));
     }
