@@ -114,6 +114,10 @@ vocabulary! {
         /// An upstream's request to the caller that was not relayed: the contract does not
         /// name it, or the caller's client did not declare the capability.
         RelayRefused = "relay_refused",
+        /// A request that changes only what the caller is sent (a session's log level, a
+        /// 2026-07-28 listen stream) and runs nothing upstream itself: allowed, and no
+        /// outcome follows (an `allowed` record without one is an outcome unknown).
+        Accepted = "accepted",
     }
 }
 

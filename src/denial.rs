@@ -221,6 +221,11 @@ pub(crate) enum Denial {
     InputRefused {
         problem: String,
     },
+    /// The upstream refused the call for client capabilities it was not told of (-32021,
+    /// HTTP 400); the outcome record says so.
+    NeedsCapability {
+        required: serde_json::Value,
+    },
     Api(ApiProblem),
     Unavailable(Outage),
 }
@@ -265,6 +270,7 @@ impl Denial {
             Denial::ApprovalLimit { .. } => ReasonCode::ApprovalLimit,
             Denial::ApprovalTampered { .. } | Denial::RequestStateRefused { .. } => ReasonCode::ApprovalTampered,
             Denial::InputRefused { .. } => ReasonCode::RelayRefused,
+            Denial::NeedsCapability { .. } => ReasonCode::BackendError,
             Denial::Unavailable(_) => ReasonCode::AuditUnavailable,
         }
     }
@@ -329,6 +335,7 @@ impl Denial {
             Denial::ApprovalTampered { id } => format!("approval request {id} failed its integrity check"),
             Denial::RequestStateRefused { problem } => format!("the call's requestState was refused: {problem}"),
             Denial::InputRefused { problem } => format!("the call's inputResponses were refused: {problem}"),
+            Denial::NeedsCapability { .. } => "the upstream needs client capabilities the call did not declare to it".into(),
             Denial::ApprovalLimit { open } => {
                 format!("approval request refused: the requester has {open} open approval requests, the most allowed")
             }

@@ -67,6 +67,14 @@ const FIXTURES: &[(&str, &str, &str)] = &[
     ),
     ("tool", "json_schema_2020_12_tool", "arg_schema = {}"),
     ("tool", "test_input_required_result_elicitation", ASKS_ALL),
+    ("tool", "test_streaming_elicitation", ASKS_ALL),
+    ("tool", "test_logging_tool", "arg_schema = {}"),
+    (
+        "tool",
+        "test_custom_header",
+        "arg_schema = { region = { type = \"string(1..64)\", header = \"Region\" } }",
+    ),
+    ("tool", "test_missing_capability", ASKS_ALL),
     ("tool", "test_input_required_result_sampling", ASKS_ALL),
     ("tool", "test_input_required_result_list_roots", ASKS_ALL),
     ("tool", "test_input_required_result_request_state", ASKS_ALL),
@@ -761,6 +769,38 @@ async fn a_2026_callers_prompt_and_resource_reads_take_rounds_of_input_too() {
     assert_eq!(records_of(&records, "roots/list", "relay_refused").len(), 1, "{records:#?}");
 }
 
+/// A 2026-07-28 upstream that needs a client capability the call did not declare to it
+/// (-32021): the caller gets that protocol error (HTTP 400, `requiredCapabilities`), and the
+/// outcome is recorded as the upstream's failure; declared, the same call runs.
+#[tokio::test]
+async fn an_upstreams_missing_capability_error_reaches_the_caller_as_that_error() {
+    let (_upstream, upstream_url) = upstream();
+    let f = fixture(&upstream_url);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let m = Mcp::new(gw.url("stage"), Some(f.token("stage", "ada", &["tester"])));
+    let none = call_2026(&m, 1, "test_missing_capability", json!({}), json!({"arguments": {}})).await;
+    assert_eq!(none.status, 400, "{}", none.text);
+    assert_eq!(none.error_code(), Some(-32021), "{}", none.text);
+    assert!(
+        none.body["error"]["data"]["requiredCapabilities"]["sampling"].is_object(),
+        "{}",
+        none.text
+    );
+    let declared = call_2026(&m, 2, "test_missing_capability", json!({"sampling": {}}), json!({"arguments": {}})).await;
+    assert_eq!(
+        declared.body["result"]["content"][0]["text"], "the client declared sampling",
+        "{}",
+        declared.text
+    );
+    let records = f.audit("stage");
+    let outcomes: Vec<&str> = records
+        .iter()
+        .filter(|r| r["tool"] == "test_missing_capability" && r["outcome"].is_object())
+        .filter_map(|r| r["outcome"]["status"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["backend_error", "ok"], "{records:#?}");
+}
+
 /// The official TypeScript clients of both revisions through capgate: `@modelcontextprotocol/sdk`
 /// 1.32 (2025-11-25) and `@modelcontextprotocol/client` 2.4 pinned to 2026-07-28. Each lists,
 /// makes an allowed, an invalid and a forbidden call, gets a prompt, reads a resource (and is
@@ -876,6 +916,136 @@ fn the_official_typescript_clients_of_both_revisions_work_through_capgate() {
         .filter_map(|r| r["outcome"]["status"].as_str())
         .collect();
     assert_eq!(rounds, ["ok", "input_required", "ok"], "{records:#?}");
+}
+
+/// A 2026-07-28 caller's `subscriptions/listen`: each URI decided like a read of it, only
+/// the allowed ones acknowledged (an unknown one and a forbidden one left out alike), updates
+/// of those on the stream tagged with its id and recorded, none for another caller; when the
+/// stream closes, the upstream is told it has no watcher left.
+#[tokio::test]
+async fn a_2026_callers_listen_stream_carries_updates_of_what_it_may_read_and_nothing_else() {
+    use futures_util::StreamExt;
+    let (_upstream, upstream_url) = upstream();
+    let f = fixture(&upstream_url);
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let watched = "test://watched-resource";
+    let listen = |token: String, id: i64, uris: Value| {
+        let url = gw.url("stage").to_string();
+        async move {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+                "notifications": {"resourceSubscriptions": uris, "toolsListChanged": true},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "raw-2026", "version": "1"}
+                }
+            }});
+            let r = http()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "subscriptions/listen")
+                .bearer_auth(token)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["content-type"], "text/event-stream");
+            r.bytes_stream()
+        }
+    };
+    // The next message on a stream, within `secs`.
+    async fn next(
+        stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+        buf: &mut String,
+        secs: u64,
+    ) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let data = event.lines().filter_map(|l| l.strip_prefix("data:")).collect::<String>();
+                return Some(serde_json::from_str(data.trim()).unwrap());
+            }
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+                _ => return None,
+            }
+        }
+    }
+
+    let mut ada = listen(f.token("stage", "ada", &["tester"]), 7, json!([watched, "test://nope"])).await;
+    let mut outsider = listen(f.token("stage", "olga", &["visitor"]), 8, json!([watched])).await;
+    let (mut ada_buf, mut out_buf) = (String::new(), String::new());
+    let ack = next(&mut ada, &mut ada_buf, 5).await.unwrap();
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"resourceSubscriptions": [watched]}),
+        "only the readable URI, and no list changes: {ack}"
+    );
+    assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+    let out_ack = next(&mut outsider, &mut out_buf, 5).await.unwrap();
+    assert_eq!(
+        out_ack["params"]["notifications"],
+        json!({"resourceSubscriptions": []}),
+        "{out_ack}"
+    );
+
+    let m = Mcp::new(gw.url("stage"), Some(f.token("stage", "ada", &["tester"])));
+    let touched = call_2026(&m, 20, "test_touch_resource", json!({}), json!({"arguments": {"uri": watched}})).await;
+    assert!(touched.body["result"].is_object(), "{}", touched.text);
+    let update = next(&mut ada, &mut ada_buf, 10).await.expect("the update reached the listener");
+    assert_eq!(update["method"], "notifications/resources/updated", "{update}");
+    assert_eq!(update["params"]["uri"], watched);
+    assert_eq!(update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7);
+    assert!(next(&mut outsider, &mut out_buf, 1).await.is_none(), "the outsider heard nothing");
+
+    // The stream closes: the upstream is told nobody watches the URI any more.
+    let watches = || async {
+        let r = call_2026(&m, 30, "test_subscriptions", json!({}), json!({"arguments": {}})).await;
+        r.body["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(
+        watches().await,
+        format!("[\"{watched}\"]"),
+        "only what was acknowledged reached the upstream"
+    );
+    drop(ada);
+    let mut left = watches().await;
+    for _ in 0..50 {
+        if left == "[]" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = watches().await;
+    }
+    assert_eq!(left, "[]", "the upstream still watches after the stream closed");
+
+    let records = f.audit("stage");
+    let listened: Vec<(&str, &str, &str)> = records
+        .iter()
+        .filter(|r| r["method"] == "subscriptions/listen")
+        .map(|r| {
+            (
+                r["principal"]["sub"].as_str().unwrap_or(""),
+                r["reason_code"].as_str().unwrap(),
+                r["tool"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for expected in [
+        ("ada", "allowed", "watched-resource"),
+        ("ada", "tool_not_available", "test://nope"),
+        ("olga", "tool_not_available", "test://watched-resource"),
+    ] {
+        assert!(listened.contains(&expected), "{expected:?} not in {listened:#?}");
+    }
+    let delivered = records_of(&records, "notifications/resources/updated", "relayed");
+    assert_eq!(delivered.len(), 1, "{records:#?}");
+    assert_eq!(delivered[0]["principal"]["sub"], "ada");
 }
 
 /// What one rmcp client was told of resource changes.

@@ -232,7 +232,7 @@ fn upstream_log_messages_reach_only_the_session_that_set_a_level() {
 
     let records = f.audit("stage");
     let of = |method: &str, code: &str| records_of(&records, method, code);
-    let set = of("logging/setLevel", "allowed");
+    let set = of("logging/setLevel", "accepted");
     assert_eq!(set.len(), 1, "{records:#?}");
     assert_eq!(set[0]["principal"]["sub"], "lena");
     assert!(set[0]["reason"].as_str().unwrap().contains("`info`"), "{set:?}");

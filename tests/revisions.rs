@@ -104,6 +104,38 @@ async fn a_stateless_client_discovers_lists_and_calls_without_a_session_each_cal
     );
 }
 
+/// A version the gateway does not speak: HTTP 400 and SEP-2575's
+/// UnsupportedProtocolVersionError (-32022) echoing what was asked and listing what is
+/// spoken (what `server/discover` says), under the request's own id; recorded.
+#[tokio::test]
+async fn an_unsupported_version_is_answered_with_the_versions_spoken_under_the_requests_id() {
+    let f = fixture();
+    let gw = Gateway::start(&f.config(), &["dev"]);
+    let m = Mcp::new(gw.url("dev"), Some(f.token("dev", "u-alice", &["oncall"])));
+    let discover = stateless(&m, 1, "server/discover", json!({}), None).await;
+    let spoken = discover.body["result"]["supportedVersions"].clone();
+    assert!(spoken.as_array().is_some_and(|v| v.contains(&json!(V))), "{}", discover.text);
+    let mut params = json!({});
+    params["_meta"] = meta();
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("v999.0.0");
+    let body = json!({"jsonrpc": "2.0", "id": 301, "method": "server/discover", "params": params}).to_string();
+    let r = m
+        .send(body, &[("mcp-protocol-version", "v999.0.0"), ("mcp-method", "server/discover")])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.error_code(), Some(-32022), "{}", r.text);
+    assert_eq!(r.body["id"], 301, "{}", r.text);
+    assert_eq!(r.body["error"]["data"]["requested"], "v999.0.0", "{}", r.text);
+    let supported = r.body["error"]["data"]["supported"].as_array().unwrap();
+    assert!(
+        !supported.is_empty() && supported.iter().all(|v| spoken.as_array().unwrap().contains(v)),
+        "{}",
+        r.text
+    );
+    let recs = f.audit_for_trace("dev", &r.trace());
+    assert!(recs.iter().any(|rec| rec["reason_code"] == "protocol_unsupported"), "{recs:?}");
+}
+
 /// What 2026-07-28 removed with its sessions (`initialize`, `ping`, `logging/setLevel`,
 /// `resources/subscribe`, `resources/unsubscribe`) answers 404 with -32601 on that revision,
 /// recorded, and with a message that names the method.
@@ -112,11 +144,16 @@ async fn methods_removed_in_2026_07_28_are_not_found_there_and_recorded() {
     let f = fixture();
     let gw = Gateway::start(&f.config(), &["dev"]);
     let m = Mcp::new(gw.url("dev"), Some(f.token("dev", "u-alice", &["oncall"])));
+    // Whatever their params: a removed method has none to judge (an `initialize` without
+    // its members, a `logging/setLevel` without a level are not found, not invalid).
     for (id, method, params) in [
         (1, "ping", json!({})),
         (2, "logging/setLevel", json!({"level": "debug"})),
         (3, "resources/subscribe", json!({"uri": "test://x"})),
         (4, "resources/unsubscribe", json!({"uri": "test://x"})),
+        (5, "initialize", json!({})),
+        (6, "logging/setLevel", json!({})),
+        (7, "resources/subscribe", json!({})),
     ] {
         let r = stateless(&m, id, method, params, None).await;
         assert_eq!(r.status, 404, "{method}: {}", r.text);

@@ -49,13 +49,31 @@ pub(crate) struct SessionError {
     /// The server no longer knows the session (or the connection is unusable): open a new
     /// one before the next request.
     pub(crate) closed: bool,
+    /// The server's MissingRequiredClientCapabilityError (2026-07-28, -32021): the client
+    /// capabilities it needs and was not told of.
+    pub(crate) needs: Option<serde_json::Value>,
 }
 
 pub(crate) fn err(detail: impl std::fmt::Display, closed: bool) -> SessionError {
     SessionError {
         detail: detail.to_string(),
         closed,
+        needs: None,
     }
+}
+
+/// The server's error answer to a request, as a failure.
+fn refused_by(e: ErrorData) -> SessionError {
+    let mut failure = err(e.message, false);
+    if e.code == rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY {
+        let needs = e
+            .data
+            .as_ref()
+            .and_then(|d| d.get("requiredCapabilities"))
+            .filter(|c| c.is_object());
+        failure.needs = Some(needs.cloned().unwrap_or_else(|| serde_json::json!({})));
+    }
+    failure
 }
 
 impl From<StreamableHttpError<reqwest::Error>> for SessionError {
@@ -384,7 +402,7 @@ impl HttpSession {
                 && status != StatusCode::FORBIDDEN
                 && let Ok(Answer::<IgnoredAny> { error: Some(e), .. }) = parse_body(&read_bounded(response).await?)
             {
-                return Err(err(e.message, false));
+                return Err(refused_by(e));
             }
             return Err(err(format!("the upstream answered HTTP {}", status.as_u16()), false));
         }
@@ -554,7 +572,7 @@ impl<R> Answer<R> {
         match (self.result, self.error) {
             (Some(_), Some(_)) => Some(Err(err(NOT_AN_ANSWER, false))),
             (Some(r), None) => (self.id.as_ref() == Some(id)).then_some(Ok(r)),
-            (None, Some(e)) => (self.id.as_ref() == Some(id) || (any_error && self.id.is_none())).then(|| Err(err(e.message, false))),
+            (None, Some(e)) => (self.id.as_ref() == Some(id) || (any_error && self.id.is_none())).then(|| Err(refused_by(e))),
             (None, None) => None,
         }
     }

@@ -45,13 +45,21 @@ pub(crate) enum BackendError {
     Withheld { upstream: String },
     #[error("the caller cancelled the call; upstream `{upstream}` was told")]
     Cancelled { upstream: String },
+    /// A 2026-07-28 upstream's MissingRequiredClientCapabilityError (-32021): the call did not
+    /// tell it of client capabilities it needs (the caller did not declare them, or the
+    /// contract's `client_requests` does not name them).
+    #[error("upstream `{upstream}` needs client capabilities this call did not declare to it")]
+    NeedsCapability { upstream: String, required: serde_json::Value },
 }
 
 impl BackendError {
     pub(crate) fn detail(&self) -> String {
         match self {
             BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),
-            BackendError::Timeout { .. } | BackendError::Withheld { .. } | BackendError::Cancelled { .. } => self.to_string(),
+            BackendError::Timeout { .. }
+            | BackendError::Withheld { .. }
+            | BackendError::Cancelled { .. }
+            | BackendError::NeedsCapability { .. } => self.to_string(),
         }
     }
 }
@@ -621,6 +629,8 @@ impl UpstreamClient {
                     h.call_tool_cancellable(params, asks, &cancel, CANCELLED).await.map_err(|e| {
                         if cancel.is_cancelled() {
                             Failure::Cancelled
+                        } else if let Some(required) = e.needs {
+                            Failure::Needs(required)
                         } else {
                             Failure::Said(e.detail)
                         }
@@ -646,6 +656,10 @@ impl UpstreamClient {
             Ok(Err(Failure::Cancelled)) => Err(BackendError::Cancelled {
                 upstream: self.cfg.name.clone(),
             }),
+            Ok(Err(Failure::Needs(required))) => Err(BackendError::NeedsCapability {
+                upstream: self.cfg.name.clone(),
+                required,
+            }),
             Ok(Err(Failure::Said(detail))) => Err(BackendError::Failed {
                 upstream: self.cfg.name.clone(),
                 detail,
@@ -659,6 +673,8 @@ impl UpstreamClient {
 enum Failure {
     Said(String),
     Cancelled,
+    /// The client capabilities the upstream needs (-32021).
+    Needs(serde_json::Value),
 }
 
 /// What the upstream is told when a caller cancels.

@@ -91,6 +91,9 @@ pub(crate) struct ToCaller {
     /// A 2026-07-28 caller's capabilities, as its request's `_meta` declared them (it has
     /// no session that would hold them); `None`: the caller spoke an earlier revision.
     pub(crate) inline: Option<rmcp::model::ClientCapabilities>,
+    /// The `subscriptions/listen` stream a subscription's updates go to (2026-07-28), and
+    /// its key among the upstream's subscribers; `None`: the caller's session.
+    pub(crate) listen: Option<(String, tokio::sync::mpsc::Sender<String>)>,
 }
 
 /// A log message's severity, in the order of RFC 5424 that MCP uses (`debug` lowest).

@@ -1,6 +1,6 @@
-//! Resource subscriptions of one upstream: which callers' sessions subscribed to which URI,
-//! and the upstream's `notifications/resources/updated` routed to those sessions and to no
-//! other. A subscription is made only after the pipeline decided `resources/subscribe` for
+//! Resource subscriptions of one upstream: which callers' sessions (or, on 2026-07-28,
+//! `subscriptions/listen` streams) subscribed to which URI, and the upstream's
+//! `notifications/resources/updated` routed to those and to no other. A subscription is made only after the pipeline decided `resources/subscribe` for
 //! that caller and URI (the resource's contract, as for `resources/read`); the upstream is
 //! asked to subscribe once per URI, however many callers did, and to unsubscribe when the
 //! last one leaves.
@@ -20,12 +20,44 @@ use crate::decision::{Decision, ReasonCode};
 use crate::identity::Principal;
 use crate::request::CallCtx;
 
+/// Where a subscriber's updates go.
+#[derive(Clone)]
+pub(crate) enum Delivery {
+    /// A 2025-11-25 session's connection.
+    Session(Peer<RoleServer>),
+    /// A 2026-07-28 `subscriptions/listen` stream: the URI of each update, for the stream
+    /// to frame. Bounded: a stream that is not read loses updates; the upstream's
+    /// connection is never held up by it.
+    Stream(tokio::sync::mpsc::Sender<String>),
+}
+
+impl Delivery {
+    fn is_closed(&self) -> bool {
+        match self {
+            Delivery::Session(p) => p.is_transport_closed(),
+            Delivery::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    async fn send(&self, uri: &str) {
+        // A subscriber gone is no failure of the upstream's.
+        match self {
+            Delivery::Session(p) => {
+                let _ = p.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await;
+            }
+            Delivery::Stream(tx) => {
+                let _ = tx.try_send(uri.to_string());
+            }
+        }
+    }
+}
+
 /// One caller's session subscribed to one URI.
 #[derive(Clone)]
 pub(crate) struct Subscriber {
-    /// The caller's MCP session: one subscription per session and URI.
+    /// The caller's MCP session (or listen stream): one subscription per session and URI.
     pub(crate) session: String,
-    pub(crate) peer: Peer<RoleServer>,
+    pub(crate) to: Delivery,
     /// Unix seconds: the caller's token's expiry. Past it, the subscription ends unseen.
     pub(crate) expires_at: u64,
     /// What each delivery's record says: the subscribe request's context (its trace ID
@@ -90,7 +122,7 @@ impl Subscriptions {
         let Some(subs) = m.get_mut(uri) else {
             return Vec::new();
         };
-        subs.retain(|s| s.expires_at >= now && !s.peer.is_transport_closed());
+        subs.retain(|s| s.expires_at >= now && !s.to.is_closed());
         subs.clone()
     }
 
@@ -116,7 +148,7 @@ impl Subscriptions {
             .args_digest(Some(crate::canonical::digest(&named)))
             .contract_digest(&s.contract_digest);
             if s.audit.append(rec).await.is_ok() {
-                let _ = s.peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)).await;
+                s.to.send(uri).await;
             }
         }
     }

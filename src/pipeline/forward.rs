@@ -13,7 +13,7 @@ use super::{Answer, Runtime};
 use crate::audit::AuditRecord;
 use crate::backend::BackendError;
 use crate::backend::stateless::Called;
-use crate::backend::subscriptions::Subscriber;
+use crate::backend::subscriptions::{Delivery, Subscriber};
 use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::identity::Principal;
@@ -154,17 +154,24 @@ impl Audited {
                                 )
                             }
                             Some(change) => {
-                                // stdio carries one session, which names none.
-                                let session = ctx.session_id.clone().unwrap_or_else(|| "stdio".into());
-                                match (change, relay.peer.clone()) {
+                                // A listen stream is a subscriber of its own; stdio carries one
+                                // session, which names none.
+                                let (session, to) = match &relay.listen {
+                                    Some((key, tx)) => (key.clone(), Some(Delivery::Stream(tx.clone()))),
+                                    None => (
+                                        ctx.session_id.clone().unwrap_or_else(|| "stdio".into()),
+                                        relay.peer.clone().map(Delivery::Session),
+                                    ),
+                                };
+                                match (change, to) {
                                     (Subscription::Unsubscribe, _) => Box::pin(upstream.unsubscribe(&uri, &session, &traceparent))
                                         .await
                                         .map(|()| Answer::Subscribed),
-                                    (Subscription::Subscribe, Some(peer)) => {
+                                    (Subscription::Subscribe, Some(to)) => {
                                         let auth = v.listed().auth();
                                         let who = Subscriber {
                                             session,
-                                            peer,
+                                            to,
                                             expires_at: auth.expires_at(),
                                             env: rt.env().name.clone(),
                                             ctx: ctx.clone(),

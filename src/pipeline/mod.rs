@@ -454,6 +454,7 @@ impl Runtime {
 
         // forward: the proof is spent here.
         let Forwarded { result, latency_ms, call } = audited.relaying(relay, cancel).resuming(resume).forward(self).await;
+        let mut refusal = None;
         let rec = call.outcome_record(env, who);
         let (answer, rec) = match result {
             Ok((mut r, digest)) => {
@@ -479,6 +480,12 @@ impl Runtime {
                 // that every reader of outcomes counts it); its status says what happened,
                 // and that it ran, perhaps in part, until then.
                 let cancelled = matches!(e, crate::backend::BackendError::Cancelled { .. });
+                // An upstream's -32021 is the caller's to read as the protocol error it is.
+                if let crate::backend::BackendError::NeedsCapability { required, .. } = &e {
+                    refusal = Some(Denial::NeedsCapability {
+                        required: required.clone(),
+                    });
+                }
                 let mut rec = rec;
                 rec.decision = Decision::Error;
                 rec.reason_code = ReasonCode::BackendError;
@@ -514,7 +521,10 @@ impl Runtime {
         if let Err(e) = self.audit.enqueue(rec).await {
             tracing::error!(env = %env, trace_id = %call.ctx.trace.as_str(), "outcome record not written: {e:?}");
         }
-        Ok(answer)
+        match refusal {
+            Some(denial) => Err(denial),
+            None => Ok(answer),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::request::clean;
 
 /// Requests this gateway answers.
-const REQUESTS: [&str; 14] = [
+const REQUESTS: [&str; 15] = [
     "initialize",
     // 2026-07-28: what the server speaks, asked without a session.
     "server/discover",
@@ -29,6 +29,8 @@ const REQUESTS: [&str; 14] = [
     "logging/setLevel",
     "resources/subscribe",
     "resources/unsubscribe",
+    // 2026-07-28: resource updates on a stream of their own (`listen.rs`).
+    "subscriptions/listen",
 ];
 /// Notifications this gateway takes from a client.
 const NOTIFICATIONS: [&str; 4] = [
@@ -168,6 +170,7 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
                     | "resources/unsubscribe"
                     | "completion/complete"
                     | "logging/setLevel"
+                    | "subscriptions/listen"
             ) {
                 Err(Problem::InvalidParams("`params` is required"))
             } else {
@@ -181,6 +184,9 @@ fn check_params(method: &str, params: Option<&Value>) -> Result<(), Problem> {
         return Err(Problem::InvalidParams("`params._meta` must be an object"));
     }
     match method {
+        "subscriptions/listen" if !params.get("notifications").is_some_and(Value::is_object) => {
+            return Err(Problem::InvalidParams("`params.notifications` must be an object"));
+        }
         "tools/call" => {
             if !params.get("name").is_some_and(Value::is_string) {
                 return Err(Problem::InvalidParams("`params.name` must be a string"));

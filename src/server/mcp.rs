@@ -291,7 +291,7 @@ impl ServerHandler for Gateway {
             env,
             &caller.call,
             Decision::Allow,
-            ReasonCode::Allowed,
+            ReasonCode::Accepted,
             format!(
                 "the session's log level is now `{level}`: upstream log messages of that severity or more during its calls are relayed"
             ),

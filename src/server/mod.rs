@@ -11,6 +11,7 @@ mod direct;
 pub(crate) mod envelope;
 pub(crate) mod http;
 pub(crate) mod jsonguard;
+mod listen;
 pub(crate) mod listener;
 mod mcp;
 pub(crate) mod respond;
@@ -213,6 +214,7 @@ fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> R
         &own_origins(rt.env(), bound),
         session_table,
         sessions,
+        shutdown.child_token(),
     ));
     tokio::spawn(close_idle_sessions(
         state.clone(),

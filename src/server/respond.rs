@@ -257,6 +257,7 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
         | Denial::ApprovalTampered { .. }
         | Denial::RequestStateRefused { .. }
         | Denial::InputRefused { .. }
+        | Denial::NeedsCapability { .. }
         | Denial::RateLimited { .. }
         | Denial::ToolStopped { .. } => {
             let e = rpc(d, trace);
@@ -303,6 +304,13 @@ pub(crate) fn rpc(d: &Denial, trace: &TraceId) -> ErrorData {
                 "invalid params: `requestState` is not one this gateway gave for this call ({problem}); nothing ran. Repeat the call without it, or with the one its pending answer carried"
             ),
         ),
+        Denial::NeedsCapability { required } => {
+            data.insert("requiredCapabilities".into(), required.clone());
+            (
+                rmcp::model::ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+                "missing required client capability: the upstream needs client capabilities this call did not declare to it (see requiredCapabilities); capgate declares only those the caller's client declares and the contract's client_requests names".to_string(),
+            )
+        }
         Denial::InputRefused { problem } => (
             ErrorCode::INVALID_PARAMS,
             format!(

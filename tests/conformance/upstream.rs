@@ -77,6 +77,12 @@ fn tools() -> Value {
         ("test_elicitation_sep1330_enums", "Elicits with every enum form"),
         ("test_reconnection", "Closes its event stream mid-call"),
         ("test_input_required_result_elicitation", "Asks the user's name by a round of input"),
+        (
+            "test_streaming_elicitation",
+            "Asks by a round of input, never by a request on the stream",
+        ),
+        ("test_logging_tool", "Logs a message, to a client that asked for logs"),
+        ("test_missing_capability", "Needs the client's sampling capability"),
         ("test_input_required_result_sampling", "Asks the client's model by a round of input"),
         (
             "test_input_required_result_list_roots",
@@ -103,6 +109,8 @@ fn tools() -> Value {
     list.push(json!({"name": "test_subscriptions", "description": "The URIs this server was asked to watch", "inputSchema": no_args()}));
     list.push(json!({"name": "test_sampling", "description": "Asks the client's model", "inputSchema": string_arg("prompt", "The prompt to send to the LLM")}));
     list.push(json!({"name": "test_elicitation", "description": "Asks the user", "inputSchema": string_arg("message", "The message to show the user")}));
+    // capgate's contract mirrors its argument in `Mcp-Param-Region` (SEP-2243).
+    list.push(json!({"name": "test_custom_header", "description": "Echoes its region", "inputSchema": string_arg("region", "A region")}));
     list.push(json!({
         "name": "json_schema_2020_12_tool",
         "description": "Tool with JSON Schema 2020-12 features",
@@ -232,6 +240,12 @@ fn rounds_tool(r: &CallToolRequestParams, c: &RequestContext<RoleServer>) -> Opt
     let done = |t: String| -> Result<CallToolResponse, ErrorData> { Ok(text(t).into()) };
     let name_of = |key: &str, field: &str| answers.get(key).and_then(|a| a["content"][field].as_str()).map(str::to_string);
     Some(match r.name.as_ref() {
+        // The suite's diagnostic tool for "no request of the server's on a 2026-07-28 call's
+        // stream": it asks by a round of input, after a progress-like log line.
+        "test_streaming_elicitation" => match answers.get("user_name") {
+            Some(_) => done("streamed and answered".into()),
+            None => ask(json!({"user_name": elicit("What is your name?", "name", "string")}), None),
+        },
         "test_input_required_result_elicitation" => match answers.get("user_name") {
             Some(a) if a["action"] != "accept" || !a["content"].is_object() => {
                 Err(ErrorData::invalid_params("user_name is not an accepted elicitation result", None))
@@ -363,6 +377,22 @@ impl ServerHandler for Upstream {
                 {"type": "image", "data": PNG, "mimeType": "image/png"},
                 {"type": "resource", "resource": {"uri": "test://mixed-content-resource", "mimeType": "application/json", "text": "{\"test\":\"data\",\"value\":123}"}}
             ]})),
+            // SEP-2575: a server that needs a capability the request did not declare says so.
+            "test_missing_capability" => {
+                if c.meta.client_capabilities().unwrap_or_default().sampling.is_none() {
+                    let needs = rmcp::model::ClientCapabilities::builder().enable_sampling().build();
+                    return Err(ErrorData::missing_required_client_capability(needs));
+                }
+                text("the client declared sampling")
+            }
+            // SEP-2575: on 2026-07-28 a server logs only to a request that named a level.
+            "test_logging_tool" => {
+                let stateless = c.meta.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+                if !stateless || c.meta.log_level().is_some() {
+                    self.log(&c, "Logging tool ran").await;
+                }
+                text("Logging tool executed")
+            }
             "test_tool_with_logging" => {
                 self.log(&c, "Tool execution started").await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -461,6 +491,7 @@ impl ServerHandler for Upstream {
                 }
             }
             // Which revision this request came on: the one capgate chose for this upstream.
+            "test_custom_header" => text(format!("region {}", arg("region"))),
             "test_inputs" => text(serde_json::to_string(&*self.inputs.lock().unwrap()).unwrap()),
             "test_revision" => text(c.meta.protocol_version().map_or_else(|| "session".to_string(), |v| v.to_string())),
             "test_reconnection" => {

@@ -1,6 +1,6 @@
-//! The last step: hands the request, with its proven caller, to the direct route
-//! (`direct.rs`: `tools/call` and `tools/list` on an open session, in this task) or else to
-//! rmcp's streamable HTTP service.
+//! The last step: hands the request, with its proven caller, to the gateway's own routes
+//! (`listen.rs`: a 2026-07-28 `subscriptions/listen`; `direct.rs`: `tools/call` and
+//! `tools/list` on an open session, in this task) or else to rmcp's streamable HTTP service.
 
 use std::sync::Arc;
 
@@ -35,6 +35,12 @@ pub(super) async fn dispatch(
     let caller = Caller { auth, call: ctx, log };
     let direct = match parsed {
         Some(body) if parts.method == Method::POST => {
+            let version = parts.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok());
+            let caller = match crate::server::listen::try_serve(&st.rt, &st.shutdown, super::headers::mirrors(version), &body, caller).await
+            {
+                Ok(resp) => return (resp, true),
+                Err(caller) => caller,
+            };
             let sid = caller.call.session_id.clone();
             crate::server::direct::cancel(sid.as_deref(), &body);
             crate::server::direct::try_serve(&st.rt, &st.mcp_sessions, &parts.headers, sid.as_deref(), body, caller).await

@@ -99,6 +99,8 @@ pub(crate) struct HttpState {
     failures: FailureBudget,
     /// Time from a `tools/call`'s arrival (headers read) to its answer being ready.
     pub(crate) call_seconds: crate::metrics::Histogram,
+    /// Fires when the gateway shuts down: the streams it serves itself end (`listen.rs`).
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl HttpState {
@@ -109,8 +111,10 @@ impl HttpState {
         own_origins: &[String],
         sessions: Arc<SessionTable>,
         mcp_sessions: Arc<LocalSessionManager>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         Self {
+            shutdown,
             sessions,
             admission: admission::Admission::new(&rt.env().allowed_origins, hosts, own_origins),
             mcp_sessions,

@@ -109,6 +109,11 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
         let method = method.to_string();
         return Some((Denial::MethodNotFound { method, stateless: true }, id));
     }
+    // And what it added is not served on the revisions before it.
+    if !headers::mirrors(version) && !id.is_null() && body.get("method").and_then(Value::as_str) == Some("subscriptions/listen") {
+        let method = "subscriptions/listen".to_string();
+        return Some((Denial::MethodNotFound { method, stateless: false }, id));
+    }
     let kind = match envelope::check(body) {
         Err(Problem::InvalidRequest(problem)) => return Some((Denial::InvalidRequest { problem }, id)),
         Err(Problem::MethodNotFound(method)) => {
