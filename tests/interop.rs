@@ -29,9 +29,11 @@ fn the_official_python_sdk_client_drives_the_gateway() {
     let out = Command::new(python())
         .arg(script)
         .arg(gw.url("dev"))
+        .arg(gw.base("dev"))
         .env("TOKEN_ONCALL", f.token("dev", "alice", &["oncall"]))
         .env("TOKEN_VIEWER", f.token("dev", "vera", &["viewer"]))
         .env("TOKEN_IC", f.token("dev", "ivan", &["incident_commander"]))
+        .env("TOKEN_LEAD", f.token("dev", "sara", &["security_lead"]))
         .output()
         .expect("python3 is needed: scripts/test.sh installs the `mcp` package");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -53,9 +55,19 @@ fn the_official_python_sdk_client_drives_the_gateway() {
     assert!(seen["extra_arg"]["error"].as_str().unwrap().contains("`shell` is not an argument"));
     assert_eq!(seen["forbidden"]["error"], "tool `create_firewall_block` is not available");
     assert_eq!(seen["pending"]["structuredContent"]["status"], "pending");
+    assert_eq!(seen["approved"]["status"], 200, "{seen}");
+    assert!(
+        seen["repeat"]["content"][0]["text"].as_str().unwrap_or_default().contains("192.0.2.0/24"),
+        "the approved repeat ran: {seen}"
+    );
     assert!(seen["no_token"].as_str().unwrap().starts_with("refused"));
     let calls = f.calls("dev");
-    assert_eq!(calls.len(), 1, "only the one valid, allowed call may run: {calls:?}");
+    let ran: Vec<&str> = calls.iter().map(|c| c["tool"].as_str().unwrap()).collect();
+    assert_eq!(
+        ran,
+        ["create_ticket", "create_firewall_block"],
+        "only the valid, allowed call and the approved one ran, once each: {calls:?}"
+    );
     assert_eq!(calls[0]["arguments"]["title"], "from the python sdk");
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives a running capgate with the official MCP Python SDK client (package `mcp`).
 
-Usage: sdk_client.py URL  (tokens in TOKEN_ONCALL, TOKEN_VIEWER, TOKEN_IC environment variables)
+Usage: sdk_client.py URL BASE  (tokens in TOKEN_ONCALL, TOKEN_VIEWER, TOKEN_IC, TOKEN_LEAD
+environment variables; BASE: the environment's base URL, for the approvals API)
 
 Prints one JSON object with what each step saw; the Rust test `interop_python` asserts on it.
 Exits non-zero if the SDK itself fails.
@@ -30,7 +31,7 @@ def dump(result) -> dict:
 
 
 async def main() -> int:
-    url = sys.argv[1]
+    url, base = sys.argv[1], sys.argv[2]
     out: dict = {}
 
     async def oncall(s: ClientSession):
@@ -50,8 +51,17 @@ async def main() -> int:
             except Exception as e:  # the SDK raises on JSON-RPC errors
                 out[name] = {"error": str(e), "type": type(e).__name__}
 
+    # An approval: pending, approved by a security lead in the API, then the identical
+    # repeat runs, once.
     async def ic(s: ClientSession):
-        out["pending"] = dump(await s.call_tool("create_firewall_block", {"ip": "192.0.2.0/24", "ttl_minutes": 30}))
+        block = {"ip": "192.0.2.0/24", "ttl_minutes": 30}
+        out["pending"] = dump(await s.call_tool("create_firewall_block", block))
+        approval = out["pending"]["structuredContent"]["approval_id"]
+        lead = {"Authorization": f"Bearer {os.environ['TOKEN_LEAD']}"}
+        async with httpx2.AsyncClient(headers=lead, timeout=30) as http:
+            decided = await http.post(f"{base}/api/approvals/{approval}/approve", json={"reason": "interop python"})
+            out["approved"] = {"status": decided.status_code, "body": decided.json()}
+        out["repeat"] = dump(await s.call_tool("create_firewall_block", block))
 
     async def viewer(s: ClientSession):
         out["viewer_tools"] = sorted(t.name for t in (await s.list_tools()).tools)
