@@ -100,6 +100,15 @@ enum Cmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Only the Cedar policies table (roles only, 10 and 1,000 policies)
+    Policies {
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The capgate binary (default: next to this one)
+        #[arg(long)]
+        capgate: Option<PathBuf>,
+    },
     /// Only the audit-store table (SQLite, PostgreSQL with one and two replicas)
     Stores {
         /// Seconds per measurement
@@ -253,6 +262,12 @@ fn command(program: &Path, counted: Option<&Path>, name: &str) -> Command {
 /// The world, with the upstream, the null gateway and capgate each under callgrind when
 /// `counted` names a directory for its output.
 fn start_world_under(capgate: &Path, tools: usize, extra: &str, counted: Option<&Path>) -> World {
+    start_world_policies(capgate, tools, extra, counted, None)
+}
+
+/// [`start_world_under`], the gateway's environment running `policies` (Cedar text) where
+/// given.
+fn start_world_policies(capgate: &Path, tools: usize, extra: &str, counted: Option<&Path>, policies: Option<&str>) -> World {
     let me = std::env::current_exe().unwrap();
     let (up, direct) = spawn_with_url(
         command(&me, counted, "upstream").args(["upstream", "--tools", &tools.to_string()]),
@@ -260,7 +275,15 @@ fn start_world_under(capgate: &Path, tools: usize, extra: &str, counted: Option<
     );
     let (proxy, null) = spawn_with_url(command(&me, counted, "null").args(["proxy", &direct]), "null gateway");
     let setup = setup(tools);
-    let cfg = write_config(&setup, &direct, extra);
+    let extra = match policies {
+        None => extra.to_string(),
+        Some(text) => {
+            std::fs::create_dir_all(setup.dir.path().join("policies")).unwrap();
+            std::fs::write(setup.dir.path().join("policies/bench.cedar"), text).unwrap();
+            format!("{extra}\npolicies = \"policies/\"")
+        }
+    };
+    let cfg = write_config(&setup, &direct, &extra);
     let (gateway, gw) = spawn_with_url(
         command(capgate, counted, "capgate")
             .args(["serve", "--config"])
@@ -492,6 +515,46 @@ async fn stores(out: &mut Out, capgate: &Path, w: &World, echo: &Bytes, dur: Dur
     let _ = pg_exec(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
 }
 
+/// `n` Cedar policies over the bench contracts: one that permits `echo`, one forbid that
+/// matches nobody, and the rest permits of the other tools with a condition on an argument,
+/// so that every call evaluates all of them.
+fn bench_policies(n: usize, tools: usize) -> String {
+    let mut text = String::from(
+        "@id(\"echo\")\npermit (principal, action == Capgate::Action::\"echo\", resource) when { principal.roles.contains(\"bench\") };\n\
+         @id(\"nobody\")\nforbid (principal, action, resource) when { principal.sub == \"blocked\" };\n",
+    );
+    for i in 0..n.saturating_sub(2) {
+        text.push_str(&format!(
+            "@id(\"p{i}\")\npermit (principal, action == Capgate::Action::\"tool_{}\", resource) when {{ context.args.n >= {} }};\n",
+            i % tools.max(1),
+            i % 50
+        ));
+    }
+    text
+}
+
+/// Allowed calls with Cedar policies in force, beside roles alone and the null gateway.
+async fn policies(out: &mut Out, capgate: &Path, echo: &Bytes, dur: Duration) {
+    out.line("");
+    out.line("### Allowed `tools/call` with Cedar policies (64 clients)");
+    out.line("");
+    out.line("| policies | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | of direct | of null gateway |");
+    out.line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for n in [0usize, 10, 1000] {
+        let text = bench_policies(n, 10);
+        let w = start_world_policies(capgate, 10, "", None, (n > 0).then_some(text.as_str()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let label = if n == 0 { "none (roles only)".to_string() } else { format!("{n}") };
+        let d = closed(&w.direct(), echo, 64, dur, Expect::Ok, None).await;
+        let nl = closed(&w.null(), echo, 64, dur, Expect::Ok, Some(w.null_pid())).await;
+        let g = closed(&w.gateway(), echo, 64, dur, Expect::Ok, Some(w.pid())).await;
+        three_rows(out, &format!("| {label} "), &d, &nl, &g, true);
+        rows.push(json!({"policies": n, "direct": stats_json(&d), "null": stats_json(&nl), "gateway": stats_json(&g), "ratio_null": g.rps() / nl.rps().max(1.0)}));
+    }
+    out.json.push(json!({"scenario": "policies", "rows": rows}));
+}
+
 async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let dur = Duration::from_secs(seconds);
     let mut out = Out::default();
@@ -719,6 +782,8 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     stores(&mut out, &capgate, &w, &echo, dur).await;
     drop(w);
 
+    policies(&mut out, &capgate, &echo, dur).await;
+
     out.line("");
     out.line("### 1000 contracts");
     out.line("");
@@ -819,6 +884,13 @@ fn main() {
         Cmd::Instructions { requests, capgate, keep } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
             rt.block_on(instructions::run(capgate, requests, keep));
+        }
+        Cmd::Policies { seconds, capgate } => {
+            let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
+            rt.block_on(async {
+                let echo = load::call_body("echo", &json!({"text": "hello"}));
+                policies(&mut Out::default(), &capgate, &echo, Duration::from_secs(seconds)).await;
+            });
         }
         Cmd::Stores { seconds, capgate } => {
             let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));

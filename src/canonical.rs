@@ -2,17 +2,65 @@
 //! arguments, contracts, results and audit records are taken over this form so that two
 //! spellings of the same value (key order, spacing) have one digest.
 //!
-//! serde_json is built without `preserve_order`, so its maps are ordered by key and its
-//! compact serialization *is* the canonical form: nothing is sorted or copied here.
-//! INVARIANT: if a dependency ever turned `preserve_order` on, digests would silently change;
-//! the tests below compare against a model that sorts explicitly and would fail first.
+//! serde_json is built with `preserve_order` (cedar-policy turns it on for the whole build),
+//! so a map keeps its keys in insertion order; [`Sorted`] writes every object's keys in
+//! code-point order as it serializes, without copying the value.
+//! INVARIANT: every digest of a JSON value goes through [`Sorted`]; the tests below compare
+//! against a model that sorts explicitly.
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+/// A value serialized canonically: every object's keys in code-point order (the order of
+/// `str`'s `Ord`, which is that of UTF-8 bytes).
+pub(crate) struct Sorted<'a>(pub(crate) &'a Value);
+
+/// [`Sorted`] for an object.
+pub(crate) struct SortedMap<'a>(pub(crate) &'a Map<String, Value>);
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        // Most maps arrive sorted already (parsed from canonical text, or built in order).
+        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut map = s.serialize_map(Some(entries.len()))?;
+        for (k, v) in entries {
+            map.serialize_entry(k, &Sorted(v))?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => SortedMap(m).serialize(s),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&Sorted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// `serialize_with` for an optional value that must be written canonically.
+pub(crate) fn sorted_option<S: Serializer>(v: &&Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => Sorted(v).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
 pub fn canonical_json(value: &Value) -> String {
-    value.to_string()
+    serde_json::to_string(&Sorted(value)).unwrap_or_default()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -42,8 +90,9 @@ impl std::io::Write for HashWriter<'_> {
     }
 }
 
-/// SHA-256 (hex) of the compact serialization of `value`. For a `Value`, or a struct whose
-/// fields are declared in code-point order, that is the digest of its canonical JSON.
+/// SHA-256 (hex) of the compact serialization of `value`. For a struct whose fields are
+/// declared in code-point order and whose JSON values are written through [`Sorted`], that
+/// is the digest of its canonical JSON.
 pub(crate) fn digest_of<T: Serialize + ?Sized>(value: &T) -> String {
     let mut h = Sha256::new();
     // Serializing plain data into a hasher cannot fail; were it to, the digest would still
@@ -53,7 +102,12 @@ pub(crate) fn digest_of<T: Serialize + ?Sized>(value: &T) -> String {
 }
 
 pub(crate) fn digest(value: &Value) -> String {
-    digest_of(value)
+    digest_of(&Sorted(value))
+}
+
+/// [`digest`] of an object.
+pub(crate) fn digest_map(value: &Map<String, Value>) -> String {
+    digest_of(&SortedMap(value))
 }
 
 #[cfg(test)]

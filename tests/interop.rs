@@ -57,7 +57,10 @@ fn the_official_python_sdk_client_drives_the_gateway() {
     assert_eq!(seen["pending"]["structuredContent"]["status"], "pending");
     assert_eq!(seen["approved"]["status"], 200, "{seen}");
     assert!(
-        seen["repeat"]["content"][0]["text"].as_str().unwrap_or_default().contains("192.0.2.0/24"),
+        seen["repeat"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("192.0.2.0/24"),
         "the approved repeat ran: {seen}"
     );
     assert!(seen["no_token"].as_str().unwrap().starts_with("refused"));

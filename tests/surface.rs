@@ -130,7 +130,12 @@ async fn an_allowed_prompt_and_resource_run_once_each_with_their_records() {
     let calls = surface_calls(&f);
     let seen: Vec<String> = calls
         .iter()
-        .map(|c| format!("{} {}", c["tool"].as_str().unwrap(), c["arguments"]))
+        .map(|c| {
+            // In key order: what was sent is the caller's order of its arguments.
+            let mut args = c["arguments"].clone();
+            args.sort_all_objects();
+            format!("{} {args}", c["tool"].as_str().unwrap())
+        })
         .collect();
     assert_eq!(
         seen,

@@ -119,7 +119,7 @@ impl RowKey {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
-        mac.update(content.to_string().as_bytes());
+        mac.update(crate::canonical::canonical_json(&content).as_bytes());
         crate::canonical::lower_hex(&mac.finalize().into_bytes())
     }
 }

@@ -183,6 +183,7 @@ pub(crate) fn now_rfc3339() -> String {
 #[derive(Serialize)]
 struct CanonicalBody<'a> {
     approval: &'a Option<ApprovalRef>,
+    #[serde(serialize_with = "crate::canonical::sorted_option")]
     args: &'a Option<Value>,
     args_digest: &'a Option<String>,
     client: &'a ClientRef,

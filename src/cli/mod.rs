@@ -7,6 +7,7 @@ mod check;
 mod contracts;
 mod demo;
 mod keys;
+mod policy;
 mod probe;
 mod serve;
 mod tabletop;
@@ -58,6 +59,11 @@ enum Command {
         /// Skip connecting to upstreams (contract-to-tool mapping is then not checked)
         #[arg(long)]
         offline: bool,
+    },
+    /// Cedar policies: print the schema they are checked against, run a table of expected decisions
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Contracts: pin the upstream tool definitions they were written against
     Contracts {
@@ -145,6 +151,23 @@ enum Command {
         /// server that predates 2026-07-28 does
         #[arg(long, requires = "http")]
         sessions_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the Cedar schema generated from an environment's contracts (JSON schema format)
+    Schema {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env: String,
+    },
+    /// Run a table of requests (TOML `[[case]]`s) and their expected decisions; exit 1 on a mismatch
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -320,6 +343,12 @@ pub fn main() -> ExitCode {
             Command::Serve { config, env, stdio } => serve::run(&config, env.as_deref(), stdio).await,
             Command::Demo { dir, port, no_serve } => demo::run(&dir, port, no_serve).await,
             Command::Check { config, offline } => check::run(&config, offline).await,
+            Command::Policy {
+                command: PolicyCommand::Schema { config, env },
+            } => policy::schema(&config, &env),
+            Command::Policy {
+                command: PolicyCommand::Test { file, config },
+            } => policy::test(&config, &file),
             Command::Audit {
                 command:
                     AuditCommand::Verify {

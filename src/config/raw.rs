@@ -79,6 +79,11 @@ pub(crate) struct RawEnvironment {
     pub(crate) max_open_approvals_per_requester: Option<usize>,
     /// How often upstream tool definitions are compared with their pins (`"60s"`).
     pub(crate) pin_check_interval: Option<String>,
+    /// A directory of Cedar policies (`.cedar` files) every call must also pass (SPEC §9).
+    pub(crate) policies: Option<String>,
+    /// The offset from UTC of the time policies see as `context.time.local` (`"+01:00"`;
+    /// UTC by default).
+    pub(crate) policy_utc_offset: Option<String>,
     pub(crate) tls: Option<RawTls>,
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Environment {
     pub(crate) tls: Option<Tls>,
     /// Contracts that apply to this environment, by tool name.
     pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
+    /// Its Cedar policies, validated against its contracts' schema; `None`: roles alone.
+    pub(crate) policies: Option<Arc<crate::policy::cedar::CedarPolicies>>,
 }
 
 #[derive(Debug, Clone)]
@@ -526,6 +528,28 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
     let header_timeout = duration("header_timeout", env.header_timeout.as_deref(), DEFAULT_CLIENT_TIMEOUT);
     let body_timeout = duration("body_timeout", env.body_timeout.as_deref(), DEFAULT_CLIENT_TIMEOUT);
     let pin_check_interval = duration("pin_check_interval", env.pin_check_interval.as_deref(), DEFAULT_PIN_CHECK);
+    let utc_offset = match env.policy_utc_offset.as_deref() {
+        None => 0,
+        Some(o) => parse_utc_offset(o).unwrap_or_else(|| {
+            ctx.push(
+                &at,
+                format!("`policy_utc_offset = \"{o}\"`: write an offset such as `\"+01:00\"` or `\"-05:30\"`"),
+            );
+            0
+        }),
+    };
+    let policies = env.policies.as_deref().and_then(|dir| {
+        let path = ctx.path(dir);
+        match crate::policy::cedar::CedarPolicies::load(&path, mine.values().map(Arc::as_ref), utc_offset) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(problems) => {
+                for p in problems {
+                    ctx.push(&format!("{at}: policies `{dir}`"), p);
+                }
+                None
+            }
+        }
+    });
     Some(Environment {
         name: env.name,
         production: env.production,
@@ -553,7 +577,23 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         pin_check_interval,
         tls,
         contracts: mine,
+        policies,
     })
+}
+
+/// `+HH:MM` or `-HH:MM` as minutes east of UTC.
+fn parse_utc_offset(o: &str) -> Option<i32> {
+    let (sign, rest) = match o.as_bytes().first()? {
+        b'+' => (1, &o[1..]),
+        b'-' => (-1, &o[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
 fn read_credential(c: &RawCredential, at: &str, ctx: &mut Ctx<'_>) -> Option<Secret<String>> {

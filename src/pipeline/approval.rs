@@ -48,9 +48,10 @@ impl Approved {
     }
 }
 
-/// Contracts without `requires_approval` pass; the rest go to [`decide`].
+/// Calls that neither their contract (`requires_approval`) nor the policy that allowed them
+/// (`@approval`) hold for approval pass; the rest go to [`decide`].
 pub(crate) fn check(authorized: Authorized) -> Result<Approved, Box<Authorized>> {
-    if authorized.validated().listed().contract().requires_approval {
+    if authorized.validated().listed().contract().requires_approval || authorized.decision().approval().is_some() {
         Err(Box::new(authorized))
     } else {
         Ok(Approved {
@@ -135,7 +136,15 @@ pub(crate) fn open_state(rt: &Runtime, auth: &Authenticated, v: &ValidatedArgs, 
         .map_err(|e| e.to_string())
 }
 
-fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedArgs) -> Request {
+/// `need`: what the policy that allowed the call asks (its approvers replace the
+/// contract's; the larger number of approvals holds).
+fn new_request(
+    rt: &Runtime,
+    auth: &Authenticated,
+    ctx: &CallCtx,
+    v: &ValidatedArgs,
+    need: Option<&crate::policy::ApprovalNeed>,
+) -> Request {
     let contract = v.listed().contract();
     let now = rules::now_ms();
     let ttl = i64::try_from(contract.approval_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -144,8 +153,11 @@ fn new_request(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, v: &ValidatedA
         binding: binding_of(rt, auth, v),
         args: v.redacted().clone(),
         side_effects: contract.side_effects.as_str().to_string(),
-        approver_roles: contract.approver_roles.clone().unwrap_or_else(|| rt.env.approver_roles.clone()),
-        required: contract.approvals_required,
+        approver_roles: match need {
+            Some(n) => n.roles.clone(),
+            None => contract.approver_roles.clone().unwrap_or_else(|| rt.env.approver_roles.clone()),
+        },
+        required: need.map_or(contract.approvals_required, |n| n.required.max(contract.approvals_required)),
         trace_id: ctx.trace.as_str().to_string(),
         created_ms: now,
         expires_ms: now.saturating_add(ttl),
@@ -161,13 +173,14 @@ async fn submit(
     ctx: &CallCtx,
     v: &ValidatedArgs,
     policy: Option<crate::audit::record::PolicyRef>,
+    need: Option<&crate::policy::ApprovalNeed>,
 ) -> Result<Answer, Denial> {
     let template = AuditRecord::new(&rt.env.name, ctx, Decision::Pending, ReasonCode::ApprovalRequired, String::new())
         .principal(Some(auth.principal()))
         .tool(Some(v.listed().contract().tool.clone()))
         .policy(policy);
     let op = Op::Call {
-        new: Box::new(new_request(rt, auth, ctx, v)),
+        new: Box::new(new_request(rt, auth, ctx, v, need)),
         template: Box::new(template),
         max_open: rt.env.max_open_approvals_per_requester,
     };
@@ -181,7 +194,8 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
     let policy = super::authz::policy_ref(rt, authorized.decision());
     let validated = authorized.validated();
     let contract = validated.listed().contract().clone();
-    let mut answer = submit(rt, auth, ctx, validated, policy.clone()).await?;
+    let need = authorized.decision().approval().cloned();
+    let mut answer = submit(rt, auth, ctx, validated, policy.clone(), need.as_ref()).await?;
     let budget = wait.requested.unwrap_or(contract.approval_wait).min(MAX_WAIT);
     if let Answer::Opened(req) | Answer::StillPending(req) = &answer
         && !budget.is_zero()
@@ -190,7 +204,7 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
         let deadline = Instant::now() + budget.min(Duration::from_millis(u64::try_from(req.expires_ms - rules::now_ms()).unwrap_or(0)));
         if let Some(decided) = wait_for_decision(rt, &req, deadline, &wait).await {
             // Decided while waiting: ask again, which releases it if granted.
-            answer = submit(rt, auth, ctx, validated, policy.clone()).await?;
+            answer = submit(rt, auth, ctx, validated, policy.clone(), need.as_ref()).await?;
             if decided == Status::Approved && !matches!(answer, Answer::Released { .. }) {
                 tracing::info!(env = %rt.env.name, "approval {} was used by a concurrent call", req.id);
             }

@@ -35,10 +35,13 @@ pub(crate) type Refused = Box<(ValidatedArgs, PolicyDecision)>;
 
 pub(crate) fn authorize(rt: &Runtime, validated: ValidatedArgs) -> Result<Authorized, Refused> {
     let listed = validated.listed();
+    let contract = listed.contract();
+    let upstream = rt.routes.get(&contract.key).map_or("", |r| r.upstream.name());
     let facts = CallFacts {
         env: &rt.env.name,
         caller: listed.auth().principal(),
-        contract: listed.contract(),
+        contract,
+        upstream,
         args: validated.forward_args(),
     };
     let decision = rt.policy.may_call(&facts);

@@ -364,6 +364,11 @@ impl Runtime {
             Ok(a) => a,
             Err(refused) => {
                 let (validated, decision) = *refused;
+                // Why a policy could not be evaluated is the operator's to read, never the
+                // caller's (who sees an unknown tool).
+                if !decision.errors().is_empty() {
+                    tracing::warn!(env = %env, trace_id = %ctx.trace.as_str(), "policy evaluation failed, call denied: {}", decision.errors().join("; "));
+                }
                 let denial = Denial::ToolNotAvailable {
                     kind,
                     tool: tool.to_string(),
@@ -530,7 +535,7 @@ impl Runtime {
 
 /// Refusal records carry the digest of the arguments as given; computed only for them.
 fn digest_of(args: &Option<Map<String, Value>>) -> Option<String> {
-    args.as_ref().map(crate::canonical::digest_of)
+    args.as_ref().map(crate::canonical::digest_map)
 }
 
 /// What a governed request answers.
@@ -561,7 +566,7 @@ impl Answer {
             Answer::Subscribed => Ok(Value::Object(Map::new())),
             Answer::Failed(_) => return None,
         };
-        v.ok().map(|v| v.to_string())
+        v.ok().map(|v| crate::canonical::canonical_json(&v))
     }
 
     /// The gateway's marks on an answer it gives: the trace ID, and the result's kind.

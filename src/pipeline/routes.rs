@@ -370,6 +370,10 @@ fn open_audit(
 }
 
 pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
+    let policy: Arc<dyn crate::policy::PolicyEngine> = match &env.policies {
+        Some(set) => Arc::new(crate::policy::CedarPolicy { set: set.clone() }),
+        None => Arc::new(crate::policy::RolePolicy),
+    };
     // Every private key this environment names must be its owner's alone, used or not.
     for k in env.issuers.iter().filter_map(|i| i.mint_key.as_ref()) {
         crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
@@ -384,7 +388,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         authn,
         audit,
         store,
-        policy: Arc::new(crate::policy::RolePolicy),
+        policy,
         routes: resolved.routes,
         rate: Default::default(),
         upstreams: resolved.connected,

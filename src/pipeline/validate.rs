@@ -154,7 +154,10 @@ pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Resu
             errors.declared(name.clone(), "is required".into());
         }
     }
-    for (name, value) in &args {
+    // In name order: the caller's order of its arguments must not change what it is told.
+    let mut by_name: Vec<(&String, &Value)> = args.iter().collect();
+    by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (name, value) in by_name {
         match contract.args.get(name) {
             Some(spec) => {
                 if let Err(rule) = spec.check(value) {
@@ -176,7 +179,7 @@ pub(crate) fn validate(listed: Listed, args: Option<Map<String, Value>>) -> Resu
         }));
     }
     let redacted = redact(contract, &args);
-    let digest = crate::canonical::digest_of(&args);
+    let digest = crate::canonical::digest_map(&args);
     let mut forward = args;
     for (k, v) in &contract.fixed_args {
         forward.insert(k.clone(), v.clone());
@@ -248,7 +251,7 @@ pub(crate) fn partial(
     }
     redacted.insert("context".into(), redact(contract, &chosen));
     Ok(ValidatedArgs {
-        digest: crate::canonical::digest_of(&asked),
+        digest: crate::canonical::digest_map(&asked),
         listed,
         forward: chosen,
         redacted: Value::Object(redacted),

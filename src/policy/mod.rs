@@ -11,6 +11,8 @@
 //! only [`Effect::Allow`] lets anything through; every match on [`Effect`] lists its
 //! variants, so a new one breaks each place that must handle it.
 
+pub(crate) mod cedar;
+
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -25,12 +27,22 @@ pub(crate) enum Effect {
     Deny,
 }
 
+/// Who must approve a call a policy allowed on that condition (`@approval`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApprovalNeed {
+    pub(crate) roles: Vec<String>,
+    /// Distinct approvers needed.
+    pub(crate) required: u32,
+}
+
 /// A decision and the ids of the rules that made it (empty for a deny by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PolicyDecision {
     effect: Effect,
     reasons: Vec<Arc<str>>,
     errors: Vec<String>,
+    /// An allow that holds only once approved.
+    approval: Option<ApprovalNeed>,
 }
 
 impl PolicyDecision {
@@ -39,6 +51,7 @@ impl PolicyDecision {
             effect: Effect::Allow,
             reasons,
             errors: Vec::new(),
+            approval: None,
         }
     }
 
@@ -47,17 +60,33 @@ impl PolicyDecision {
             effect: Effect::Deny,
             reasons,
             errors: Vec::new(),
+            approval: None,
         }
     }
 
-    /// An evaluation that failed: a deny, whatever else matched.
-    #[allow(dead_code, reason = "the built-in engine cannot fail; policy sets can")]
-    pub(crate) fn deny_on_error(errors: Vec<String>) -> Self {
+    /// An evaluation that failed: a deny, whatever else matched. `reasons`: the rules whose
+    /// evaluation failed.
+    pub(crate) fn deny_on_error(reasons: Vec<Arc<str>>, errors: Vec<String>) -> Self {
         Self {
             effect: Effect::Deny,
-            reasons: Vec::new(),
+            reasons,
             errors,
+            approval: None,
         }
+    }
+
+    /// The same decision, holding only once approved as `need` says (an allow; a deny
+    /// needs nothing).
+    pub(crate) fn needing(mut self, need: Option<ApprovalNeed>) -> Self {
+        if self.effect == Effect::Allow {
+            self.approval = need;
+        }
+        self
+    }
+
+    /// The approval an allow holds on, if any.
+    pub(crate) fn approval(&self) -> Option<&ApprovalNeed> {
+        self.approval.as_ref()
     }
 
     pub(crate) fn allowed(&self) -> bool {
@@ -73,7 +102,6 @@ impl PolicyDecision {
     }
 
     /// Why an evaluation failed (for the log; never for the caller).
-    #[allow(dead_code, reason = "read where a policy set can fail to evaluate")]
     pub(crate) fn errors(&self) -> &[String] {
         &self.errors
     }
@@ -81,14 +109,12 @@ impl PolicyDecision {
 
 /// One call as the engine sees it: after its arguments passed the contract, so that a
 /// policy only ever reads values the contract accepted.
-#[allow(
-    dead_code,
-    reason = "`env` and `args` are for policy sets over arguments; the role rules need neither"
-)]
 pub(crate) struct CallFacts<'a> {
     pub(crate) env: &'a str,
     pub(crate) caller: &'a Principal,
     pub(crate) contract: &'a Contract,
+    /// The upstream that serves the contract.
+    pub(crate) upstream: &'a str,
     /// The caller's validated arguments (without the gateway's `fixed_args`).
     pub(crate) args: &'a Map<String, Value>,
 }
@@ -120,6 +146,16 @@ pub(crate) trait PolicyEngine: Send + Sync + 'static {
     /// The digest of the policy set decisions are recorded against; `None` where the
     /// contracts alone decide (their digest is in every record already).
     fn set_digest(&self) -> Option<&str>;
+    /// Whether a call of `contract` may need approval: what a transport may look at before
+    /// the call is decided (the direct route leaves such calls to rmcp's stream).
+    fn may_need_approval(&self, contract: &Contract) -> bool {
+        contract.requires_approval
+    }
+    /// Roles the engine itself names as approvers (beyond the contracts' and the
+    /// environment's): who the console shows the queue to.
+    fn approver_roles(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl std::fmt::Debug for dyn PolicyEngine {
@@ -166,6 +202,57 @@ impl PolicyEngine for RolePolicy {
     }
 }
 
+/// The contracts' roles, then an environment's Cedar policies (SPEC §9): a call is allowed
+/// only when both allow it.
+#[derive(Debug)]
+pub(crate) struct CedarPolicy {
+    pub(crate) set: Arc<cedar::CedarPolicies>,
+}
+
+impl CedarPolicy {
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+impl PolicyEngine for CedarPolicy {
+    fn may_list(&self, caller: &Principal, contract: &Contract) -> PolicyDecision {
+        // A list is decided without arguments, which the policies are about: the roles
+        // decide it, and each call is decided again.
+        RolePolicy.may_list(caller, contract)
+    }
+
+    fn may_call(&self, call: &CallFacts<'_>) -> PolicyDecision {
+        let roles = RolePolicy.may_call(call);
+        if !roles.allowed() {
+            return roles;
+        }
+        self.set.decide(call, Self::now())
+    }
+
+    fn may_approve(&self, approver: &Principal, request: &ApprovalFacts<'_>) -> PolicyDecision {
+        RolePolicy.may_approve(approver, request)
+    }
+
+    fn may_see(&self, viewer: &Principal, request: &ApprovalFacts<'_>) -> PolicyDecision {
+        RolePolicy.may_see(viewer, request)
+    }
+
+    fn set_digest(&self) -> Option<&str> {
+        Some(self.set.digest())
+    }
+
+    fn may_need_approval(&self, contract: &Contract) -> bool {
+        contract.requires_approval || self.set.may_need_approval(contract)
+    }
+
+    fn approver_roles(&self) -> Vec<String> {
+        self.set.approver_roles()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +286,7 @@ mod tests {
             env: "dev",
             caller: &who(&["a"]),
             contract: &c,
+            upstream: "u",
             args: &args,
         };
         assert!(p.may_call(&call).allowed());
@@ -211,5 +299,49 @@ mod tests {
         assert!(p.may_approve(&who(&["lead"]), &req).allowed());
         assert!(!p.may_see(&who(&["a"]), &req).allowed());
         assert_eq!(p.set_digest(), None);
+    }
+
+    proptest::proptest! {
+        /// With policies that only permit what the roles already allow, every decision is
+        /// the roles' decision, whatever the caller and the (valid) arguments.
+        #[test]
+        fn policies_that_permit_what_roles_allow_decide_as_the_roles_do(
+            roles in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "c", "d"]), 0..4),
+            octet in 0u8..=255,
+            prefix in 8u8..=32,
+            n in 1i64..=100,
+            set in 0usize..3,
+        ) {
+            let c = crate::contract::parse_file_text(
+                r#"{"tool":"t","allowed_roles":["a","b"],"arg_schema":{"ip":"cidr","n":"1-100"}}"#,
+                "t",
+                false,
+            )
+            .unwrap()
+            .remove(0);
+            let sets = [
+                "permit (principal, action, resource);",
+                "permit (principal, action, resource) when { principal.roles.containsAny([\"a\", \"b\"]) };",
+                "permit (principal, action == Capgate::Action::\"t\", resource) when { context.args.n >= 1 && context.prefixes.ip <= 32 };",
+            ];
+            let texts = vec![("p.cedar".to_string(), sets[set].to_string())];
+            let cedar = CedarPolicy {
+                set: Arc::new(cedar::CedarPolicies::from_texts(&texts, std::iter::once(&c), 0).unwrap()),
+            };
+            let net: ipnet::Ipv4Net = format!("{octet}.0.0.0/{prefix}").parse().unwrap();
+            let mut args = Map::new();
+            args.insert("ip".into(), Value::String(net.trunc().to_string()));
+            args.insert("n".into(), Value::from(n));
+            let caller = who(&roles);
+            let call = CallFacts {
+                env: "dev",
+                caller: &caller,
+                contract: &c,
+                upstream: "u",
+                args: &args,
+            };
+            proptest::prop_assert_eq!(cedar.may_call(&call).allowed(), RolePolicy.may_call(&call).allowed());
+            proptest::prop_assert!(cedar.may_call(&call).approval().is_none());
+        }
     }
 }

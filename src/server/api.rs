@@ -50,6 +50,7 @@ fn is_approver(st: &HttpState, p: &Principal) -> bool {
         .filter(|c| c.requires_approval)
         .any(|c| may(c.approver_roles.as_deref().unwrap_or(&env.approver_roles), &c.tool))
         || may(&env.approver_roles, "")
+        || may(&policy.approver_roles(), "")
 }
 
 fn may_see(policy: &dyn PolicyEngine, req: &Approval, p: &Principal) -> bool {

@@ -77,11 +77,15 @@ fn body_eligible(rt: &Runtime, caller: &Caller, body: &Value) -> Option<Method> 
     let needs_stream = crate::server::envelope::member(body, &["params", "name"])
         .and_then(Value::as_str)
         .and_then(|tool| rt.usable(&caller.auth, tool))
-        .is_some_and(|c| c.requires_approval || !c.client_requests.is_empty());
+        .is_some_and(|c| rt.policy().may_need_approval(c) || !c.client_requests.is_empty());
     (method == Method::List || !needs_stream).then_some(method)
 }
 
 /// A request this route answers, read by rmcp's own types for its method.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per request and taken apart at once; a box would add an allocation to the hot path"
+)]
 enum Eligible {
     List(RequestId),
     Call(RequestId, CallToolRequest),
