@@ -264,6 +264,13 @@ pub(crate) struct Resume {
     pub(crate) state: Option<String>,
 }
 
+impl Resume {
+    /// What a retried request's params carry: `inputResponses` and `requestState`.
+    pub(crate) fn into_params(self) -> (Option<rmcp::model::InputResponses>, Option<String>) {
+        (Some(self.answers.into_iter().collect()), self.state)
+    }
+}
+
 impl InputRequired {
     /// Every request, passed for the caller through `asks`; the first one that may not go
     /// ends the call.

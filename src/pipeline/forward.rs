@@ -112,8 +112,7 @@ impl Audited {
                         let mut params = rmcp::model::CallToolRequestParams::new(route.tool.clone());
                         params.arguments = Some(v.forward_args().clone());
                         if let Some((r, _)) = resume {
-                            params.input_responses = Some(r.answers.into_iter().collect());
-                            params.request_state = r.state;
+                            (params.input_responses, params.request_state) = r.into_params();
                         }
                         let called = Box::pin(upstream.call(params, &traceparent, relay.progress, Some(&asks), cancel)).await;
                         settle(rt, v, upstream.name(), round, called, Answer::Tool)
@@ -122,8 +121,7 @@ impl Audited {
                         let mut params = rmcp::model::GetPromptRequestParams::new(route.tool.clone());
                         params.arguments = Some(v.forward_args().clone());
                         if let Some((r, _)) = resume {
-                            params.input_responses = Some(r.answers.into_iter().collect());
-                            params.request_state = r.state;
+                            (params.input_responses, params.request_state) = r.into_params();
                         }
                         settle(
                             rt,
@@ -141,8 +139,7 @@ impl Audited {
                             None => {
                                 let mut params = rmcp::model::ReadResourceRequestParams::new(uri);
                                 if let Some((r, _)) = resume {
-                                    params.input_responses = Some(r.answers.into_iter().collect());
-                                    params.request_state = r.state;
+                                    (params.input_responses, params.request_state) = r.into_params();
                                 }
                                 settle(
                                     rt,

@@ -365,9 +365,15 @@ impl Runtime {
             Err(refused) => {
                 let (validated, decision) = *refused;
                 // Why a policy could not be evaluated is the operator's to read, never the
-                // caller's (who sees an unknown tool).
+                // caller's (who sees an unknown tool). Cedar's messages quote the values they
+                // failed on: for a contract with sensitive arguments only the policies are named.
                 if !decision.errors().is_empty() {
-                    tracing::warn!(env = %env, trace_id = %ctx.trace.as_str(), "policy evaluation failed, call denied: {}", decision.errors().join("; "));
+                    let ids: Vec<&str> = decision.reasons().iter().map(AsRef::as_ref).collect();
+                    if validated.listed().contract().args.values().any(|a| a.sensitive) {
+                        tracing::warn!(env = %env, trace_id = %ctx.trace.as_str(), "policy evaluation failed, call denied (policies: {})", ids.join(", "));
+                    } else {
+                        tracing::warn!(env = %env, trace_id = %ctx.trace.as_str(), "policy evaluation failed, call denied: {}", decision.errors().join("; "));
+                    }
                 }
                 let denial = Denial::ToolNotAvailable {
                     kind,

@@ -138,9 +138,11 @@ pub(crate) fn resume(state: InputState, responses: Option<InputResponses>) -> Re
             ClientAsk::Elicitation => ElicitResult::deserialize(&value).and_then(|r| to_value(&r)),
             ClientAsk::Roots => ListRootsResult::deserialize(&value).and_then(|r| to_value(&r)),
         };
-        let read = read.map_err(|e| {
+        // serde's text would quote the caller's values (what a user typed): the key and
+        // the kind say enough, for the caller and for the record.
+        let read = read.map_err(|_| {
             format!(
-                "its answer to `{}` is not a well-formed `{}` result: {e}",
+                "its answer to `{}` is not a well-formed `{}` result",
                 crate::request::clean(&key, 64),
                 kind.word()
             )

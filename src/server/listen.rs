@@ -85,13 +85,7 @@ pub(crate) async fn try_serve(
     let key = format!("listen-{}", trace.as_str());
     let mut honoured = Vec::new();
     for uri in uris {
-        let wait = Wait {
-            relay: crate::backend::relay::ToCaller {
-                listen: Some((key.clone(), tx.clone())),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let wait = to_stream(&key, &tx);
         // Refused ones are recorded by the pipeline, and left out of the acknowledgement.
         if let Ok(Answer::Subscribed) = rt
             .subscription(&caller.auth, &caller.call, &uri, Subscription::Subscribe, wait)
@@ -197,6 +191,17 @@ fn stream(
     resp
 }
 
+/// A subscription's change for the stream `key`, whose updates go to `tx`.
+fn to_stream(key: &str, tx: &tokio::sync::mpsc::Sender<String>) -> Wait {
+    Wait {
+        relay: crate::backend::relay::ToCaller {
+            listen: Some((key.to_string(), tx.clone())),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 fn event(message: &Value) -> Result<String, std::convert::Infallible> {
     Ok(format!("data: {message}\n\n"))
 }
@@ -233,13 +238,7 @@ impl Drop for Ends {
             handle.spawn(async move {
                 let (tx, _) = tokio::sync::mpsc::channel(1);
                 for uri in uris {
-                    let wait = Wait {
-                        relay: crate::backend::relay::ToCaller {
-                            listen: Some((key.clone(), tx.clone())),
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    };
+                    let wait = to_stream(&key, &tx);
                     let _ = rt
                         .subscription(&caller.auth, &caller.call, &uri, Subscription::Unsubscribe, wait)
                         .await;
