@@ -118,6 +118,11 @@ vocabulary! {
         /// 2026-07-28 listen stream) and runs nothing upstream itself: allowed, and no
         /// outcome follows (an `allowed` record without one is an outcome unknown).
         Accepted = "accepted",
+        /// Contracts and policies read again and swapped in (SIGHUP, `capgate reload`).
+        Reloaded = "reloaded",
+        /// A reload refused (the file has a problem, or changes what only a restart may):
+        /// the running set stays.
+        ReloadRefused = "reload_refused",
     }
 }
 

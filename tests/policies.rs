@@ -270,3 +270,113 @@ fn a_policy_set_with_a_type_error_is_refused_by_check_and_at_start_with_file_and
     );
     assert!(String::from_utf8_lossy(&serve.stderr).contains("typo.cedar:5"));
 }
+
+/// SIGHUP and `capgate reload` swap contracts and policies while sessions stay open; a set
+/// that does not validate, or a file that changes what only a restart may, is refused with
+/// the old set kept; each reload and each refusal is a record with both sets' digests.
+#[tokio::test]
+async fn contracts_and_policies_reload_without_restart_and_a_bad_set_is_refused_and_recorded() {
+    let f = fixture();
+    let config = f.config();
+    let config_arg = config.to_str().unwrap();
+    let gw = Gateway::start(&config, &ENVS);
+    let mut as_ic = Mcp::open(gw.url("dev"), &f.token("dev", "ivan", &["incident_commander"])).await;
+    let block = |ttl: u32| json!({"ip": "203.0.113.0/24", "ttl_minutes": ttl});
+    let refused = |r: &Reply| r.error_code() == Some(-32602);
+
+    let ok = as_ic.call("create_firewall_block", block(30)).await;
+    assert!(!refused(&ok), "{}", ok.text);
+    assert_eq!(block_calls(&f).len(), 1);
+
+    // A change freeze: applied by `capgate reload`, in the session already open.
+    std::fs::write(
+        f.path().join("policies-dev/freeze.cedar"),
+        "@id(\"change-freeze\")\nforbid (principal, action == Capgate::Action::\"create_firewall_block\", resource);\n",
+    )
+    .unwrap();
+    let (code, out, err) = capgate(&["reload", "--config", config_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("environment `dev`: reloaded"), "{out}");
+    assert!(out.contains("environment `stage`: reloaded"), "{out}");
+    let frozen = as_ic.call("create_firewall_block", block(30)).await;
+    assert!(refused(&frozen), "{}", frozen.text);
+    assert_eq!(block_calls(&f).len(), 1, "the frozen call did not run");
+
+    // A set with a type error is refused, with its file and line; the freeze stays.
+    std::fs::write(
+        f.path().join("policies-dev/typo.cedar"),
+        "// a typo\n\n@id(\"typo\")\npermit (principal, action == Capgate::Action::\"create_firewall_block\", resource)\nwhen { context.args.ttl_minute <= 60 };\n",
+    )
+    .unwrap();
+    let (code, out, _) = capgate(&["reload", "--config", config_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("environment `dev`: refused"), "{out}");
+    assert!(out.contains("typo.cedar:5"), "{out}");
+    let still = as_ic.call("create_firewall_block", block(30)).await;
+    assert!(refused(&still), "the old set stays: {}", still.text);
+    assert_eq!(block_calls(&f).len(), 1);
+
+    // A file that moves the listener is refused by name: that takes a restart.
+    std::fs::remove_file(f.path().join("policies-dev/typo.cedar")).unwrap();
+    f.rewrite("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"");
+    let (code, out, _) = capgate(&["reload", "--config", config_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("`listen` changed"), "{out}");
+    assert!(out.contains("restart"), "{out}");
+    f.rewrite("listen = \"127.0.0.1:1\"", "listen = \"127.0.0.1:0\"");
+
+    // SIGHUP: the freeze lifted and the contract narrowed to 30 minutes, together.
+    std::fs::remove_file(f.path().join("policies-dev/freeze.cedar")).unwrap();
+    std::fs::write(f.path().join("contracts/seed.json"), CONTRACT.replace("1-240", "1-30")).unwrap();
+    let hup = Command::new("kill").args(["-HUP", &gw.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let reloads = f.audit_reason_code("dev", "reloaded", 2);
+    assert_eq!(reloads.len(), 2, "{reloads:#?}");
+    let thaw = as_ic.call("create_firewall_block", block(30)).await;
+    assert!(!refused(&thaw), "{}", thaw.text);
+    let long = as_ic.call("create_firewall_block", block(45)).await;
+    assert!(refused(&long), "the narrowed contract holds: {}", long.text);
+    assert_eq!(block_calls(&f).len(), 2, "only the call both allow ran");
+
+    // The records: each reload and refusal with the running and offered digests, and the
+    // decisions after a reload name the set it put in force.
+    let records = f.audit("dev");
+    let refusals = records_of(&records, "capgate/reload", "reload_refused");
+    assert_eq!(refusals.len(), 2, "{refusals:#?}");
+    assert!(refusals.iter().all(|r| r["decision"] == "deny"));
+    assert!(
+        refusals[0]["args"]["problems"][0].as_str().unwrap().contains("typo.cedar:5"),
+        "{:#}",
+        refusals[0]
+    );
+    assert!(refusals[1]["args"]["problems"][0].as_str().unwrap().contains("`listen`"));
+    let applied = records_of(&records, "capgate/reload", "reloaded");
+    let (freeze, thawed) = (applied[0], applied[1]);
+    assert_ne!(freeze["args"]["running"]["policies"], freeze["args"]["offered"]["policies"]);
+    assert_eq!(freeze["args"]["running"]["contracts"], freeze["args"]["offered"]["contracts"]);
+    assert_eq!(thawed["args"]["running"], freeze["args"]["offered"], "{thawed:#}");
+    assert_ne!(thawed["args"]["running"]["contracts"], thawed["args"]["offered"]["contracts"]);
+    assert_eq!(freeze["policy"]["set_digest"], freeze["args"]["offered"]["policies"]);
+    let decided = |code: &str| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["tool"] == "create_firewall_block" && r["reason_code"] == code)
+            .collect()
+    };
+    let denied = decided("tool_not_available");
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r["policy"]["ids"] == json!(["change-freeze"])), "{denied:#?}");
+    assert!(
+        denied
+            .iter()
+            .all(|r| r["policy"]["set_digest"] == freeze["args"]["offered"]["policies"])
+    );
+    let allowed = decided("allowed");
+    assert_eq!(allowed[1]["policy"]["set_digest"], thawed["args"]["offered"]["policies"]);
+    assert_ne!(
+        allowed[0]["contract_digest"], allowed[1]["contract_digest"],
+        "the narrowed contract decided"
+    );
+    let (code, out, err) = f.audit_cli(&["verify", "--env", "dev"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -169,7 +169,11 @@ pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Fai
     if no_serve {
         return Ok(());
     }
-    crate::server::serve_http(&config, vec![env], |e, addr| {
+    let control = crate::server::control::Control {
+        socket: Some(crate::server::control::default_socket(&config_path)),
+        config: config_path,
+    };
+    crate::server::serve_http(&config, vec![env], control, |e, addr| {
         println!("capgate: environment `{}` listening on http://{addr}/mcp (Ctrl-C to stop)", e.name)
     })
     .await

@@ -41,6 +41,17 @@ enum Command {
         /// Serve one local client over stdin/stdout; the identity is the token in CAPGATE_TOKEN
         #[arg(long, requires = "env")]
         stdio: bool,
+        /// The control socket `capgate reload` reaches this gateway on (default: capgate.sock beside the config)
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Reload the contracts and policies of a running gateway (as SIGHUP does) and report, per environment, whether they were applied or refused (exit 1 if any was refused)
+    Reload {
+        #[arg(long)]
+        config: PathBuf,
+        /// The gateway's control socket (default: capgate.sock beside the config)
+        #[arg(long)]
+        control: Option<PathBuf>,
     },
     /// Write a self-contained demo under ./capgate-demo/ (if absent) and run it
     Demo {
@@ -340,7 +351,13 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve { config, env, stdio } => serve::run(&config, env.as_deref(), stdio).await,
+            Command::Serve {
+                config,
+                env,
+                stdio,
+                control,
+            } => serve::run(&config, env.as_deref(), stdio, control).await,
+            Command::Reload { config, control } => serve::reload(&config, control),
             Command::Demo { dir, port, no_serve } => demo::run(&dir, port, no_serve).await,
             Command::Check { config, offline } => check::run(&config, offline).await,
             Command::Policy {

@@ -82,6 +82,54 @@ pub(crate) struct Environment {
     pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
     /// Its Cedar policies, validated against its contracts' schema; `None`: roles alone.
     pub(crate) policies: Option<Arc<crate::policy::cedar::CedarPolicies>>,
+    /// The settings a reload cannot change, each as the digest of what the file says (see
+    /// [`RELOADABLE`]): a reload whose file differs in any is refused, naming them.
+    pub(crate) restart: BTreeMap<String, String>,
+}
+
+/// The keys of an `[[environment]]` a reload applies, besides the contracts: what decides a
+/// call. Everything else (who is trusted, where records go, what is listened on, the
+/// upstreams) is read once, at start.
+pub(crate) const RELOADABLE: &[&str] = &["policies", "policy_utc_offset", "roles", "approver_roles"];
+
+/// What a reload may not change for each environment named in a config file's text: every
+/// key of its table but [`RELOADABLE`], each `[[upstream]]` of it, and the pins file's path.
+fn restart_settings(text: &str) -> HashMap<String, BTreeMap<String, String>> {
+    let digest = |v: &toml::Value| crate::canonical::sha256_hex(v.to_string().as_bytes());
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return HashMap::new();
+    };
+    let tables = |key: &str| -> Vec<toml::Table> {
+        table
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+            .unwrap_or_default()
+    };
+    let upstreams = tables("upstream");
+    let mut out = HashMap::new();
+    for env in tables("environment") {
+        let Some(name) = env.get("name").and_then(toml::Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        let mut fixed: BTreeMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| !RELOADABLE.contains(&k.as_str()))
+            .map(|(k, v)| (format!("`{k}`"), digest(v)))
+            .collect();
+        for u in upstreams
+            .iter()
+            .filter(|u| u.get("environment").and_then(toml::Value::as_str) == Some(&name))
+        {
+            let id = u.get("name").and_then(toml::Value::as_str).unwrap_or_default();
+            fixed.insert(format!("upstream `{id}`"), digest(&toml::Value::Table(u.clone())));
+        }
+        if let Some(p) = table.get("pins") {
+            fixed.insert("`pins`".into(), digest(p));
+        }
+        out.insert(name, fixed);
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +250,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, Vec<Problem>> {
         base: &base,
         problems: Vec::new(),
     };
-    let config = resolve(raw, &mut ctx);
+    let config = resolve(raw, restart_settings(&text), &mut ctx);
     if ctx.problems.is_empty() { Ok(config) } else { Err(ctx.problems) }
 }
 
@@ -210,7 +258,7 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
-fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
+fn resolve(raw: RawConfig, mut restart: HashMap<String, BTreeMap<String, String>>, ctx: &mut Ctx<'_>) -> Config {
     if raw.environment.is_empty() {
         ctx.push(
             "[[environment]]",
@@ -236,7 +284,8 @@ fn resolve(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
     let env_names: Vec<String> = raw.environment.iter().map(|e| e.name.clone()).collect();
     let mut environments = Vec::new();
     for env in raw.environment {
-        if let Some(e) = resolve_env(env, &contracts, ctx) {
+        if let Some(mut e) = resolve_env(env, &contracts, ctx) {
+            e.restart = restart.remove(&e.name).unwrap_or_default();
             environments.push(Arc::new(e));
         }
     }
@@ -578,6 +627,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         tls,
         contracts: mine,
         policies,
+        restart: BTreeMap::new(),
     })
 }
 

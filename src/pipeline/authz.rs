@@ -61,6 +61,14 @@ pub(crate) fn policy_ref(rt: &Runtime, decision: &PolicyDecision) -> Option<Poli
     })
 }
 
+/// The policy set in force in a generation, for a record no policy decided (a reload's).
+pub(crate) fn set_ref(rt: &Runtime) -> Option<PolicyRef> {
+    rt.policy.set_digest().map(|digest| PolicyRef {
+        ids: Vec::new(),
+        set_digest: digest.to_string(),
+    })
+}
+
 /// Fixed-window counters per (caller, tool). State is per environment runtime.
 #[derive(Default)]
 pub(crate) struct RateLimiter {

@@ -21,6 +21,7 @@ pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod contract;
 pub(crate) mod forward;
+mod live;
 pub(crate) mod rounds;
 mod routes;
 pub(crate) mod validate;
@@ -43,6 +44,8 @@ use authn::{Authenticated, Authenticator};
 
 pub use audit::Audited;
 pub use forward::Forwarded;
+pub use live::Live;
+pub(crate) use live::Reload;
 pub(crate) use routes::{check_routes, current_pins};
 
 /// Where a contract's calls go: an upstream and the tool name it knows. Private to the
@@ -54,18 +57,29 @@ struct Route {
     kind: crate::contract::Kind,
 }
 
-/// Everything one environment runs on. Nothing in it is shared with another environment,
-/// and none of it is reachable from outside but through the methods below.
+/// Everything one environment runs on, as one generation: the contracts and policies in
+/// force with their routes, over the parts every generation shares ([`Shared`]). A reload
+/// builds a new generation and swaps it in whole ([`Live`]); a request runs on the one it
+/// started on, so no call ever sees one generation's contract with another's policy.
+/// Nothing in it is shared with another environment, and none of it is reachable from
+/// outside but through the methods below.
 pub struct Runtime {
+    shared: Arc<Shared>,
     env: Arc<Environment>,
+    policy: Arc<dyn PolicyEngine>,
+    routes: HashMap<String, Route>,
+}
+
+/// What an environment keeps across reloads: its identity keys, its audit log, its rate
+/// counters, its approval wake-ups and pins, and its upstream connections (a reload swaps
+/// contracts and policies, never who is trusted or where records go).
+pub struct Shared {
     authn: Authenticator,
     audit: AuditLog,
     store: Arc<dyn AuditReader>,
-    policy: Arc<dyn PolicyEngine>,
-    routes: HashMap<String, Route>,
     rate: authz::RateLimiter,
-    /// Upstreams connected (for readiness).
-    upstreams: usize,
+    /// Every upstream of the environment, connected once; a reload routes over them again.
+    clients: Vec<Arc<UpstreamClient>>,
     /// Woken when a decision is taken in this process; waiting calls also poll the store
     /// for decisions taken by other processes.
     approval_events: Arc<tokio::sync::Notify>,
@@ -76,6 +90,15 @@ pub struct Runtime {
     any_stopped: std::sync::atomic::AtomicBool,
     /// Seals and checks the `requestState` of pending answers (`approval.rs`).
     state_codec: rmcp::model::RequestStateCodec,
+}
+
+// The shared parts read as the generation's own (`rt.audit`, `rt.rate`): a generation is
+// those parts plus its contracts, and every stage was written against that whole.
+impl std::ops::Deref for Runtime {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Runtime {
@@ -112,7 +135,7 @@ impl Runtime {
     }
 
     pub(crate) fn upstream_count(&self) -> usize {
-        self.upstreams
+        self.clients.len()
     }
 
     /// Tools this caller may call here: the rest do not exist for them.

@@ -9,39 +9,44 @@ use std::sync::Arc;
 use anyhow::anyhow;
 
 use super::authn::Authenticator;
-use super::{Route, Runtime};
+use super::{Route, Runtime, Shared};
 use crate::backend::{Surface, UpstreamClient};
 use crate::config::{Config, Environment};
 use crate::contract::{Contract, Kind};
 use crate::pins::{Pin, Pins};
 
-/// What [`resolve`] found: each contract's route, how many upstreams were connected, and
-/// what each routed tool is now (for its pin).
-struct Resolved {
-    routes: HashMap<String, Route>,
-    connected: usize,
-    current: BTreeMap<String, Pin>,
+/// What [`resolve`] found: each contract's route, and what each routed tool is now (for
+/// its pin).
+pub(super) struct Resolved {
+    pub(super) routes: HashMap<String, Route>,
+    pub(super) current: BTreeMap<String, Pin>,
 }
 
-/// Every contract of `env` mapped to its upstream tool, connecting each upstream to list
-/// its tools; every problem found, or none.
-async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<String>> {
+/// A client for each upstream of `env`, not connected yet.
+fn clients_of(config: &Config, env: &Environment) -> Vec<Arc<UpstreamClient>> {
+    config
+        .upstreams_of(&env.name)
+        .map(|u| Arc::new(UpstreamClient::new(u.clone())))
+        .collect()
+}
+
+/// Every contract of `env` mapped to its upstream tool, asking each upstream (`clients`:
+/// the environment's, whether new or kept across a reload) for its tools; every problem
+/// found, or none.
+pub(super) async fn resolve(config: &Config, env: &Environment, clients: &[Arc<UpstreamClient>]) -> Result<Resolved, Vec<String>> {
     let mut problems = Vec::new();
-    let mut connected = 0;
     let mut tools_of: Vec<(Arc<UpstreamClient>, Vec<String>)> = Vec::new();
     let mut definitions: HashMap<(String, String), String> = HashMap::new();
-    for u in config.upstreams_of(&env.name) {
-        let client = Arc::new(UpstreamClient::new(u.clone()));
+    for client in clients {
         match client.list_tools().await {
             Ok(tools) => {
                 for t in &tools {
-                    definitions.insert((u.name.clone(), t.name.to_string()), crate::pins::digest_of_tool(t));
+                    definitions.insert((client.name().to_string(), t.name.to_string()), crate::pins::digest_of_tool(t));
                 }
                 tools_of.push((client.clone(), tools.into_iter().map(|t| t.name.to_string()).collect()));
             }
             Err(e) => problems.push(format!("environment `{}`: {e}: {}", env.name, e.detail())),
         }
-        connected += 1;
     }
     // Prompts and resources are listed only where a contract names one: an upstream that
     // serves neither is never asked.
@@ -133,11 +138,7 @@ async fn resolve(config: &Config, env: &Environment) -> Result<Resolved, Vec<Str
         }
     }
     if problems.is_empty() {
-        Ok(Resolved {
-            routes,
-            connected,
-            current,
-        })
+        Ok(Resolved { routes, current })
     } else {
         Err(problems)
     }
@@ -194,7 +195,7 @@ fn route_surface(c: &Contract, surfaces: &[(Arc<UpstreamClient>, Surface)]) -> R
 /// found. The connections are closed again. A tool not pinned yet is not a problem: the
 /// gateway pins it on first sight.
 pub(crate) async fn check_routes(config: &Config, env: &Environment) -> Result<(), Vec<String>> {
-    let resolved = resolve(config, env).await?;
+    let resolved = resolve(config, env, &clients_of(config, env)).await?;
     let pins = Pins::load(&config.pins).map_err(|e| vec![format!("pins: {e}")])?;
     let standing = crate::pins::compare(&pins, &env.name, &resolved.current);
     let problems: Vec<String> = standing
@@ -208,7 +209,7 @@ pub(crate) async fn check_routes(config: &Config, env: &Environment) -> Result<(
 /// `capgate contracts pin`: what every routed tool of `env` is now, to be written as its
 /// pin.
 pub(crate) async fn current_pins(config: &Config, env: &Environment) -> Result<BTreeMap<String, Pin>, Vec<String>> {
-    resolve(config, env).await.map(|r| r.current)
+    resolve(config, env, &clients_of(config, env)).await.map(|r| r.current)
 }
 
 fn changed_text(tool: &str, pinned: &Pin, now: &Pin) -> String {
@@ -237,7 +238,7 @@ impl Runtime {
     /// Compares what the routed tools are now with their pins: a changed tool is stopped, a
     /// matching one runs, one not pinned yet is pinned (and the pins file written). Tools
     /// not in `current` (their upstream did not answer) keep their standing.
-    fn apply_pins(&self, current: &BTreeMap<String, Pin>) -> Result<(), String> {
+    pub(super) fn apply_pins(&self, current: &BTreeMap<String, Pin>) -> Result<(), String> {
         let _writing = crate::pins::Writing::lock(&self.pins_path)?;
         let env = self.env.name.as_str();
         let mut pins = Pins::load(&self.pins_path)?;
@@ -369,11 +370,15 @@ fn open_audit(
     Ok((opened.0, opened.1, state_codec))
 }
 
-pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
-    let policy: Arc<dyn crate::policy::PolicyEngine> = match &env.policies {
+/// The policy engine an environment's generation decides with: its Cedar set, else roles.
+pub(super) fn engine_of(env: &Environment) -> Arc<dyn crate::policy::PolicyEngine> {
+    match &env.policies {
         Some(set) => Arc::new(crate::policy::CedarPolicy { set: set.clone() }),
         None => Arc::new(crate::policy::RolePolicy),
-    };
+    }
+}
+
+pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Result<Runtime> {
     // Every private key this environment names must be its owner's alone, used or not.
     for k in env.issuers.iter().filter_map(|i| i.mint_key.as_ref()) {
         crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
@@ -382,21 +387,25 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
     let (audit, store, state_codec) = open_audit(config, &env)?;
     let events = Arc::new(tokio::sync::Notify::new());
     store.watch(&events);
-    let resolved = resolve(config, &env).await.map_err(|p| anyhow!(p.join("\n")))?;
-    let rt = Runtime {
-        env,
+    let clients = clients_of(config, &env);
+    let resolved = resolve(config, &env, &clients).await.map_err(|p| anyhow!(p.join("\n")))?;
+    let shared = Arc::new(Shared {
         authn,
         audit,
         store,
-        policy,
-        routes: resolved.routes,
         rate: Default::default(),
-        upstreams: resolved.connected,
+        clients,
         approval_events: events,
         pins_path: config.pins.clone(),
         stopped: Default::default(),
         any_stopped: Default::default(),
         state_codec,
+    });
+    let rt = Runtime {
+        shared,
+        policy: engine_of(&env),
+        env,
+        routes: resolved.routes,
     };
     rt.apply_pins(&resolved.current)
         .map_err(|e| anyhow!("environment `{}`: pins: {e}", rt.env.name))?;

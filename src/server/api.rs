@@ -31,8 +31,9 @@ use crate::trace::TraceId;
 /// Whether the caller holds a role that decides some request in this environment (the
 /// console shows the queue only to them).
 fn is_approver(st: &HttpState, p: &Principal) -> bool {
-    let env = st.rt.env();
-    let policy = st.rt.policy();
+    let rt = st.rt();
+    let env = rt.env();
+    let policy = rt.policy();
     let may = |roles: &[String], tool: &str| {
         policy
             .may_approve(
@@ -90,13 +91,13 @@ fn view(policy: &dyn PolicyEngine, req: &Approval, p: &Principal) -> Value {
 /// An answer that cannot be recorded (the store is down), or whose record the approval
 /// rules wrote in the transaction that refused it.
 fn answer(st: &HttpState, denial: Denial, trace: &TraceId) -> Response {
-    respond::http(&denial, trace, &st.rt.env().resource_metadata_url(), Value::Null)
+    respond::http(&denial, trace, &st.rt().env().resource_metadata_url(), Value::Null)
 }
 
 /// A refusal of the API's own: recorded, then answered.
 async fn refuse(st: &HttpState, caller: &Caller, denial: Denial) -> Response {
     let rec = denial
-        .record(&st.rt.env().name, &caller.call)
+        .record(&st.rt().env().name, &caller.call)
         .principal(Some(caller.auth.principal()));
     st.refuse(&denial, rec, Value::Null).await
 }
@@ -107,7 +108,7 @@ pub(crate) async fn session(State(st): State<Arc<HttpState>>, axum::Extension(ca
         "sub": p.sub,
         "iss": p.iss,
         "roles": p.roles,
-        "environment": st.rt.env().name,
+        "environment": st.rt().env().name,
         "approver": is_approver(&st, p),
     }))
     .into_response()
@@ -157,14 +158,15 @@ pub(crate) async fn list(
         Some(None) => return refuse(&st, &caller, Denial::Api(ApiProblem::Cursor)).await,
     };
     let p = caller.auth.principal();
-    let policy = st.rt.policy().as_ref();
+    let rt = st.rt();
+    let policy = rt.policy().as_ref();
     let now = approval::now_ms();
     // Filtered before it is limited: a page holds `limit` requests the caller may see,
     // however many it may not (another requester's flood) came between them.
     let want = limit as usize;
     let (mut shown, mut scanned, mut more) = (Vec::new(), 0, true);
     while more && shown.len() < want && scanned < MAX_SCANNED {
-        let page = match st.rt.store().approvals(status, position.clone(), limit).await {
+        let page = match st.rt().store().approvals(status, position.clone(), limit).await {
             Ok(page) => page,
             Err(_) => return answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
         };
@@ -199,8 +201,9 @@ pub(crate) async fn get_one(
 ) -> Response {
     let trace = &caller.call.trace;
     let p = caller.auth.principal();
-    let policy = st.rt.policy().as_ref();
-    let req = match st.rt.store().approval(&id).await {
+    let rt = st.rt();
+    let policy = rt.policy().as_ref();
+    let req = match rt.store().approval(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => return refuse(&st, &caller, Denial::Approval(Refused::NotFound)).await,
         Err(_) => return answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
@@ -208,7 +211,7 @@ pub(crate) async fn get_one(
     if !may_see(policy, &req, p) {
         return refuse(&st, &caller, Denial::Approval(Refused::NotApprover)).await;
     }
-    let trail = match st.rt.store().trail(&req.id).await {
+    let trail = match st.rt().store().trail(&req.id).await {
         Ok(t) => t,
         Err(_) => return answer(&st, Denial::Unavailable(Outage::ApprovalApi), trace),
     };
@@ -241,7 +244,7 @@ async fn decide(
     verdict: Verdict,
 ) -> Response {
     let trace = &caller.call.trace;
-    let rt = &st.rt;
+    let rt = st.rt();
     let reason = match serde_json::from_slice::<DecideBody>(&body) {
         Ok(b) => match approval::clean_reason(&b.reason) {
             Some(r) => r,

@@ -30,7 +30,7 @@ use crate::denial::{Channel, Denial, Outage};
 use crate::identity::AuthnError;
 use crate::pipeline::approval::{MAX_WAIT, Wait};
 use crate::pipeline::validate::Subscription;
-use crate::pipeline::{Answer, Runtime};
+use crate::pipeline::{Answer, Live, Runtime};
 use crate::request::{CallCtx, ClientRef};
 use crate::secret::Secret;
 use crate::trace::TraceId;
@@ -41,7 +41,7 @@ use super::sessions::SessionTable;
 
 #[derive(Clone)]
 pub(crate) struct Gateway {
-    rt: Arc<Runtime>,
+    live: Arc<Live>,
     /// Set for the stdio transport: the caller's token, verified again on every request so
     /// that expiry applies to a long-lived stdio session too.
     stdio_token: Option<Arc<Secret<String>>>,
@@ -57,20 +57,25 @@ enum LogLevels {
 }
 
 impl Gateway {
-    pub(crate) fn http(rt: Arc<Runtime>, sessions: Arc<SessionTable>) -> Self {
+    pub(crate) fn http(live: Arc<Live>, sessions: Arc<SessionTable>) -> Self {
         Self {
-            rt,
+            live,
             stdio_token: None,
             log_levels: LogLevels::Http(sessions),
         }
     }
 
-    pub(crate) fn stdio(rt: Arc<Runtime>, token: Secret<String>) -> Self {
+    pub(crate) fn stdio(live: Arc<Live>, token: Secret<String>) -> Self {
         Self {
-            rt,
+            live,
             stdio_token: Some(Arc::new(token)),
             log_levels: LogLevels::Stdio(Arc::default()),
         }
+    }
+
+    /// The generation a request runs on: a session outlives reloads, its requests do not.
+    fn rt(&self) -> Arc<Runtime> {
+        self.live.now()
     }
 
     /// Keeps the level a session's client set; `false`: it has no session to keep it in.
@@ -105,7 +110,7 @@ impl Gateway {
                 client: ClientRef::stdio(),
             };
             // No certificate can be presented over stdio: a certificate-bound token is refused.
-            let verified = self.rt.authn().verify(token.expose()).await.and_then(|a| {
+            let verified = self.rt().authn().verify(token.expose()).await.and_then(|a| {
                 if a.is_bound() {
                     Err(AuthnError::Invalid {
                         detail: "the token is bound to a client certificate; stdio has none".into(),
@@ -128,7 +133,7 @@ impl Gateway {
                         channel: Channel::Stdio,
                         token_sent: true,
                     };
-                    let _ = self.rt.audit().append(denial.record(&self.rt.env().name, &call)).await;
+                    let _ = self.rt().audit().append(denial.record(&self.rt().env().name, &call)).await;
                     Err(respond::rpc(&denial, &call.trace))
                 }
             };
@@ -151,16 +156,16 @@ impl ServerHandler for Gateway {
         let mut caps = ServerCapabilities::builder().enable_tools().build();
         // Announced only where a contract governs one: a client is not told of a surface it
         // could never use.
-        if self.rt.serves(Kind::Prompt) {
+        if self.rt().serves(Kind::Prompt) {
             caps.prompts = Some(PromptsCapability::default());
         }
-        if self.rt.serves(Kind::Resource) {
+        if self.rt().serves(Kind::Resource) {
             let mut resources = ResourcesCapability::default();
             // Updates reach the session that subscribed (2025-11-25; 2026-07-28 removed it).
             resources.subscribe = Some(true);
             caps.resources = Some(resources);
         }
-        if self.rt.serves(Kind::Prompt) || self.rt.serves(Kind::Resource) {
+        if self.rt().serves(Kind::Prompt) || self.rt().serves(Kind::Resource) {
             caps.completions = Some(Default::default());
         }
         // Log messages come from upstreams during calls; a client sets its own level.
@@ -169,7 +174,7 @@ impl ServerHandler for Gateway {
             .with_server_info(Implementation::new("capgate", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "capgate gateway for environment `{}`. Every tool is a capability contract: arguments are validated strictly, calls are audited, and some tools need a human approval (they answer `pending`).",
-                self.rt.env().name
+                self.rt().env().name
             ))
     }
 
@@ -179,7 +184,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let caller = self.request_ctx(&context, "tools/list").await?;
-        Ok(list_result(&self.rt, &caller))
+        Ok(list_result(&self.rt(), &caller))
     }
 
     async fn list_prompts(
@@ -188,7 +193,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let caller = self.request_ctx(&context, "prompts/list").await?;
-        Ok(ListPromptsResult::with_all_items(self.rt.list_prompts(&caller.auth)))
+        Ok(ListPromptsResult::with_all_items(self.rt().list_prompts(&caller.auth)))
     }
 
     async fn get_prompt(
@@ -213,7 +218,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let caller = self.request_ctx(&context, "resources/list").await?;
-        Ok(ListResourcesResult::with_all_items(self.rt.list_resources(&caller.auth).0))
+        Ok(ListResourcesResult::with_all_items(self.rt().list_resources(&caller.auth).0))
     }
 
     async fn list_resource_templates(
@@ -222,7 +227,9 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let caller = self.request_ctx(&context, "resources/templates/list").await?;
-        Ok(ListResourceTemplatesResult::with_all_items(self.rt.list_resources(&caller.auth).1))
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.rt().list_resources(&caller.auth).1,
+        ))
     }
 
     async fn read_resource(
@@ -255,7 +262,7 @@ impl ServerHandler for Gateway {
         let caller = self.request_ctx(&context, "completion/complete").await?;
         let asked = request.context.as_ref().and_then(|c| c.arguments.as_ref());
         match self
-            .rt
+            .rt()
             .complete(&caller.auth, &caller.call, &request.r#ref, &request.argument, asked)
             .await
         {
@@ -271,13 +278,14 @@ impl ServerHandler for Gateway {
 
     async fn set_level(&self, request: SetLevelRequestParams, context: RequestContext<RoleServer>) -> Result<(), ErrorData> {
         let caller = self.request_ctx(&context, "logging/setLevel").await?;
-        let env = &self.rt.env().name;
+        let rt = self.rt();
+        let env = &rt.env().name;
         // A level is a session's: without one there is nothing to keep it in (refused, and
         // recorded, before anything is said to be set).
         if matches!(self.log_levels, LogLevels::Http(_)) && caller.call.session_id.is_none() {
             let denial = Denial::SessionRequired;
             let rec = denial.record(env, &caller.call).principal(Some(caller.auth.principal()));
-            let denial = match self.rt.audit().append(rec).await {
+            let denial = match rt.audit().append(rec).await {
                 Ok(_) => denial,
                 Err(_) => Denial::Unavailable(Outage::RefusalUnrecorded),
             };
@@ -298,7 +306,7 @@ impl ServerHandler for Gateway {
         )
         .principal(Some(caller.auth.principal()));
         // Recorded first: a level nobody can see was set changes nothing.
-        if self.rt.audit().append(rec).await.is_err() {
+        if rt.audit().append(rec).await.is_err() {
             return Err(respond::rpc(&Denial::Unavailable(Outage::RequestUnrecorded), &caller.call.trace));
         }
         if self.set_log_level(&caller, request.level.into()) {
@@ -316,7 +324,7 @@ impl ServerHandler for Gateway {
         wait.request_state = request.request_state.clone();
         wait.input_responses = request.input_responses;
         let answer = self
-            .rt
+            .rt()
             .call_tool(&caller.auth, &caller.call, &request.name, request.arguments, wait)
             .await;
         // The progress the call produced goes out before its answer.
@@ -347,7 +355,7 @@ impl Gateway {
             cancelled: context.ct.clone(),
             ..Default::default()
         };
-        match self.rt.subscription(&caller.auth, &caller.call, uri, change, wait).await {
+        match self.rt().subscription(&caller.auth, &caller.call, uri, change, wait).await {
             Ok(Answer::Subscribed) => Ok(()),
             Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(
                 text,
@@ -373,7 +381,7 @@ impl Gateway {
         wait.relay.log = wanted_log(context, &caller);
         wait.request_state = request_state;
         wait.input_responses = input_responses;
-        let answer = self.rt.call(&caller.auth, &caller.call, kind, name, args, wait).await;
+        let answer = self.rt().call(&caller.auth, &caller.call, kind, name, args, wait).await;
         flushed(relaying).await;
         match answer {
             Ok(Answer::Failed(text)) => Err(ErrorData::internal_error(

@@ -7,6 +7,7 @@
 pub(crate) mod api;
 mod budget;
 mod console;
+pub(crate) mod control;
 mod direct;
 pub(crate) mod envelope;
 pub(crate) mod http;
@@ -37,14 +38,16 @@ use crate::audit::approval::{Answer, Op};
 use crate::config::resolved::host_of;
 use crate::config::{Config, Environment};
 use crate::decision::{Decision, ReasonCode};
-use crate::pipeline::Runtime;
+use crate::pipeline::{Live, Runtime};
 use crate::request::{CallCtx, ClientRef};
 
 /// Moves requests past their expiry to `expired`, with a record each, every few seconds.
 /// Correctness does not depend on it (a release checks the expiry itself); it keeps the
 /// queue and the log telling the truth about requests nobody came back for.
-fn spawn_expiry(rt: Arc<Runtime>, stop: CancellationToken) {
+fn spawn_expiry(live: Arc<Live>, stop: CancellationToken) {
     tokio::spawn(async move {
+        // The log and the approval queue are the same in every generation.
+        let rt = live.now();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             tokio::select! {
@@ -68,9 +71,9 @@ fn spawn_expiry(rt: Arc<Runtime>, stop: CancellationToken) {
 
 /// Compares the routed tools' upstream definitions with their pins every
 /// `pin_check_interval`; a changed one is stopped until re-pinned (src/pins.rs).
-fn spawn_pin_check(rt: Arc<Runtime>, stop: CancellationToken) {
+fn spawn_pin_check(live: Arc<Live>, stop: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(rt.env().pin_check_interval);
+        let mut tick = tokio::time::interval(live.now().env().pin_check_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is now; the build has just checked
         loop {
@@ -78,15 +81,15 @@ fn spawn_pin_check(rt: Arc<Runtime>, stop: CancellationToken) {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            rt.check_pins().await;
+            live.now().check_pins().await;
         }
     });
 }
 
 /// The tasks every environment runs beside its requests.
-fn spawn_housekeeping(rt: &Arc<Runtime>, stop: &CancellationToken) {
-    spawn_expiry(rt.clone(), stop.clone());
-    spawn_pin_check(rt.clone(), stop.clone());
+fn spawn_housekeeping(live: &Arc<Live>, stop: &CancellationToken) {
+    spawn_expiry(live.clone(), stop.clone());
+    spawn_pin_check(live.clone(), stop.clone());
 }
 
 fn allowed_hosts(env: &Environment, bound: SocketAddr) -> Vec<String> {
@@ -130,7 +133,8 @@ fn own_origins(env: &Environment, bound: SocketAddr) -> Vec<String> {
     origins
 }
 
-async fn metadata(State(rt): State<Arc<Runtime>>) -> Response {
+async fn metadata(State(live): State<Arc<Live>>) -> Response {
+    let rt = live.now();
     let env = rt.env();
     axum::Json(json!({
         "resource": env.public_url,
@@ -141,7 +145,8 @@ async fn metadata(State(rt): State<Arc<Runtime>>) -> Response {
     .into_response()
 }
 
-async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
+async fn readyz(State(live): State<Arc<Live>>) -> Response {
+    let rt = live.now();
     let audit_ok = rt.audit().healthy();
     let status = if audit_ok {
         axum::http::StatusCode::OK
@@ -162,7 +167,7 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
 
 async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
     use std::sync::atomic::Ordering::Relaxed;
-    let rt = &st.rt;
+    let rt = st.rt();
     let s = &rt.audit().stats;
     let name = &rt.env().name;
     let body = format!(
@@ -186,9 +191,11 @@ async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> Router {
+fn router(live: Arc<Live>, bound: SocketAddr, shutdown: CancellationToken) -> Router {
+    // What the listener is set up with is the same in every generation (`Environment::restart`).
+    let rt = live.now();
     let session_table: Arc<sessions::SessionTable> = Arc::default();
-    let gw = mcp::Gateway::http(rt.clone(), session_table.clone());
+    let gw = mcp::Gateway::http(live.clone(), session_table.clone());
     let cfg = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(rt.env(), bound))
         .with_max_request_body_bytes(rt.env().max_body_bytes)
@@ -209,7 +216,7 @@ fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> R
         async move { svc.handle(req).await }
     });
     let state = Arc::new(http::HttpState::new(
-        rt.clone(),
+        live.clone(),
         &allowed_hosts(rt.env(), bound),
         &own_origins(rt.env(), bound),
         session_table,
@@ -232,7 +239,7 @@ fn router(rt: Arc<Runtime>, bound: SocketAddr, shutdown: CancellationToken) -> R
         .route("/.well-known/oauth-protected-resource/mcp", get(metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(rt)
+        .with_state(live)
         .route("/metrics", get(metrics).with_state(state.clone()))
         .merge(console::routes())
         .merge(http::api_routes(state.clone(), api_handlers))
@@ -252,39 +259,48 @@ async fn close_idle_sessions(state: Arc<http::HttpState>, idle: std::time::Durat
     }
 }
 
-/// Serves the given environments, each on its own listener, until SIGINT/SIGTERM.
+/// Serves the given environments, each on its own listener, until SIGINT/SIGTERM; reloads
+/// their contracts and policies on SIGHUP and on `control`'s socket.
 pub(crate) async fn serve_http(
     config: &Config,
     envs: Vec<Arc<Environment>>,
+    control: control::Control,
     on_ready: impl Fn(&Environment, SocketAddr),
 ) -> anyhow::Result<()> {
     let signals = StopSignals::install();
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
-    let mut runtimes = Vec::new();
+    let mut lives = Vec::new();
+    let mut ready = Vec::new();
     for env in envs {
-        let rt = Arc::new(Runtime::build(config, env.clone()).await?);
-        spawn_housekeeping(&rt, &shutdown);
+        let live = Live::new(Runtime::build(config, env.clone()).await?);
+        spawn_housekeeping(&live, &shutdown);
         let listener = tokio::net::TcpListener::bind(&env.listen)
             .await
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
-        runtimes.push(rt.clone());
-        let app = router(rt.clone(), bound, shutdown.clone());
-        tasks.push(listener::serve(rt, listener, app, shutdown.clone())?);
-        on_ready(&env, bound);
+        lives.push(live.clone());
+        let app = router(live.clone(), bound, shutdown.clone());
+        // TLS and connection limits are the same in every generation.
+        tasks.push(listener::serve(live.now(), listener, app, shutdown.clone())?);
+        ready.push((env, bound));
     }
     if tasks.is_empty() {
         bail!("no environment to serve");
     }
+    // Taking reloads before saying ready: a reload right after the start reaches it.
+    let controls = control::spawn(control, lives.clone(), shutdown.clone());
+    for (env, bound) in &ready {
+        on_ready(env, *bound);
+    }
     signals.wait().await;
     shutdown.cancel();
-    for t in tasks {
+    for t in tasks.into_iter().chain(controls) {
         let _ = t.await;
     }
     // Sign the final head of every log, so a clean stop leaves nothing uncovered.
-    for rt in runtimes {
-        rt.audit().shutdown().await;
+    for live in lives {
+        live.now().audit().shutdown().await;
     }
     Ok(())
 }
@@ -334,23 +350,34 @@ impl StopSignals {
 }
 
 /// Serves one environment to one local client over stdin/stdout.
-pub(crate) async fn serve_stdio(config: &Config, env: Arc<Environment>, token: crate::secret::Secret<String>) -> anyhow::Result<()> {
+pub(crate) async fn serve_stdio(
+    config: &Config,
+    env: Arc<Environment>,
+    control: control::Control,
+    token: crate::secret::Secret<String>,
+) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
-    let rt = Arc::new(Runtime::build(config, env).await?);
+    let live = Live::new(Runtime::build(config, env).await?);
+    let rt = live.now();
     // Refuse to start for a token that is not valid now: fail before the client connects.
     rt.authn()
         .verify(token.expose())
         .await
         .map_err(|e| anyhow!("the token in CAPGATE_TOKEN is refused: {e}"))?;
     let stop = CancellationToken::new();
-    spawn_housekeeping(&rt, &stop);
-    let gw = mcp::Gateway::stdio(rt.clone(), token);
+    spawn_housekeeping(&live, &stop);
+    let controls = control::spawn(control, vec![live.clone()], stop.clone());
+    let gw = mcp::Gateway::stdio(live.clone(), token);
+    // The guard reads only the line limit and the log, the same in every generation.
     let running = gw
         .serve(stdio_guard::spawn(rt.clone()))
         .await
         .map_err(|e| anyhow!("stdio transport: {e}"))?;
     let _ = running.waiting().await;
     stop.cancel();
+    if let Some(t) = controls {
+        let _ = t.await;
+    }
     rt.audit().shutdown().await;
     Ok(())
 }

@@ -36,8 +36,8 @@ use super::respond;
 use super::sessions::{InFlight, SessionTable};
 use crate::audit::{AuditError, AuditRecord};
 use crate::denial::{Channel, Denial, Outage};
-use crate::pipeline::Runtime;
 use crate::pipeline::authn::Authenticated;
+use crate::pipeline::{Live, Runtime};
 use crate::request::CallCtx;
 use crate::trace::TraceId;
 
@@ -90,7 +90,7 @@ impl Exchange {
 type Step<T = ()> = Result<T, Response>;
 
 pub(crate) struct HttpState {
-    pub(crate) rt: Arc<Runtime>,
+    live: Arc<Live>,
     pub(crate) sessions: Arc<SessionTable>,
     admission: admission::Admission,
     /// rmcp's sessions on this listener, for the direct route to ask about.
@@ -106,13 +106,14 @@ pub(crate) struct HttpState {
 impl HttpState {
     /// `hosts`: the names the listener answers to; `own_origins`: its own origins.
     pub(crate) fn new(
-        rt: Arc<Runtime>,
+        live: Arc<Live>,
         hosts: &[String],
         own_origins: &[String],
         sessions: Arc<SessionTable>,
         mcp_sessions: Arc<LocalSessionManager>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
+        let rt = live.now();
         Self {
             shutdown,
             sessions,
@@ -120,15 +121,22 @@ impl HttpState {
             mcp_sessions,
             failures: FailureBudget::new(rt.env().auth_failure_limit),
             call_seconds: Default::default(),
-            rt,
+            live,
         }
+    }
+
+    /// The generation this request runs on (`pipeline::Live`): read once per request where
+    /// what is decided depends on it; the listener's own settings are the same in every
+    /// generation.
+    pub(crate) fn rt(&self) -> Arc<Runtime> {
+        self.live.now()
     }
 
     /// Records a refusal, then answers it; if the record cannot be written, the answer is
     /// 503 instead (a client must not believe a refusal was logged when it was not).
     pub(crate) async fn refuse(&self, denial: &Denial, rec: AuditRecord, id: Value) -> Response {
         let trace = rec.trace_id.clone();
-        let recorded = self.rt.audit().append(rec).await;
+        let recorded = self.rt().audit().append(rec).await;
         self.answer_if_recorded(recorded, denial, &trace, id)
     }
 
@@ -144,7 +152,8 @@ impl HttpState {
             super::budget::HOLD.as_millis()
         ));
         let trace = rec.trace_id.clone();
-        let (recorded, ()) = tokio::join!(self.rt.audit().append_unhurried(rec), self.failures.hold());
+        let rt = self.rt();
+        let (recorded, ()) = tokio::join!(rt.audit().append_unhurried(rec), self.failures.hold());
         self.answer_if_recorded(recorded, denial, &trace, Value::Null)
     }
 
@@ -153,7 +162,7 @@ impl HttpState {
             Ok(_) => denial,
             Err(_) => &Denial::Unavailable(Outage::RequestUnrecorded),
         };
-        respond::http(denial, trace, &self.rt.env().resource_metadata_url(), id)
+        respond::http(denial, trace, &self.rt().env().resource_metadata_url(), id)
     }
 }
 

@@ -128,11 +128,12 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
     }
     // Only the contract says which arguments are mirrored, and only one the caller may use
     // is looked at: another's is refused later, as unknown.
+    let rt = st.rt();
     if headers::mirrors(version)
         && kind == Kind::Request("tools/call")
         && let Some(contract) = envelope::member(body, &["params", "name"])
             .and_then(Value::as_str)
-            .and_then(|tool| st.rt.usable(auth, tool))
+            .and_then(|tool| rt.usable(auth, tool))
     {
         let args = envelope::member(body, &["params", "arguments"]).and_then(Value::as_object);
         if let Some(problem) = headers::param_mismatch(headers, args, contract.mirrored()) {
@@ -186,7 +187,7 @@ pub(super) async fn check(st: &HttpState, ex: &Exchange, auth: &Authenticated) -
         _ => ex.args_digest(),
     };
     let rec = denial
-        .record(&st.rt.env().name, &ex.ctx)
+        .record(&st.rt().env().name, &ex.ctx)
         .principal(Some(auth.principal()))
         .tool(ex.tool.clone())
         .args_digest(digest);

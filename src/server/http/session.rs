@@ -21,7 +21,7 @@ pub(super) async fn enter(st: &HttpState, ex: &Exchange, auth: &Authenticated) -
         Err(refusal) => {
             let denial = Denial::Session(refusal);
             let rec = denial
-                .record(&st.rt.env().name, &ex.ctx)
+                .record(&st.rt().env().name, &ex.ctx)
                 .principal(Some(auth.principal()))
                 .tool(ex.tool.clone())
                 .args_digest(ex.args_digest());
@@ -56,7 +56,8 @@ pub(super) fn finish(
     match session {
         None => {
             if let Some(opened) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-                let env = st.rt.env();
+                let rt = st.rt();
+                let env = rt.env();
                 let evicted = st.sessions.opened(opened, owner, env.max_sessions_per_identity, env.max_sessions);
                 if !evicted.is_empty() {
                     tracing::warn!(env = %env.name, closed = evicted.len(), "MCP sessions over max_sessions_per_identity or max_sessions; the least recently used were closed");
