@@ -380,3 +380,130 @@ async fn contracts_and_policies_reload_without_restart_and_a_bad_set_is_refused_
     let (code, out, err) = f.audit_cli(&["verify", "--env", "dev"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+fn probe_report(f: &Fixture, url: &str) -> (i32, Value) {
+    let config = f.config();
+    let (code, out, err) = capgate(&[
+        "probe",
+        "--config",
+        config.to_str().unwrap(),
+        "--env",
+        "dev",
+        "--url",
+        url,
+        "--json",
+    ]);
+    let report = serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("not a JSON report: {out}\n{err}"));
+    (code, report)
+}
+
+fn policy_checks(report: &Value, outcome: &str) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["group"] == "policies" && c["outcome"] == outcome)
+        .map(|c| format!("{} | {}", c["name"].as_str().unwrap(), c["detail"].as_str().unwrap()))
+        .collect()
+}
+
+/// `capgate probe` tries the values just inside and just outside each policy condition on
+/// an argument, as each role: what the policies refuse must be refused and what they hold
+/// must wait, live. A gateway still running an older set than its files (not reloaded) is
+/// caught at the edge that moved.
+#[test]
+fn the_probe_tries_each_policy_edge_and_catches_a_gateway_running_other_policies() {
+    let f = fixture();
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let (code, report) = probe_report(&f, gw.url("dev"));
+    let passed = policy_checks(&report, "pass");
+    let all_findings: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "finding")
+        .collect();
+    assert_eq!(code, 0, "{all_findings:#?}");
+    let has = |list: &[String], parts: &[&str]| list.iter().any(|c| parts.iter().all(|p| c.contains(p)));
+    for expected in [
+        &["as role `oncall`", "`ttl_minutes <= 60`", "ttl_minutes = 61 (outside)", "say deny"][..],
+        &["as role `oncall`", "`prefix of ip >= 24`", "\"192.0.2.0/23\" (outside)", "say deny"],
+        &[
+            "as role `incident_commander`",
+            "`ttl_minutes > 60`",
+            "ttl_minutes = 61 (inside)",
+            "say pending",
+        ],
+        &[
+            "as role `incident_commander`",
+            "`ip in 10.0.0.0/8`",
+            "\"10.255.255.255/32\" (inside)",
+            "say deny (never-internal)",
+        ],
+        &[
+            "as role `incident_commander`",
+            "`ip holds 10.0.0.0/8`",
+            "\"10.0.0.0/7\" (inside)",
+            "say deny (never-internal)",
+        ],
+    ] {
+        assert!(has(&passed, expected), "no passing check {expected:?} in {passed:#?}");
+    }
+    let skipped = policy_checks(&report, "skipped");
+    assert!(
+        has(
+            &skipped,
+            &[
+                "as role `oncall`",
+                "ttl_minutes = 60 (inside)",
+                "allowed by oncall-narrow-and-short",
+                "not sent"
+            ]
+        ),
+        "{skipped:#?}"
+    );
+    assert!(block_calls(&f).is_empty(), "the probe ran nothing on a sound gateway");
+
+    // The files now allow on-call engineers 59 minutes; the gateway, not reloaded, still 60.
+    let file = f.path().join("policies-dev/firewall.cedar");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("context.args.ttl_minutes <= 60", "context.args.ttl_minutes <= 59"),
+    )
+    .unwrap();
+    let (code, report) = probe_report(&f, gw.url("dev"));
+    assert_eq!(code, 1);
+    let found = policy_checks(&report, "finding");
+    // One value, on the edge of two conditions: sent once, a finding under each.
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .all(|c| c.contains("as role `oncall`") && c.contains("ttl_minutes = 60 (outside)") && c.contains("the call ran")),
+        "{found:#?}"
+    );
+    assert!(has(&found, &["`ttl_minutes <= 59`", "say deny"]), "{found:#?}");
+    assert_eq!(
+        block_calls(&f).len(),
+        1,
+        "the one call the stale set let through ran once, and is the finding"
+    );
+    let all: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "finding")
+        .collect();
+    assert!(
+        all.iter().any(|c| c["name"] == "no tool executed on a denied path"),
+        "the audit group sees the execution too: {all:#?}"
+    );
+
+    // Reloaded, the gateway decides as its files say again.
+    let (code, out, err) = capgate(&["reload", "--config", f.config().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, report) = probe_report(&f, gw.url("dev"));
+    assert_eq!(code, 0, "{:#?}", policy_checks(&report, "finding"));
+    assert_eq!(block_calls(&f).len(), 1);
+}

@@ -1,8 +1,6 @@
 //! `capgate policy`: the Cedar schema an environment's policies are checked against
 //! (`schema`), and a table of requests with the decisions they must get (`test`), run
-//! against the policies as the gateway would decide them: the contract's arguments checked
-//! first, then the roles, then the policies, with approval where the contract or a
-//! determining `@approval` permit asks for it.
+//! against the policies as the gateway would decide them (`policy::offline`).
 
 use std::path::Path;
 
@@ -12,7 +10,7 @@ use serde_json::{Map, Value};
 use super::Failure;
 use crate::config::Config;
 use crate::identity::Principal;
-use crate::policy::{CallFacts, PolicyEngine, RolePolicy};
+use crate::policy::offline;
 
 fn load(config: &Path) -> Result<Config, Failure> {
     crate::config::load(config).map_err(|problems| Failure::Usage(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))
@@ -71,21 +69,6 @@ fn decide(config: &Config, case: &Case) -> Result<(&'static str, Vec<String>), S
         .contracts
         .get(&case.tool)
         .ok_or(format!("no contract `{}` in environment `{}`", case.tool, env.name))?;
-    for (name, spec) in &contract.args {
-        if !spec.optional && !case.args.contains_key(name) {
-            return Ok(("deny", vec![format!("argument `{name}` is required")]));
-        }
-    }
-    for (name, value) in &case.args {
-        match contract.args.get(name) {
-            Some(spec) => {
-                if let Err(rule) = spec.check(value) {
-                    return Ok(("deny", vec![format!("argument `{name}` {rule}")]));
-                }
-            }
-            None => return Ok(("deny", vec![format!("`{name}` is not an argument of this tool")])),
-        }
-    }
     let caller = Principal {
         auth_method: "jwt".into(),
         cert: None,
@@ -94,42 +77,14 @@ fn decide(config: &Config, case: &Case) -> Result<(&'static str, Vec<String>), S
         sub: case.sub.clone(),
         token_id: None,
     };
-    let upstream = contract
-        .backend
-        .as_ref()
-        .map(|b| b.upstream.clone())
-        .or_else(|| config.upstreams_of(&env.name).next().map(|u| u.name.clone()))
-        .unwrap_or_default();
-    let facts = CallFacts {
-        env: &env.name,
-        caller: &caller,
-        contract,
-        upstream: &upstream,
-        args: &case.args,
-    };
     let at = match &case.at {
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        None => offline::now(),
         Some(t) => time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
             .map_err(|e| format!("`at = \"{t}\"`: {e}"))?
             .unix_timestamp(),
     };
-    let roles = RolePolicy.may_call(&facts);
-    let decision = match (&env.policies, roles.allowed()) {
-        (_, false) => roles,
-        (Some(set), true) => set.decide(&facts, at),
-        (None, true) => roles,
-    };
-    let ids = decision.reasons().iter().map(|r| r.to_string()).collect();
-    let word = if !decision.allowed() {
-        "deny"
-    } else if contract.requires_approval || decision.approval().is_some() {
-        "pending"
-    } else {
-        "allow"
-    };
-    Ok((word, ids))
+    let (word, ids) = offline::decide(config, env, contract, &caller, &case.args, at);
+    Ok((word.as_str(), ids))
 }
 
 /// Runs every case of the table in `file`; exit 1 on any mismatch.

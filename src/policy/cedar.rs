@@ -296,16 +296,7 @@ impl CedarPolicies {
             return Err(problems);
         }
         let may_need_approval = contracts
-            .filter(|c| {
-                set.policies().any(|p| {
-                    p.annotation("approval").is_some()
-                        && match p.action_constraint() {
-                            ActionConstraint::Any => true,
-                            ActionConstraint::Eq(a) => a.id().unescaped() == c.key,
-                            ActionConstraint::In(list) => list.iter().any(|a| a.id().unescaped() == c.key),
-                        }
-                })
-            })
+            .filter(|c| set.policies().any(|p| p.annotation("approval").is_some() && applies_to(p, c)))
             .map(|c| c.key.clone())
             .collect();
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -344,6 +335,16 @@ impl CedarPolicies {
 
     pub(crate) fn may_need_approval(&self, contract: &Contract) -> bool {
         self.may_need_approval.contains(&contract.key)
+    }
+
+    /// The id and JSON form (cedar's EST) of each policy whose scope may take in a call of
+    /// `contract` (for `edges.rs`).
+    pub(crate) fn policies_for(&self, contract: &Contract) -> Vec<(String, Value)> {
+        self.set
+            .policies()
+            .filter(|p| applies_to(p, contract))
+            .filter_map(|p| Some((p.id().to_string(), p.to_json().ok()?)))
+            .collect()
     }
 
     /// The set's decision on a call the roles allowed, at `now` (Unix seconds).
@@ -472,6 +473,15 @@ fn time_of(t: i64) -> Value {
 
 /// A permit's `@approval("role, role")` and `@approvals("N")`; `Err`: an annotation that
 /// does not read (or on a `forbid`, where it means nothing).
+/// Whether a policy's action scope takes in calls of `contract` (its conditions aside).
+fn applies_to(p: &Policy, contract: &Contract) -> bool {
+    match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => a.id().unescaped() == contract.key,
+        ActionConstraint::In(list) => list.iter().any(|a| a.id().unescaped() == contract.key),
+    }
+}
+
 fn approval_of(p: &Policy) -> Result<Option<ApprovalNeed>, String> {
     let roles = p.annotation("approval");
     let count = p.annotation("approvals");

@@ -12,6 +12,8 @@
 //! variants, so a new one breaks each place that must handle it.
 
 pub(crate) mod cedar;
+pub(crate) mod edges;
+pub(crate) mod offline;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@
 //! broken check from the error's list of offending arguments). Any record of an execution
 //! under one of the probe's trace IDs is a finding.
 
+mod policies;
 mod protocol;
 pub(crate) mod report;
 pub(crate) mod tabletop;
@@ -392,18 +393,21 @@ impl<'a> Probe<'a> {
     /// The roles of the probe identity: none when minted; the supplied token's otherwise
     /// (read, not verified: the gateway verifies it).
     fn probe_roles(&self) -> Vec<String> {
-        let Some(t) = &self.opts.token else { return Vec::new() };
-        let claims: Option<Value> = t
-            .split('.')
-            .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-            .and_then(|b| serde_json::from_slice(&b).ok());
         let roles_claim = self.env.issuers.first().map(|i| i.roles_claim.as_str()).unwrap_or("roles");
-        claims
-            .as_ref()
-            .and_then(|c| c.get(roles_claim))
+        self.supplied_claims()
+            .get(roles_claim)
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The claims of the supplied token, read, not verified (the gateway verifies it).
+    fn supplied_claims(&self) -> Map<String, Value> {
+        let Some(t) = &self.opts.token else { return Map::new() };
+        t.split('.')
+            .nth(1)
+            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
 
@@ -440,6 +444,7 @@ impl<'a> Probe<'a> {
         for c in &contracts {
             self.arguments(c).await?;
         }
+        self.policies(&contracts).await?;
         self.surface().await?;
         self.approvals(&contracts).await?;
         if self.opts.simulate_outage {
