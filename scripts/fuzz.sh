@@ -19,7 +19,7 @@ profile=--dev
 log=$(mktemp)
 # New inputs go to a scratch corpus; the committed seeds under corpus/ are only read.
 scratch=$(mktemp -d)
-for target in contract_file arg_types request_body token upstream_answer input_responses store_setting resource_uri; do
+for target in contract_file arg_types request_body token upstream_answer input_responses store_setting resource_uri policy_file; do
   mkdir -p "corpus/$target" "$scratch/$target"
   if ! cargo fuzz run $profile "$target" "$scratch/$target" "corpus/$target" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log"

@@ -388,8 +388,106 @@ pub fn input_responses(data: &[u8]) {
     );
 }
 
+/// Policy loader: a `.cedar` file checked against the seed contract's schema. Never panics;
+/// a refused file has every problem placed in it; a loaded set decides every call
+/// deterministically, allows only by permits it holds (and names them), and the edges the
+/// probe derives from it are values the contract accepts.
+pub fn policy_file(data: &[u8]) {
+    use crate::identity::Principal;
+    use crate::policy::CallFacts;
+    use crate::policy::cedar::CedarPolicies;
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(mut contracts) = crate::contract::parse_file_text(
+        r#"{"tool": "create_firewall_block", "allowed_roles": ["oncall", "incident_commander"], "arg_schema": {"ip": "cidr", "ttl_minutes": "1-240"}, "side_effects": "destructive"}"#,
+        "seed.json",
+        false,
+    ) else {
+        panic!("the seed contract does not load");
+    };
+    let contract = contracts.remove(0);
+    let texts = [("fuzz.cedar".to_string(), text.to_string())];
+    let set = match CedarPolicies::from_texts(&texts, std::iter::once(&contract), 60) {
+        Err(problems) => {
+            assert!(!problems.is_empty(), "a refused set names no problem");
+            for p in &problems {
+                assert!(
+                    p.at.starts_with("fuzz.cedar"),
+                    "a problem placed outside the file: {} {}",
+                    p.at,
+                    p.message
+                );
+            }
+            return;
+        }
+        Ok(set) => set,
+    };
+    let permits: std::collections::BTreeSet<String> = set
+        .policies_for(&contract)
+        .into_iter()
+        .filter(|(_, json)| json.get("effect").and_then(Value::as_str) == Some("permit"))
+        .map(|(id, _)| id)
+        .collect();
+    let baseline = serde_json::json!({"ip": "192.0.2.77/32", "ttl_minutes": 1});
+    let Value::Object(baseline) = baseline else { return };
+    let mut calls = vec![baseline.clone()];
+    for edge in set.edges(&contract, &baseline) {
+        for (value, _) in &edge.values {
+            let spec = contract
+                .args
+                .get(&edge.argument)
+                .unwrap_or_else(|| panic!("an edge of an unknown argument `{}`", edge.argument));
+            assert!(spec.check(value).is_ok(), "an edge value the contract refuses: {value}");
+            let mut args = baseline.clone();
+            args.insert(edge.argument.clone(), value.clone());
+            calls.push(args);
+        }
+    }
+    for roles in [vec![], vec!["oncall".to_string()], vec!["incident_commander".to_string()]] {
+        let caller = Principal {
+            auth_method: "jwt".into(),
+            cert: None,
+            iss: "https://idp.fuzz.test".into(),
+            roles,
+            sub: "fuzz".into(),
+            token_id: None,
+        };
+        for args in &calls {
+            let facts = CallFacts {
+                env: "fuzz",
+                caller: &caller,
+                contract: &contract,
+                upstream: "demo",
+                args,
+            };
+            let d = set.decide(&facts, 1_767_225_600);
+            assert_eq!(d, set.decide(&facts, 1_767_225_600), "the same call decided twice differently");
+            if d.allowed() {
+                assert!(!d.reasons().is_empty(), "an allow that names no permit");
+                for r in d.reasons() {
+                    assert!(
+                        permits.contains(r.as_ref()),
+                        "allowed by `{r}`, which is not a permit of this contract"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_policy_target_holds_on_its_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/policy_file");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            super::policy_file(&std::fs::read(entry.unwrap().path()).unwrap());
+            seeds += 1;
+        }
+        assert!(seeds >= 4);
+        super::policy_file(b"permit (principal, action, resource) when { context.args.ttl_minutes > 9223372036854775807 };");
+    }
+
     #[test]
     fn the_token_target_holds_on_its_seeds() {
         let now = std::time::SystemTime::now()

@@ -507,3 +507,40 @@ fn the_probe_tries_each_policy_edge_and_catches_a_gateway_running_other_policies
     assert_eq!(code, 0, "{:#?}", policy_checks(&report, "finding"));
     assert_eq!(block_calls(&f).len(), 1);
 }
+
+/// A call waiting for approval when a reload puts other rules in force is answered pending
+/// then, not released later under the rules it was decided by: its repeat is decided anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_approval_is_answered_pending_at_a_reload_and_never_released_under_the_old_rules() {
+    let f = fixture();
+    let config = f.config();
+    let gw = Gateway::start(&config, &ENVS);
+    let ic = f.token("dev", "ivan", &["incident_commander"]);
+    let mut waiting = Mcp::open(gw.url("dev"), &ic).await;
+    let long = json!({"ip": "203.0.113.0/24", "ttl_minutes": 90});
+    let params = json!({"name": "create_firewall_block", "arguments": long, "_meta": {"capgate/approval_wait": 120}});
+    let call = tokio::spawn(async move { waiting.rpc("tools/call", params).await });
+    let opened = f.audit_reason_code("dev", "approval_required", 1);
+    assert_eq!(opened.len(), 1, "the call did not open its request");
+    let id = opened[0]["approval"]["id"].as_str().unwrap().to_string();
+
+    let (code, out, err) = capgate(&["reload", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let approved = http()
+        .post(format!("{}/api/approvals/{id}/approve", gw.base("dev")))
+        .bearer_auth(f.token("dev", "sara", &["security_lead"]))
+        .json(&json!({"reason": "after the reload"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+    let answer = call.await.unwrap();
+    assert_eq!(answer.body["result"]["structuredContent"]["status"], "pending", "{}", answer.text);
+    assert!(block_calls(&f).is_empty(), "the wait released nothing under the retired rules");
+
+    // The repeat is decided by the rules now in force, and runs once on the approval.
+    let mut again = Mcp::open(gw.url("dev"), &ic).await;
+    let repeat = again.call("create_firewall_block", long).await;
+    assert!(repeat.body["result"]["structuredContent"]["status"] != "pending", "{}", repeat.text);
+    assert_eq!(block_calls(&f).len(), 1);
+}

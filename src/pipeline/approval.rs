@@ -240,8 +240,11 @@ pub(crate) async fn decide(rt: &Runtime, auth: &Authenticated, ctx: &CallCtx, au
     })
 }
 
-/// Waits until the request leaves `pending`, the deadline passes, the caller cancels, or the
-/// call is dropped. Returns the new status if it changed and the caller still waits.
+/// Waits until the request leaves `pending`, the deadline passes, the caller cancels, the
+/// call is dropped, or a reload retires the generation the call runs on (a call released
+/// under rules no longer in force would run past them: the caller is answered pending, and
+/// its repeat is decided by the new ones). Returns the new status if it changed and the
+/// caller still waits.
 async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait: &Wait) -> Option<Status> {
     let events = &rt.approval_events;
     loop {
@@ -254,6 +257,10 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
         // the wait unreleased.
         if wait.cancelled.is_cancelled() {
             tracing::info!(env = %rt.env.name, trace_id = %req.trace_id, "the caller cancelled its wait for approval {}; it stays pending", req.id);
+            return None;
+        }
+        if rt.retired.is_cancelled() {
+            tracing::info!(env = %rt.env.name, trace_id = %req.trace_id, "contracts and policies were reloaded while a call waited for approval {}; it is answered pending, and its repeat is decided anew", req.id);
             return None;
         }
         let current = match rt.store.approval(&req.id).await {
@@ -283,6 +290,7 @@ async fn wait_for_decision(rt: &Runtime, req: &Request, deadline: Instant, wait:
         tokio::select! {
             biased;
             () = wait.cancelled.cancelled() => {}
+            () = rt.retired.cancelled() => {}
             _ = tokio::time::timeout(look_again, notified) => {}
         }
     }

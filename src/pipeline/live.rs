@@ -106,7 +106,8 @@ impl Live {
                 let rec = record(&name, Decision::Allow, ReasonCode::Reloaded, &answer, &next);
                 match running.audit.append(rec).await {
                     Ok(_) => {
-                        *self.now.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                        let old = std::mem::replace(&mut *self.now.write().unwrap_or_else(|p| p.into_inner()), Arc::new(next));
+                        old.retired.cancel();
                         answer.applied = true;
                         tracing::info!(env = %name, "reloaded: contracts {}, policies {}", short(&answer.offered), policies_of(&answer.offered));
                     }
@@ -149,6 +150,7 @@ async fn build_next(running: &Runtime, config: &Config, env: Arc<Environment>) -
         policy: super::routes::engine_of(&env),
         env,
         routes: resolved.routes,
+        retired: Default::default(),
     };
     next.apply_pins(&resolved.current)
         .map_err(|e| vec![format!("environment `{}`: pins: {e}", next.env.name)])?;

@@ -68,6 +68,10 @@ pub struct Runtime {
     env: Arc<Environment>,
     policy: Arc<dyn PolicyEngine>,
     routes: HashMap<String, Route>,
+    /// Cancelled when a reload swaps this generation out: what outlives a request (a wait
+    /// for approval, a listen stream) ends then rather than go on under rules no longer in
+    /// force.
+    retired: tokio_util::sync::CancellationToken,
 }
 
 /// What an environment keeps across reloads: its identity keys, its audit log, its rate
@@ -128,6 +132,11 @@ impl Runtime {
 
     pub(crate) fn policy(&self) -> &Arc<dyn PolicyEngine> {
         &self.policy
+    }
+
+    /// Cancelled once a reload has put another generation in force.
+    pub(crate) fn retired(&self) -> &tokio_util::sync::CancellationToken {
+        &self.retired
     }
 
     pub(crate) fn approval_events(&self) -> &tokio::sync::Notify {

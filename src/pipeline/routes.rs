@@ -406,6 +406,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         policy: engine_of(&env),
         env,
         routes: resolved.routes,
+        retired: Default::default(),
     };
     rt.apply_pins(&resolved.current)
         .map_err(|e| anyhow!("environment `{}`: pins: {e}", rt.env.name))?;

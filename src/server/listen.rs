@@ -122,11 +122,21 @@ pub(crate) async fn try_serve(
         ));
     }
     let expires = ends.caller.as_ref().map_or(0, |c| c.auth.expires_at());
-    Ok(stream(id, accepted, (tx, rx), expires, shutdown.clone(), ends))
+    // The stream ends, with its final result, at shutdown and when a reload retires the
+    // rules its subscriptions were decided by (the caller listens again, decided anew).
+    let stop = shutdown.child_token();
+    let (retired, ended) = (rt.retired().clone(), stop.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = retired.cancelled() => ended.cancel(),
+            () = ended.cancelled() => {}
+        }
+    });
+    Ok(stream(id, accepted, (tx, rx), expires, stop, ends))
 }
 
 /// The stream's messages as SSE events: the acknowledgement, each update, and at the token's
-/// expiry (or the gateway's shutdown) the final result.
+/// expiry (or the gateway's shutdown, or a reload) the final result.
 fn stream(
     id: Value,
     accepted: SubscriptionFilter,
@@ -152,12 +162,15 @@ fn stream(
         shutdown: tokio_util::sync::CancellationToken,
         done: bool,
         _ends: Ends,
+        // A stream that ends first ends the task watching for the reload (`try_serve`).
+        _watching: tokio_util::sync::DropGuard,
     }
     let open = Open {
         _tx: tx,
         rx,
         id,
         until,
+        _watching: shutdown.clone().drop_guard(),
         shutdown,
         done: false,
         _ends: ends,
