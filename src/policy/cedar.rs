@@ -24,14 +24,14 @@
 //! INVARIANT: a set that does not validate against the schema is never used, and any
 //! evaluation that fails, for whatever reason, denies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde_json::{Map, Value, json};
 
@@ -43,13 +43,16 @@ const NAMESPACE: &str = "Capgate";
 /// An environment's policy set, validated, with what decisions are recorded against.
 pub(crate) struct CedarPolicies {
     set: PolicySet,
-    schema: Schema,
     /// SHA-256 over every file's name and text, in name order.
     digest: String,
     /// Minutes east of UTC of the environment's local time (`policy_utc_offset`).
     utc_offset_minutes: i32,
     /// The contracts (by key) that some `@approval` permit may apply to.
     may_need_approval: std::collections::BTreeSet<String>,
+    /// Each contract's share of the set: the policies whose action scope takes it in. A
+    /// call is decided by its share alone (the others cannot match it), so a set of many
+    /// policies over many tools costs each call only its own.
+    by_contract: HashMap<String, PolicySet>,
     authorizer: Authorizer,
 }
 
@@ -296,9 +299,23 @@ impl CedarPolicies {
             return Err(problems);
         }
         let may_need_approval = contracts
+            .clone()
             .filter(|c| set.policies().any(|p| p.annotation("approval").is_some() && applies_to(p, c)))
             .map(|c| c.key.clone())
             .collect();
+        let mut by_contract = HashMap::new();
+        for c in contracts {
+            let mut share = PolicySet::new();
+            for p in set.policies().filter(|p| applies_to(p, c)) {
+                share.add(p.clone()).map_err(|e| {
+                    vec![Problem {
+                        at: "(the policy set)".into(),
+                        message: e.to_string(),
+                    }]
+                })?;
+            }
+            by_contract.insert(c.key.clone(), share);
+        }
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         for (file, text) in texts {
             sha2::Digest::update(&mut hasher, file.as_bytes());
@@ -308,10 +325,10 @@ impl CedarPolicies {
         }
         Ok(Self {
             set,
-            schema,
             digest: hex::encode(sha2::Digest::finalize(hasher)),
             utc_offset_minutes,
             may_need_approval,
+            by_contract,
             authorizer: Authorizer::new(),
         })
     }
@@ -359,23 +376,34 @@ impl CedarPolicies {
         let principal = uid("Caller", &format!("{} {}", call.caller.iss, call.caller.sub)).ok_or("the caller's id")?;
         let action = uid("Action", &call.contract.key).ok_or("the action's id")?;
         let resource = uid("Upstream", call.upstream).ok_or("the upstream's id")?;
-        let mut caller = json!({
-            "sub": call.caller.sub,
-            "iss": call.caller.iss,
-            "roles": call.caller.roles,
-            "environment": call.env,
-        });
-        if let (Some(cert), Some(o)) = (&call.caller.cert, caller.as_object_mut()) {
-            o.insert("certificate".into(), Value::String(cert.subject.clone()));
-        }
-        let entities = json!([
-            {"uid": {"type": format!("{NAMESPACE}::Caller"), "id": format!("{} {}", call.caller.iss, call.caller.sub)}, "attrs": caller, "parents": []},
-            {"uid": {"type": format!("{NAMESPACE}::Upstream"), "id": call.upstream}, "attrs": {"name": call.upstream}, "parents": []}
+        // Built as values, not parsed from JSON against the schema: they are made here to
+        // the schema's shape, the policies were validated against it at load, and a value of
+        // another type would fail its policy's evaluation, which denies.
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::from([
+            ("sub".to_string(), text(&call.caller.sub)),
+            ("iss".to_string(), text(&call.caller.iss)),
+            (
+                "roles".to_string(),
+                RestrictedExpression::new_set(call.caller.roles.iter().map(|r| text(r))),
+            ),
+            ("environment".to_string(), text(call.env)),
         ]);
-        let entities = Entities::from_json_value(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
-        let context = Context::from_json_value(self.context_of(call, now), Some((&self.schema, &action))).map_err(|e| e.to_string())?;
-        let request = Request::new(principal, action, resource, context, Some(&self.schema)).map_err(|e| e.to_string())?;
-        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        if let Some(cert) = &call.caller.cert {
+            attrs.insert("certificate".into(), text(&cert.subject));
+        }
+        let caller = Entity::new(principal.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
+        let upstream = Entity::new(
+            resource.clone(),
+            HashMap::from([("name".to_string(), text(call.upstream))]),
+            HashSet::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities([caller, upstream], None).map_err(|e| e.to_string())?;
+        let context = Context::from_pairs(self.context_of(call, now)?).map_err(|e| e.to_string())?;
+        let request = Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
+        // Only the policies whose scope takes in this contract: the others cannot match.
+        let set = self.by_contract.get(&call.contract.key).unwrap_or(&self.set);
+        let response = self.authorizer.is_authorized(&request, set, &entities);
         // Sorted: cedar's set of reasons has no order of its own, and records must not vary.
         let mut reasons: Vec<Arc<str>> = response.diagnostics().reason().map(|id| Arc::from(id.to_string())).collect();
         reasons.sort();
@@ -420,9 +448,9 @@ impl CedarPolicies {
 
     /// The context of a call: its validated arguments as typed values, the time, the
     /// contract's side effects.
-    fn context_of(&self, call: &CallFacts<'_>, now: i64) -> Value {
-        let mut args = Map::new();
-        let mut prefixes = Map::new();
+    fn context_of(&self, call: &CallFacts<'_>, now: i64) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let mut args = Vec::new();
+        let mut prefixes = Vec::new();
         for (name, spec) in &call.contract.args {
             let Some(v) = call.args.get(name) else {
                 continue;
@@ -436,30 +464,53 @@ impl CedarPolicies {
                         None => Some(if s.contains(':') { 128 } else { 32 }),
                     };
                     if let Some(len) = len {
-                        prefixes.insert(name.clone(), json!(len));
+                        prefixes.push((name.clone(), RestrictedExpression::new_long(len)));
                     }
-                    json!({"__extn": {"fn": "ip", "arg": s}})
+                    RestrictedExpression::new_ip(s)
                 }
-                (ArgType::Ip(_), Value::String(s)) => json!({"__extn": {"fn": "ip", "arg": s}}),
-                (ArgType::Int { .. }, Value::Number(_)) | (ArgType::Bool, Value::Bool(_)) => v.clone(),
-                (_, Value::String(_)) => v.clone(),
+                (ArgType::Ip(_), Value::String(s)) => RestrictedExpression::new_ip(s),
+                (ArgType::Int { .. }, Value::Number(n)) => match n.as_i64() {
+                    Some(n) => RestrictedExpression::new_long(n),
+                    None => continue,
+                },
+                (ArgType::Bool, Value::Bool(b)) => RestrictedExpression::new_bool(*b),
+                (_, Value::String(s)) => text(s),
                 // A value the contract accepted that is none of these has no Cedar type here;
                 // leaving it out makes a policy that reads it fail, and deny.
                 _ => continue,
             };
-            args.insert(name.clone(), typed);
+            args.push((name.clone(), typed));
         }
-        json!({
-            "args": args,
-            "prefixes": prefixes,
-            "time": {"utc": time_of(now), "local": time_of(now + i64::from(self.utc_offset_minutes) * 60)},
-            "side_effects": call.contract.side_effects.as_str(),
-        })
+        let record = |fields: Vec<(String, RestrictedExpression)>| RestrictedExpression::new_record(fields).map_err(|e| e.to_string());
+        let clock = |t: i64| {
+            let (hour, minute, weekday) = time_of(t);
+            record(vec![
+                ("hour".into(), RestrictedExpression::new_long(hour)),
+                ("minute".into(), RestrictedExpression::new_long(minute)),
+                ("weekday".into(), text(weekday)),
+            ])
+        };
+        Ok(vec![
+            ("args".into(), record(args)?),
+            ("prefixes".into(), record(prefixes)?),
+            (
+                "time".into(),
+                record(vec![
+                    ("utc".into(), clock(now)?),
+                    ("local".into(), clock(now + i64::from(self.utc_offset_minutes) * 60)?),
+                ])?,
+            ),
+            ("side_effects".into(), text(call.contract.side_effects.as_str())),
+        ])
     }
 }
 
+fn text(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
+}
+
 /// Hour, minute and weekday of Unix second `t`.
-fn time_of(t: i64) -> Value {
+fn time_of(t: i64) -> (i64, i64, &'static str) {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let day = t.div_euclid(86_400);
     let in_day = t.rem_euclid(86_400);
@@ -468,11 +519,9 @@ fn time_of(t: i64) -> Value {
         .get(usize::try_from((day + 3).rem_euclid(7)).unwrap_or(0))
         .copied()
         .unwrap_or("Mon");
-    json!({"hour": in_day / 3600, "minute": in_day % 3600 / 60, "weekday": weekday})
+    (in_day / 3600, in_day % 3600 / 60, weekday)
 }
 
-/// A permit's `@approval("role, role")` and `@approvals("N")`; `Err`: an annotation that
-/// does not read (or on a `forbid`, where it means nothing).
 /// Whether a policy's action scope takes in calls of `contract` (its conditions aside).
 fn applies_to(p: &Policy, contract: &Contract) -> bool {
     match p.action_constraint() {
@@ -482,6 +531,8 @@ fn applies_to(p: &Policy, contract: &Contract) -> bool {
     }
 }
 
+/// A permit's `@approval("role, role")` and `@approvals("N")`; `Err`: an annotation that
+/// does not read (or on a `forbid`, where it means nothing).
 fn approval_of(p: &Policy) -> Result<Option<ApprovalNeed>, String> {
     let roles = p.annotation("approval");
     let count = p.annotation("approvals");
@@ -520,8 +571,8 @@ mod tests {
     #[test]
     fn weekdays_and_hours_are_those_of_the_calendar() {
         // 2026-12-08T09:30:00Z is a Tuesday.
-        assert_eq!(time_of(1_796_722_200), json!({"hour": 9, "minute": 30, "weekday": "Tue"}));
-        assert_eq!(time_of(0), json!({"hour": 0, "minute": 0, "weekday": "Thu"}));
-        assert_eq!(time_of(-1), json!({"hour": 23, "minute": 59, "weekday": "Wed"}));
+        assert_eq!(time_of(1_796_722_200), (9, 30, "Tue"));
+        assert_eq!(time_of(0), (0, 0, "Thu"));
+        assert_eq!(time_of(-1), (23, 59, "Wed"));
     }
 }
