@@ -83,7 +83,8 @@ fn decide(config: &Config, case: &Case) -> Result<(&'static str, Vec<String>), S
             .map_err(|e| format!("`at = \"{t}\"`: {e}"))?
             .unix_timestamp(),
     };
-    let (word, ids) = offline::decide(config, env, contract, &caller, &case.args, at);
+    let upstream = config.upstream_name_of(&env.name, contract);
+    let (word, ids) = offline::decide(&env.name, env.policies.as_deref(), contract, &upstream, &caller, &case.args, at);
     Ok((word.as_str(), ids))
 }
 

@@ -202,6 +202,17 @@ impl Config {
         self.environments.iter().find(|e| e.name == name)
     }
 
+    /// The upstream a contract's calls go to, as policies see it (`resource`), without
+    /// connecting: the one its `backend` names, else the environment's first.
+    pub(crate) fn upstream_name_of(&self, env: &str, contract: &Contract) -> String {
+        contract
+            .backend
+            .as_ref()
+            .map(|b| b.upstream.clone())
+            .or_else(|| self.upstreams_of(env).next().map(|u| u.name.clone()))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn upstreams_of<'a>(&'a self, env: &'a str) -> impl Iterator<Item = &'a Arc<Upstream>> + 'a {
         self.upstreams.iter().filter(move |u| u.environment == env)
     }

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::cedar::CedarPolicies;
 use super::{CallFacts, PolicyEngine, RolePolicy};
-use crate::config::{Config, Environment};
 use crate::contract::Contract;
 use crate::identity::Principal;
 
@@ -28,23 +28,15 @@ impl Expected {
     }
 }
 
-/// The upstream a contract's calls go to, as the policies see it (`resource`): the one its
-/// `backend` names, else the environment's first.
-pub(crate) fn upstream_of(config: &Config, env: &Environment, contract: &Contract) -> String {
-    contract
-        .backend
-        .as_ref()
-        .map(|b| b.upstream.clone())
-        .or_else(|| config.upstreams_of(&env.name).next().map(|u| u.name.clone()))
-        .unwrap_or_default()
-}
-
 /// The decision on `caller` calling `contract` with `args` at `at` (Unix seconds), and the
 /// ids of what decided it (a refused argument's rule, where the contract refused).
+/// `policies` are the environment's (`None`: roles alone), `upstream` the one that serves
+/// the contract (`Config::upstream_name_of`).
 pub(crate) fn decide(
-    config: &Config,
-    env: &Environment,
+    env: &str,
+    policies: Option<&CedarPolicies>,
     contract: &Contract,
+    upstream: &str,
     caller: &Principal,
     args: &Map<String, Value>,
     at: i64,
@@ -64,16 +56,15 @@ pub(crate) fn decide(
             None => return (Expected::Deny, vec![format!("`{name}` is not an argument of this tool")]),
         }
     }
-    let upstream = upstream_of(config, env, contract);
     let facts = CallFacts {
-        env: &env.name,
+        env,
         caller,
         contract,
-        upstream: &upstream,
+        upstream,
         args,
     };
     let roles = RolePolicy.may_call(&facts);
-    let decision = match (&env.policies, roles.allowed()) {
+    let decision = match (policies, roles.allowed()) {
         (Some(set), true) => set.decide(&facts, at),
         _ => roles,
     };

@@ -115,6 +115,7 @@ impl Probe<'_> {
                 continue;
             };
             let edges = set.edges(c, &baseline);
+            let upstream = self.config.upstream_name_of(&self.env.name, c);
             if edges.is_empty() {
                 continue;
             }
@@ -125,7 +126,8 @@ impl Probe<'_> {
                     for (value, inside) in &edge.values {
                         let mut args = baseline.clone();
                         args.insert(edge.argument.clone(), value.clone());
-                        let (expected, ids) = offline::decide(self.config, &self.env, c, &caller.principal, &args, offline::now());
+                        let (expected, ids) =
+                            offline::decide(&self.env.name, Some(&set), c, &upstream, &caller.principal, &args, offline::now());
                         let side = if *inside { "inside" } else { "outside" };
                         let name = format!(
                             "`{}` as {}: `{}` ({}) with {} = {value} ({side})",
