@@ -427,3 +427,61 @@ async fn demo_starts_from_nothing_and_serves_the_seed_contract() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// `--log-format json`: every line on stderr is one JSON object, and the lines a request
+/// logs carry its trace ID (the one its audit records and its answer carry) under `span`,
+/// and never its token.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_requests_trace_id() {
+    let f = Fixture::new("");
+    let mut child = Command::new(bin())
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(f.config())
+        .env("CAPGATE_LOG", "warn,capgate=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = String::new();
+    while url.is_empty() {
+        let line = stdout.next().unwrap().unwrap();
+        if line.contains("environment `dev`") {
+            url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+        }
+    }
+    let token = f.token("dev", "alice", &["oncall"]);
+    let mut mcp = Mcp::open(&url, &token).await;
+    let allowed = mcp.call("list_tickets", json!({})).await;
+    assert!(allowed.body["result"].is_object(), "{}", allowed.text);
+    let refused = mcp.call("no_such_tool", json!({})).await;
+    assert_eq!(refused.error_code(), Some(-32602), "{}", refused.text);
+    let traces = [allowed.trace(), refused.trace()];
+    for t in &traces {
+        assert!(!f.audit_for_trace("dev", t).is_empty(), "the trace is the records' own");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    child.wait().unwrap();
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.is_object() && l["level"].is_string() && l["timestamp"].is_string())
+    );
+    for t in &traces {
+        assert!(
+            lines.iter().any(|l| l["span"]["trace_id"] == t.as_str()
+                && l["fields"]["message"] == "answered"
+                && l["span"]["method"] == "tools/call"),
+            "no line of the request with trace {t}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains(&token), "a token reached the log");
+}

@@ -26,8 +26,18 @@ use clap::{Parser, Subcommand};
     about = "A zero-trust gateway for agent tools: every MCP tool a narrow capability contract"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text`, or `json` (one object per line, with the
+    /// request's trace ID under `span`)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -329,18 +339,21 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => fmt.try_init(),
+        // The request span's fields (its trace ID, the audit records' own) on every line
+        // logged within it, for a log pipeline to join with the audit log and the traces.
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).try_init(),
+    };
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

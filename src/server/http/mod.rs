@@ -28,6 +28,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::budget::FailureBudget;
 use super::jsonguard::BodyError;
@@ -168,19 +169,37 @@ impl HttpState {
 
 /// `/mcp`, in front of rmcp's streamable HTTP service.
 async fn mcp(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    let (Ok(resp) | Err(resp)) = mcp_steps(&st, peer, req, next).await;
+    // Every request gets its trace ID and its facts first: every refusal has a record.
+    let (ex, body) = stamp::stamp(peer, req, Channel::Mcp);
+    let span = request_span(&ex);
+    let (Ok(resp) | Err(resp)) = mcp_steps(&st, ex, body, next).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
     resp
 }
 
-async fn mcp_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) -> Step<Response> {
-    // Every request gets its trace ID and its facts first: every refusal has a record.
-    let (mut ex, body) = stamp::stamp(peer, req, Channel::Mcp);
+/// The span a request's steps run in: what its log lines carry (its trace ID is its audit
+/// records'; never its token nor its arguments). The requests rmcp's session worker serves
+/// log from that worker's task; their lines name `trace_id` as a field instead.
+fn request_span(ex: &Exchange) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        trace_id = %ex.ctx.trace.as_str(),
+        // Known once the body is read (`mcp_steps`).
+        method = tracing::field::Empty,
+        session = ex.ctx.session_id.is_some(),
+    )
+}
+
+async fn mcp_steps(st: &Arc<HttpState>, mut ex: Exchange, body: Body, next: Next) -> Step<Response> {
     // Before anything is read: a browser page of another origin or under a rebound name must
     // never drive the gateway, and tokens go in headers only.
     admission::admit(st, &ex).await?;
     // Bounded before it is parsed; parsed once, here, so that the refusals below can name the
     // tool a request was for.
     body::read(st, &mut ex, body, Channel::Mcp).await?;
+    if let Some(m) = &ex.ctx.method {
+        tracing::Span::current().record("method", m.as_str());
+    }
     // Nothing of the tool surface is revealed, and no complaint about the body is answered,
     // to an unauthenticated caller.
     let auth = authn::authenticate_step(st, &ex, Channel::Mcp).await?;
@@ -205,12 +224,14 @@ async fn mcp_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) ->
 /// `/api/…`: the approvals API's handlers behind the same admission, body and identity
 /// steps; a handler takes the [`Caller`].
 async fn api(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    let (Ok(resp) | Err(resp)) = api_steps(&st, peer, req, next).await;
+    let (ex, body) = stamp::stamp(peer, req, Channel::Api);
+    let span = request_span(&ex);
+    let (Ok(resp) | Err(resp)) = api_steps(&st, ex, body, next).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
     resp
 }
 
-async fn api_steps(st: &Arc<HttpState>, peer: Peer, req: Request, next: Next) -> Step<Response> {
-    let (mut ex, body) = stamp::stamp(peer, req, Channel::Api);
+async fn api_steps(st: &Arc<HttpState>, mut ex: Exchange, body: Body, next: Next) -> Step<Response> {
     admission::admit(st, &ex).await?;
     body::read(st, &mut ex, body, Channel::Api).await?;
     let auth = authn::authenticate_step(st, &ex, Channel::Api).await?;
