@@ -53,12 +53,7 @@ pub(super) fn mint(config: &Path, env: &str, sub: &str, roles: &str, ttl: &str) 
         .ok_or_else(|| Failure::Usage(format!("no environment `{env}`")))?;
     let ttl =
         crate::contract::parse_duration(ttl).ok_or_else(|| Failure::Usage(format!("--ttl `{ttl}`: write a duration such as `15m`")))?;
-    let roles: Vec<String> = roles
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .collect();
+    let roles = crate::contract::split_list(roles);
     println!("{}", mint_for(env, sub, &roles, ttl.as_secs())?);
     Ok(())
 }

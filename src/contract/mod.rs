@@ -290,6 +290,11 @@ fn cerr(source: &str, message: impl Into<String>) -> ContractError {
 }
 
 /// `15m`, `30s`, `2h`, `1d`.
+/// A comma-separated list of names (roles): trimmed, empty entries dropped.
+pub(crate) fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_string).collect()
+}
+
 pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;

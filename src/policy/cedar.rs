@@ -545,12 +545,7 @@ fn approval_of(p: &Policy) -> Result<Option<ApprovalNeed>, String> {
     let Some(roles) = roles else {
         return Err("`@approvals` needs `@approval(\"role\")` naming who approves".into());
     };
-    let roles: Vec<String> = roles
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .collect();
+    let roles = crate::contract::split_list(roles);
     if roles.is_empty() {
         return Err("`@approval` names no role".into());
     }

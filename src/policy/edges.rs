@@ -42,6 +42,15 @@ enum Cond {
     Holds { name: String, range: IpNet },
 }
 
+impl Cond {
+    /// The argument the condition is on.
+    fn argument(&self) -> &str {
+        match self {
+            Cond::Arg { name, .. } | Cond::Prefix { name, .. } | Cond::Within { name, .. } | Cond::Holds { name, .. } => name,
+        }
+    }
+}
+
 const COMPARISONS: [&str; 6] = ["<", "<=", ">", ">=", "==", "!="];
 
 /// `context.FIELD.NAME`: the field (`args` or `prefixes`) and the name.
@@ -162,9 +171,7 @@ fn host(a: IpAddr, cidr: bool) -> Value {
 }
 
 fn values_of(cond: &Cond, contract: &Contract, baseline: &Map<String, Value>) -> Vec<(Value, bool)> {
-    let name = match cond {
-        Cond::Arg { name, .. } | Cond::Prefix { name, .. } | Cond::Within { name, .. } | Cond::Holds { name, .. } => name,
-    };
+    let name = cond.argument();
     let Some(spec) = contract.args.get(name) else { return Vec::new() };
     let candidates: Vec<(Value, bool)> = match (cond, &spec.ty) {
         (Cond::Arg { op, n, .. }, ArgType::Int { .. }) => around(op, *n).into_iter().map(|v| (json!(v), holds(op, v, *n))).collect(),
@@ -236,14 +243,9 @@ impl CedarPolicies {
             conditions(&json, &mut found);
             for cond in found {
                 let values = values_of(&cond, contract, baseline);
-                let argument = match &cond {
-                    Cond::Arg { name, .. } | Cond::Prefix { name, .. } | Cond::Within { name, .. } | Cond::Holds { name, .. } => {
-                        name.clone()
-                    }
-                };
                 let edge = Edge {
                     policy: id.clone(),
-                    argument,
+                    argument: cond.argument().to_string(),
                     condition: describe(&cond),
                     values,
                 };

@@ -211,14 +211,6 @@ pub(crate) struct CedarPolicy {
     pub(crate) set: Arc<cedar::CedarPolicies>,
 }
 
-impl CedarPolicy {
-    fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-}
-
 impl PolicyEngine for CedarPolicy {
     fn may_list(&self, caller: &Principal, contract: &Contract) -> PolicyDecision {
         // A list is decided without arguments, which the policies are about: the roles
@@ -231,7 +223,7 @@ impl PolicyEngine for CedarPolicy {
         if !roles.allowed() {
             return roles;
         }
-        self.set.decide(call, Self::now())
+        self.set.decide(call, offline::now())
     }
 
     fn may_approve(&self, approver: &Principal, request: &ApprovalFacts<'_>) -> PolicyDecision {

@@ -87,7 +87,7 @@ pub(super) async fn admit(st: &HttpState, ex: &Exchange) -> Step {
         None => Ok(()),
         // Nobody is authenticated yet: the record names no principal and no tool.
         Some(denial) => {
-            let rec = denial.record(&st.rt().env().name, &ex.ctx);
+            let rec = denial.record(&ex.rt.env().name, &ex.ctx);
             Err(st.refuse_unauthenticated(&ex.peer, &denial, rec).await)
         }
     }

@@ -11,7 +11,7 @@ use crate::pipeline::authn::{Authenticated, Authenticator};
 use crate::server::listener::Peer;
 
 pub(super) async fn authenticate_step(st: &HttpState, ex: &Exchange, channel: Channel) -> Step<Authenticated> {
-    let (verified, token_sent) = authenticate(&st.rt(), &ex.parts.headers, &ex.peer).await;
+    let (verified, token_sent) = authenticate(&ex.rt, &ex.parts.headers, &ex.peer).await;
     match verified {
         Ok(auth) => Ok(auth),
         Err(error) => {
@@ -21,7 +21,7 @@ pub(super) async fn authenticate_step(st: &HttpState, ex: &Exchange, channel: Ch
                 token_sent,
             };
             let rec = denial
-                .record(&st.rt().env().name, &ex.ctx)
+                .record(&ex.rt.env().name, &ex.ctx)
                 .tool(ex.tool.clone())
                 .args_digest(ex.args_digest());
             Err(st.refuse_unauthenticated(&ex.peer, &denial, rec).await)

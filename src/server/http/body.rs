@@ -19,7 +19,7 @@ pub(super) const MAX_API_BODY: usize = 16 * 1024;
 pub(super) async fn read(st: &HttpState, ex: &mut Exchange, body: Body, channel: Channel) -> Step {
     let limit = match channel {
         Channel::Api => MAX_API_BODY,
-        Channel::Mcp | Channel::Stdio => st.rt().env().max_body_bytes,
+        Channel::Mcp | Channel::Stdio => ex.rt.env().max_body_bytes,
     };
     let declared = ex
         .parts
@@ -28,14 +28,14 @@ pub(super) async fn read(st: &HttpState, ex: &mut Exchange, body: Body, channel:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > limit);
-    let after = st.rt().env().body_timeout;
+    let after = ex.rt.env().body_timeout;
     let bytes = match declared {
         Some(_) => None,
         None => match tokio::time::timeout(after, to_bytes(body, limit)).await {
             Ok(read) => read.ok(),
             Err(_) => {
                 let denial = Denial::BodyTimeout { after };
-                let rec = denial.record(&st.rt().env().name, &ex.ctx);
+                let rec = denial.record(&ex.rt.env().name, &ex.ctx);
                 let mut resp = st.refuse(&denial, rec, Value::Null).await;
                 // The rest of the body may never come: the connection cannot be reused.
                 resp.headers_mut()
@@ -46,7 +46,7 @@ pub(super) async fn read(st: &HttpState, ex: &mut Exchange, body: Body, channel:
     };
     let Some(bytes) = bytes else {
         let denial = Denial::BodyTooLarge { limit, declared, channel };
-        let rec = denial.record(&st.rt().env().name, &ex.ctx);
+        let rec = denial.record(&ex.rt.env().name, &ex.ctx);
         return Err(st.refuse(&denial, rec, Value::Null).await);
     };
     if channel == Channel::Mcp && ex.parts.method == Method::POST {

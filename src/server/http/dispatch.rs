@@ -24,6 +24,7 @@ pub(super) async fn dispatch(
 ) -> (Response, bool) {
     let Exchange {
         ctx,
+        rt,
         arrived,
         parts,
         bytes,
@@ -36,14 +37,13 @@ pub(super) async fn dispatch(
     let direct = match parsed {
         Some(body) if parts.method == Method::POST => {
             let version = parts.headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok());
-            let caller =
-                match crate::server::listen::try_serve(&st.rt(), &st.shutdown, super::headers::mirrors(version), &body, caller).await {
-                    Ok(resp) => return (resp, true),
-                    Err(caller) => caller,
-                };
+            let caller = match crate::server::listen::try_serve(&rt, &st.shutdown, super::headers::mirrors(version), &body, caller).await {
+                Ok(resp) => return (resp, true),
+                Err(caller) => caller,
+            };
             let sid = caller.call.session_id.clone();
             crate::server::direct::cancel(sid.as_deref(), &body);
-            crate::server::direct::try_serve(&st.rt(), &st.mcp_sessions, &parts.headers, sid.as_deref(), body, caller).await
+            crate::server::direct::try_serve(&rt, &st.mcp_sessions, &parts.headers, sid.as_deref(), body, caller).await
         }
         _ => Err(caller),
     };

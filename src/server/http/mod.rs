@@ -58,6 +58,9 @@ pub(crate) struct Caller {
 struct Exchange {
     peer: Peer,
     ctx: CallCtx,
+    /// The generation the request runs on, read once when it arrived (`pipeline::Live`):
+    /// its steps and its call see one set of contracts and policies.
+    rt: Arc<Runtime>,
     /// When its headers were read (for the call-latency histogram).
     arrived: Instant,
     parts: http::request::Parts,
@@ -170,7 +173,7 @@ impl HttpState {
 /// `/mcp`, in front of rmcp's streamable HTTP service.
 async fn mcp(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
     // Every request gets its trace ID and its facts first: every refusal has a record.
-    let (ex, body) = stamp::stamp(peer, req, Channel::Mcp);
+    let (ex, body) = stamp::stamp(peer, req, Channel::Mcp, st.rt());
     let span = request_span(&ex);
     let (Ok(resp) | Err(resp)) = mcp_steps(&st, ex, body, next).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));
@@ -224,7 +227,7 @@ async fn mcp_steps(st: &Arc<HttpState>, mut ex: Exchange, body: Body, next: Next
 /// `/api/…`: the approvals API's handlers behind the same admission, body and identity
 /// steps; a handler takes the [`Caller`].
 async fn api(State(st): State<Arc<HttpState>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
-    let (ex, body) = stamp::stamp(peer, req, Channel::Api);
+    let (ex, body) = stamp::stamp(peer, req, Channel::Api, st.rt());
     let span = request_span(&ex);
     let (Ok(resp) | Err(resp)) = api_steps(&st, ex, body, next).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "answered"));

@@ -44,7 +44,7 @@ fn stateless(v: Option<&str>) -> bool {
 }
 
 /// The refusal of this request, if it is one, and the JSON-RPC id its answer carries.
-fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denial, Value)> {
+fn problem(ex: &Exchange, auth: &Authenticated) -> Option<(Denial, Value)> {
     let headers = &ex.parts.headers;
     let version = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok());
     // Two versions: the gateway and the upstream could each believe another.
@@ -128,7 +128,7 @@ fn problem(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Option<(Denia
     }
     // Only the contract says which arguments are mirrored, and only one the caller may use
     // is looked at: another's is refused later, as unknown.
-    let rt = st.rt();
+    let rt = &ex.rt;
     if headers::mirrors(version)
         && kind == Kind::Request("tools/call")
         && let Some(contract) = envelope::member(body, &["params", "name"])
@@ -177,7 +177,7 @@ fn request_meta_missing(body: &Value) -> Option<&'static str> {
 }
 
 pub(super) async fn check(st: &HttpState, ex: &Exchange, auth: &Authenticated) -> Step {
-    let Some((denial, id)) = problem(st, ex, auth) else {
+    let Some((denial, id)) = problem(ex, auth) else {
         return Ok(());
     };
     // A duplicate key: the whole body's digest (its arguments cannot be told apart from its
@@ -187,7 +187,7 @@ pub(super) async fn check(st: &HttpState, ex: &Exchange, auth: &Authenticated) -
         _ => ex.args_digest(),
     };
     let rec = denial
-        .record(&st.rt().env().name, &ex.ctx)
+        .record(&ex.rt.env().name, &ex.ctx)
         .principal(Some(auth.principal()))
         .tool(ex.tool.clone())
         .args_digest(digest);

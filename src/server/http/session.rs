@@ -21,7 +21,7 @@ pub(super) async fn enter(st: &HttpState, ex: &Exchange, auth: &Authenticated) -
         Err(refusal) => {
             let denial = Denial::Session(refusal);
             let rec = denial
-                .record(&st.rt().env().name, &ex.ctx)
+                .record(&ex.rt.env().name, &ex.ctx)
                 .principal(Some(auth.principal()))
                 .tool(ex.tool.clone())
                 .args_digest(ex.args_digest());

@@ -2,6 +2,7 @@
 //! new one) and the facts of its client and MCP session, before anything can refuse it, so
 //! that every refusal after it has a complete record.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -9,13 +10,14 @@ use axum::extract::Request;
 
 use super::{Exchange, SESSION_HEADER};
 use crate::denial::Channel;
+use crate::pipeline::Runtime;
 use crate::request::{CallCtx, ClientRef, clean};
 use crate::server::listener::Peer;
 use crate::trace::TraceId;
 
 /// The exchange, and the body apart from it: the body is not `Sync`, and the exchange is
 /// borrowed across the steps' awaits.
-pub(super) fn stamp(peer: Peer, req: Request, channel: Channel) -> (Exchange, Body) {
+pub(super) fn stamp(peer: Peer, req: Request, channel: Channel, rt: Arc<Runtime>) -> (Exchange, Body) {
     let (parts, body) = req.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let ctx = CallCtx {
@@ -35,6 +37,7 @@ pub(super) fn stamp(peer: Peer, req: Request, channel: Channel) -> (Exchange, Bo
     let ex = Exchange {
         peer,
         ctx,
+        rt,
         arrived: Instant::now(),
         parts,
         bytes: Bytes::new(),
