@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of capgate. Installs the official MCP clients the interop tests drive (the
-# Python SDK and cryptography from tests/interop/requirements.txt, OpenSSL, PostgreSQL's start, the MCP Inspector and playwright-core, the MCP
+# Python SDK, cryptography and the Prometheus parser from tests/interop/requirements.txt, OpenSSL, PostgreSQL's start, the MCP Inspector and playwright-core, the MCP
 # conformance suite and Node 22 from their package-locks) and, as root on Debian, Chromium for the console's browser test; then
 # runs `cargo test`. Extra arguments go to cargo test.
 set -euo pipefail

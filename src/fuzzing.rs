@@ -57,26 +57,39 @@ pub fn arg_types(data: &[u8]) {
 fn ipv4_through_ipv6(ty: &crate::contract::ArgType, s: &str) -> Option<&'static str> {
     use std::net::Ipv6Addr;
     use std::str::FromStr;
-    // The first address of a range and its prefix: IPv4-mapped, SIIT, NAT64 (two), 6to4,
-    // Teredo, IPv4-compatible.
-    let embeds = |a: &Ipv6Addr| -> bool {
+    // Which of the ranges that embed IPv4 an address is in: IPv4-mapped, SIIT, NAT64 (two),
+    // 6to4, Teredo, IPv4-compatible. Each range is an interval, so a network lies inside one
+    // exactly when its first and last addresses are in the same one (a network from one range
+    // to the next holds both and the space between them: not inside either).
+    let range_of = |a: &Ipv6Addr| -> Option<u8> {
         let seg = a.segments();
-        a.to_ipv4_mapped().is_some()
-            || seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0
-            || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
-            || seg[..3] == [0x64, 0xff9b, 1]
-            || seg[0] == 0x2002
-            || seg[..2] == [0x2001, 0]
-            || (seg[..6] == [0; 6] && u128::from(*a) > 1)
+        if a.to_ipv4_mapped().is_some() {
+            Some(0)
+        } else if seg[..4] == [0, 0, 0, 0] && seg[4] == 0xffff && seg[5] == 0 {
+            Some(1)
+        } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            Some(2)
+        } else if seg[..3] == [0x64, 0xff9b, 1] {
+            Some(3)
+        } else if seg[0] == 0x2002 {
+            Some(4)
+        } else if seg[..2] == [0x2001, 0] {
+            Some(5)
+        } else if seg[..6] == [0; 6] && u128::from(*a) > 1 {
+            Some(6)
+        } else {
+            None
+        }
     };
     match ty {
         crate::contract::ArgType::Ip(_) => {
             let a = Ipv6Addr::from_str(s).ok()?;
-            embeds(&a).then_some("an IPv6 address that carries an IPv4 address")
+            range_of(&a).is_some().then_some("an IPv6 address that carries an IPv4 address")
         }
         crate::contract::ArgType::Cidr { min_prefix, .. } => {
             let net = ipnet::Ipv6Net::from_str(s).ok()?;
-            if embeds(&net.network()) && embeds(&net.broadcast()) {
+            let first = range_of(&net.network());
+            if first.is_some() && first == range_of(&net.broadcast()) {
                 return Some("an IPv6 network inside space that carries IPv4 addresses");
             }
             // Holding the IPv4-mapped range holds all of IPv4: refused wherever the prefix is
@@ -612,5 +625,9 @@ mod tests {
         assert!(spec("string(1..8)").unwrap().check(&Value::String("a\u{7}".into())).is_err());
         assert!(spec("cidr").unwrap().check(&Value::String(" 10.0.0.0/8".into())).is_err());
         assert!(spec("enum(a|b\u{7})").is_err());
+        // The regression: a network from one NAT64 range to the other holds both and the
+        // space between; it lies in neither, and without a prefix bound it is a valid `cidr`.
+        assert!(spec("cidr").unwrap().check(&Value::String("64:ff9b::/47".into())).is_ok());
+        assert!(spec("cidr").unwrap().check(&Value::String("64:ff9b:1::/64".into())).is_err());
     }
 }

@@ -627,6 +627,16 @@ async fn export_tail_approvals_and_the_probe_work_against_postgresql() {
     assert!(out.contains("vic") && !out.contains("disk full"), "{out}");
     let (_, out, _) = audit(&["tail", "--env", "dev", "--trace", &pending.trace()]);
     assert!(out.contains("approval_required") || out.contains("pending"), "{out}");
+    // metrics: the approval requests by state are the store's; decisions counted as written.
+    let text = get(format!("{}/metrics", gw.base("dev"))).await.text().await.unwrap();
+    for line in [
+        "capgate_approval_requests{env=\"dev\",state=\"pending\"} 1",
+        "capgate_approval_requests{env=\"dev\",state=\"approved\"} 0",
+        "capgate_decisions_total{env=\"dev\",tool=\"create_ticket\",decision=\"allow\",reason_code=\"allowed\"} 1",
+        "capgate_outcomes_total{env=\"dev\",tool=\"create_ticket\",decision=\"allow\",reason_code=\"executed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
     // approvals: listed through the API the store backs.
     let lead = f.token("dev", "sara", &["security_lead"]);
     let out = Command::new(bin())

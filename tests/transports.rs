@@ -246,6 +246,14 @@ async fn jwks_over_http_is_refetched_when_a_rotated_kid_appears() {
         assert_eq!(m.rpc("tools/list", json!({})).await.status, 401);
     }
     assert_eq!(*fetches.lock().unwrap(), before + 1, "unknown kids must not hammer the IdP");
+    // The one refresh is in the metrics, under its issuer; the start-up fetch is not.
+    let text = get(format!("{}/metrics", gw.base("dev"))).await.text().await.unwrap();
+    let line = format!(
+        "capgate_jwks_refreshes_total{{env=\"dev\",issuer=\"{}\",result=\"ok\"}} 1",
+        issuer("dev")
+    );
+    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    assert!(!text.contains("result=\"failed\""), "{text}");
 }
 
 /// The usual fixture, with `block` (an `[[upstream]]` table) as the stage environment's

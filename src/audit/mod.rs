@@ -32,14 +32,14 @@ pub(crate) mod store;
 pub(crate) mod verify;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::metrics::Histogram;
+use crate::metrics::{AuditMetrics, Tally};
 
 pub(crate) use checkpoint::Sink;
 pub(crate) use record::{ApprovalRef, AuditRecord, Outcome};
@@ -73,11 +73,16 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
 
 /// Opens an environment's store for the gateway: its writer thread, and a reader for the
 /// API, the console and waiting calls.
-pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy) -> Result<(AuditLog, Arc<dyn AuditReader>), AuditError> {
+pub(crate) fn open(
+    location: &StoreLocation,
+    env: &str,
+    policy: CheckpointPolicy,
+    metrics: AuditMetrics,
+) -> Result<(AuditLog, Arc<dyn AuditReader>), AuditError> {
     match location {
         StoreLocation::Sqlite(path) => {
             let store = sqlite::SqliteStore::open(path, env, policy.signer.row_key())?;
-            let log = AuditLog::start(Box::new(store), env, policy)?;
+            let log = AuditLog::start(Box::new(store), env, policy, metrics)?;
             let reader = sqlite::SqliteReader::open(path, env, false)?;
             Ok((log, Arc::new(reader)))
         }
@@ -89,7 +94,7 @@ pub(crate) fn open(location: &StoreLocation, env: &str, policy: CheckpointPolicy
             let store = std::thread::spawn(move || postgres::PgStore::open(opening, &name, row_key))
                 .join()
                 .map_err(|_| unavailable("opening the audit store failed"))??;
-            let log = AuditLog::start(Box::new(store), env, policy)?;
+            let log = AuditLog::start(Box::new(store), env, policy, metrics)?;
             Ok((log, Arc::new(postgres::PgReader::open(pg, env)?)))
         }
     }
@@ -209,10 +214,11 @@ pub(crate) enum Done {
     Skipped,
 }
 
-/// A committed batch: one result per entry, in order, and how many records it appended.
+/// A committed batch: one result per entry, in order, and the records it appended.
 pub(crate) struct Committed {
     pub(crate) results: Vec<Done>,
-    pub(crate) records: usize,
+    /// Each record appended, as the metrics count it.
+    pub(crate) written: Vec<Tally>,
     /// The head's sequence number when the transaction began (others may have appended
     /// since this writer's last commit), and when it ended.
     pub(crate) head_before: u64,
@@ -257,26 +263,12 @@ enum Msg {
     },
 }
 
-/// Counters for the group-commit figures (records per fsync) reported in metrics.
-#[derive(Default)]
-pub(crate) struct AuditStats {
-    pub(crate) records: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) checkpoints: AtomicU64,
-    /// How long each durable transaction took, begin to fsync'd commit.
-    pub(crate) commit_seconds: Histogram,
-    /// How long an awaited append took from submission to durable: what an allowed call
-    /// waits before it is forwarded (queueing behind the current commit included).
-    pub(crate) wait_seconds: Histogram,
-}
-
 /// Handle to one environment's audit log. Cloning shares the one writer.
 #[derive(Clone)]
 pub(crate) struct AuditLog {
     tx: SyncSender<Msg>,
     side: Arc<SideQueue>,
     healthy: Arc<AtomicBool>,
-    pub(crate) stats: Arc<AuditStats>,
 }
 
 /// Most records one transaction takes; bounds the latency of the first in a batch.
@@ -372,7 +364,7 @@ struct Writer {
     store: Box<dyn AuditStore>,
     policy: CheckpointPolicy,
     healthy: Arc<AtomicBool>,
-    stats: Arc<AuditStats>,
+    metrics: AuditMetrics,
     next_probe: Instant,
     /// Kept entries whose commit failed, oldest first, and when to try them again.
     retained: Vec<Queued>,
@@ -529,9 +521,10 @@ impl Writer {
         }
         let started = Instant::now();
         let committed = self.store.commit(&mut entries);
-        self.stats.commit_seconds.observe(started.elapsed());
+        let took = started.elapsed();
         match committed {
             Ok(c) => {
+                self.metrics.committed(&c.written, took);
                 self.healthy.store(true, Ordering::Relaxed);
                 self.retry_at = None;
                 self.retry_wait = RETRY_FIRST;
@@ -545,13 +538,9 @@ impl Writer {
                         tracing::warn!(trace_id = %r.trace_id, "{}", r.reason);
                     }
                 }
-                if c.records > 0 {
-                    self.stats.records.fetch_add(c.records as u64, Ordering::Relaxed);
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                }
                 for ((done, queued), result) in waiters.into_iter().zip(c.results) {
                     if let Some(done) = done {
-                        self.stats.wait_seconds.observe(queued.elapsed());
+                        self.metrics.waited(queued.elapsed());
                         let _ = done.send(Ok(result));
                     }
                 }
@@ -601,7 +590,7 @@ impl Writer {
                 tracing::error!("audit checkpoint not copied to {sink}: {e}");
             }
         }
-        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.metrics.checkpointed();
     }
 
     /// While the store is marked unhealthy and nothing is waiting to be retried, looks at it
@@ -620,12 +609,16 @@ impl Writer {
 }
 
 impl AuditLog {
-    pub(crate) fn start(store: Box<dyn AuditStore>, env: &str, policy: CheckpointPolicy) -> Result<Self, AuditError> {
+    pub(crate) fn start(
+        store: Box<dyn AuditStore>,
+        env: &str,
+        policy: CheckpointPolicy,
+        metrics: AuditMetrics,
+    ) -> Result<Self, AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
-        let stats = Arc::new(AuditStats::default());
         let side = Arc::new(SideQueue::default());
-        let (side_w, healthy_w, stats_w) = (side.clone(), healthy.clone(), stats.clone());
+        let (side_w, healthy_w) = (side.clone(), healthy.clone());
         // Everything that touches the store runs on the writer's thread (a store may block
         // on a runtime of its own, which an async worker must not).
         std::thread::Builder::new()
@@ -639,7 +632,7 @@ impl AuditLog {
                     store,
                     policy,
                     healthy: healthy_w,
-                    stats: stats_w,
+                    metrics,
                     next_probe: Instant::now() + PROBE_EVERY,
                     retained: Vec::new(),
                     retry_at: None,
@@ -649,7 +642,7 @@ impl AuditLog {
                 writer.run(rx);
             })
             .map_err(unavailable)?;
-        Ok(Self { tx, side, healthy, stats })
+        Ok(Self { tx, side, healthy })
     }
 
     /// Appends one record and waits until it is durable. Returns its sequence number.
@@ -793,7 +786,7 @@ mod tests {
             batches.push(batch);
             Ok(Committed {
                 results,
-                records,
+                written: Vec::new(),
                 head_before: seq - records as u64,
                 head_after: seq,
             })
@@ -822,7 +815,7 @@ mod tests {
             sinks: Vec::new(),
             calls_end_within: Duration::from_secs(3600),
         };
-        let log = AuditLog::start(Box::new(store.clone()), "t", policy).unwrap();
+        let log = AuditLog::start(Box::new(store.clone()), "t", policy, crate::metrics::AuditMetrics::unregistered()).unwrap();
         (store, log)
     }
 

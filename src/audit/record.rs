@@ -108,6 +108,17 @@ pub(crate) struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// What the metrics count of this record once it is durable.
+    pub(crate) fn tally(&self) -> crate::metrics::Tally {
+        crate::metrics::Tally::new(
+            self.tool.as_deref(),
+            self.contract_digest.is_some(),
+            self.decision.as_str(),
+            self.reason_code.as_str(),
+            self.outcome.is_some(),
+        )
+    }
+
     /// A record of `decision` about the request `ctx` in environment `env`; the methods
     /// below add what else is known about it. Sequence and hashes are the store's to set.
     pub(crate) fn new(env: &str, ctx: &CallCtx, decision: Decision, code: ReasonCode, reason: String) -> Self {

@@ -169,7 +169,7 @@ impl SqliteStore {
             env: &self.env,
             seq,
             prev,
-            records: 0,
+            written: Vec::new(),
             row_key: &self.row_key,
         };
         let mut results = Vec::with_capacity(entries.len());
@@ -184,7 +184,8 @@ impl SqliteStore {
                 },
             });
         }
-        let (records, head_after) = (chain.records, chain.seq);
+        let head_after = chain.seq;
+        let written = std::mem::take(&mut chain.written);
         drop(chain);
         tx.commit().map_err(unavailable)?;
         if let Some(c) = &self.committed {
@@ -193,7 +194,7 @@ impl SqliteStore {
         }
         Ok(Committed {
             results,
-            records,
+            written,
             head_before,
             head_after,
         })
@@ -206,7 +207,7 @@ struct Chain<'a> {
     env: &'a str,
     seq: u64,
     prev: String,
-    records: usize,
+    written: Vec<crate::metrics::Tally>,
     /// Seals every approval row this transaction changes; checks every one it reads.
     row_key: &'a RowKey,
 }
@@ -517,7 +518,7 @@ impl Chain<'_> {
             })
             .map_err(unavailable)?;
         self.prev.clone_from(&r.hash);
-        self.records += 1;
+        self.written.push(r.tally());
         Ok(self.seq)
     }
 }
@@ -676,6 +677,17 @@ impl AuditReader for SqliteReader {
         })
     }
 
+    fn approval_counts(&self, now_ms: i64) -> Reading<'_, Vec<(String, u64)>> {
+        self.with(move |c, env| {
+            let mut stmt = c.prepare_cached(
+                "SELECT CASE WHEN status = 'pending' AND expires_ms <= ?2 THEN 'expired' ELSE status END AS state, COUNT(*)
+                 FROM approvals WHERE env = ?1 GROUP BY state",
+            )?;
+            let rows = stmt.query_map(params![env, now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.map(|r| r.map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))).collect()
+        })
+    }
+
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>> {
         let id = id.to_string();
         self.with(move |c, env| Ok(query_requests(c, "env = ?1 AND id = ?2", &[&env, &id])?.into_iter().next()))
@@ -782,7 +794,7 @@ mod tests {
         let mut entries: Vec<Entry> = (0..20)
             .map(|i| Entry::Record(Box::new(record::tests::blank("t", &format!("{i:032x}")))))
             .collect();
-        assert_eq!(store.commit(&mut entries).unwrap().records, 20);
+        assert_eq!(store.commit(&mut entries).unwrap().written.len(), 20);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while size() <= before && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -74,6 +74,9 @@ pub(crate) trait AuditReader: Send + Sync + 'static {
     /// last one of the previous page) on; only `status` ones when given.
     fn approvals(&self, status: Option<Status>, before: Option<PagePosition>, limit: u32) -> Reading<'_, Vec<Request>>;
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>>;
+    /// How many of this environment's requests are in each state at `now_ms` (a pending one
+    /// past its expiry counts as expired), by state name.
+    fn approval_counts(&self, now_ms: i64) -> Reading<'_, Vec<(String, u64)>>;
     /// Every record of one approval request, in order: its whole history.
     fn trail(&self, approval_id: &str) -> Reading<'_, Vec<AuditRecord>>;
     /// Every approval request of the store, each with the MAC stored with its row

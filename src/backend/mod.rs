@@ -53,6 +53,18 @@ pub(crate) enum BackendError {
 }
 
 impl BackendError {
+    /// The kind of failure, as metrics label it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Unavailable { .. } => "unavailable",
+            BackendError::Timeout { .. } => "timeout",
+            BackendError::Failed { .. } => "failed",
+            BackendError::Withheld { .. } => "withheld",
+            BackendError::Cancelled { .. } => "cancelled",
+            BackendError::NeedsCapability { .. } => "needs_capability",
+        }
+    }
+
     pub(crate) fn detail(&self) -> String {
         match self {
             BackendError::Unavailable { detail, .. } | BackendError::Failed { detail, .. } => detail.clone(),

@@ -173,7 +173,7 @@ pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Fai
         socket: Some(crate::server::control::default_socket(&config_path)),
         config: config_path,
     };
-    crate::server::serve_http(&config, vec![env], control, |e, addr| {
+    crate::server::serve_http(&config, vec![env], control, |e, addr, _| {
         println!("capgate: environment `{}` listening on http://{addr}/mcp (Ctrl-C to stop)", e.name)
     })
     .await

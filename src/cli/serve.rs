@@ -37,20 +37,21 @@ pub(super) async fn run(config_path: &Path, env: Option<&str>, stdio: bool, cont
             .await
             .map_err(Failure::from);
     }
-    crate::server::serve_http(&config, envs, control, |env, addr| {
+    crate::server::serve_http(&config, envs, control, |env, addr, metrics| {
         // One line per environment on stdout, stable for scripts and tests to read.
         let mut out = std::io::stdout().lock();
+        let scheme = if env.tls.is_some() { "https" } else { "http" };
         let _ = writeln!(
             out,
-            "capgate: environment `{}` listening on {}://{addr}/mcp (audience {}{})",
+            "capgate: environment `{}` listening on {scheme}://{addr}/mcp (audience {}{}){}",
             env.name,
-            if env.tls.is_some() { "https" } else { "http" },
             env.public_url,
             match &env.tls {
                 Some(t) if t.client_ca.is_some() => ", mutual TLS",
                 Some(_) => ", TLS",
                 None => "",
-            }
+            },
+            metrics.map(|m| format!(", metrics on {scheme}://{m}/metrics")).unwrap_or_default()
         );
         let _ = out.flush();
     })

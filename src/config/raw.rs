@@ -85,6 +85,17 @@ pub(crate) struct RawEnvironment {
     /// UTC by default).
     pub(crate) policy_utc_offset: Option<String>,
     pub(crate) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(crate) telemetry: RawTelemetry,
+}
+
+/// Where the environment's metrics are served (`[environment.telemetry]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTelemetry {
+    /// A listener of its own for `GET /metrics` (`"127.0.0.1:9464"`): the series name the
+    /// environment's tools, which the public listener then does not show.
+    pub(crate) metrics_listen: Option<String>,
 }
 
 /// A TLS listener; with `client_ca`, mutual TLS.

@@ -78,6 +78,9 @@ pub(crate) struct Environment {
     pub(crate) max_open_approvals_per_requester: usize,
     pub(crate) pin_check_interval: Duration,
     pub(crate) tls: Option<Tls>,
+    /// `[environment.telemetry] metrics_listen`: `/metrics` is served there, and not on
+    /// `listen`.
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// Contracts that apply to this environment, by tool name.
     pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
     /// Its Cedar policies, validated against its contracts' schema; `None`: roles alone.
@@ -598,6 +601,20 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
             0
         }),
     };
+    let metrics_listen = env
+        .telemetry
+        .metrics_listen
+        .as_deref()
+        .and_then(|a| match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                ctx.push(
+                    &at,
+                    format!("`telemetry.metrics_listen = \"{a}\"` is not an address such as `127.0.0.1:9464`"),
+                );
+                None
+            }
+        });
     let policies = env.policies.as_deref().and_then(|dir| {
         let path = ctx.path(dir);
         match crate::policy::cedar::CedarPolicies::load(&path, mine.values().map(Arc::as_ref), utc_offset) {
@@ -636,6 +653,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         max_open_approvals_per_requester,
         pin_check_interval,
         tls,
+        metrics_listen,
         contracts: mine,
         policies,
         restart: BTreeMap::new(),
@@ -826,6 +844,9 @@ fn cross_environment_checks(envs: &[Arc<Environment>], upstreams: &[Arc<Upstream
         // Port 0 asks the OS for a fresh port each time: never shared.
         if !e.listen.ends_with(":0") {
             claim("listen address", e.listen.clone(), &e.name, ctx);
+        }
+        if let Some(m) = e.metrics_listen.filter(|m| m.port() != 0) {
+            claim("listen address", m.to_string(), &e.name, ctx);
         }
         claim("public_url (token audience)", e.public_url.clone(), &e.name, ctx);
         match &e.audit_store {

@@ -124,6 +124,8 @@ pub(crate) struct Authenticator {
     /// Tokens refused recently, by SHA-256: a flood that repeats one well-signed but wrong
     /// token costs a lookup, not a signature check, per request.
     refused: Mutex<HashMap<[u8; 32], (AuthnError, Instant)>>,
+    /// Where its time per token and its key refreshes are counted (none in the commands).
+    metrics: Option<crate::metrics::Handle>,
 }
 
 /// How long a verified token is trusted without checking its signature again; its own
@@ -198,6 +200,7 @@ impl Authenticator {
             http,
             verified: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            metrics: None,
         })
     }
 
@@ -224,6 +227,7 @@ impl Authenticator {
             },
             verified: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            metrics: None,
         })
     }
 
@@ -248,7 +252,24 @@ impl Authenticator {
         Ok(token)
     }
 
+    /// The same verifier, counting into the environment's metrics.
+    pub(crate) fn with_metrics(self, metrics: crate::metrics::Handle) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
     pub(crate) async fn verify(&self, token: &str) -> Result<Authenticated, AuthnError> {
+        let started = Instant::now();
+        let verified = self.check(token).await;
+        if let Some(m) = &self.metrics {
+            m.observe(crate::metrics::Stage::Authn, started.elapsed());
+        }
+        verified
+    }
+
+    async fn check(&self, token: &str) -> Result<Authenticated, AuthnError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthnError::Malformed);
         }
@@ -436,7 +457,11 @@ impl Authenticator {
                 }
                 *last = Some(Instant::now());
             }
-            match fetch(&self.http, &i.cfg.jwks).await {
+            let fetched = fetch(&self.http, &i.cfg.jwks).await;
+            if let Some(m) = &self.metrics {
+                m.jwks_refreshed(&i.cfg.issuer, fetched.is_ok());
+            }
+            match fetched {
                 Ok(keys) => {
                     if let Ok(mut slot) = i.keys.write() {
                         *slot = Arc::new(keys);

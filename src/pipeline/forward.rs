@@ -17,6 +17,7 @@ use crate::backend::subscriptions::{Delivery, Subscriber};
 use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::identity::Principal;
+use crate::metrics::Stage;
 use crate::request::CallCtx;
 
 /// What came back from the upstream, with the digest of its canonical JSON for the outcome
@@ -74,7 +75,8 @@ impl Audited {
         let v = approved.validated();
         let contract = v.listed().contract();
         let started = Instant::now();
-        let result = match rt.routes.get(&contract.key) {
+        let route = rt.routes.get(&contract.key);
+        let result = match route {
             Some(route) => {
                 let traceparent = ctx.trace.child_traceparent();
                 let upstream = &route.upstream;
@@ -211,8 +213,14 @@ impl Audited {
                 detail: "no route".into(),
             }),
         };
+        let took = started.elapsed();
+        let metrics = rt.metrics();
+        metrics.observe(Stage::Upstream, took);
+        if let Some(route) = route {
+            metrics.upstream(route.upstream.name(), took, result.as_ref().err().map(BackendError::kind));
+        }
         // Microsecond resolution: enough, and short in the record.
-        let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let latency_ms = (took.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         Forwarded {
             result,
             latency_ms,

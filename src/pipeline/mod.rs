@@ -38,6 +38,7 @@ use crate::config::{Config, Environment};
 use crate::contract::Kind;
 use crate::decision::{Decision, ReasonCode};
 use crate::denial::{Denial, Outage};
+use crate::metrics::Stage;
 use crate::policy::PolicyEngine;
 use crate::request::CallCtx;
 use authn::{Authenticated, Authenticator};
@@ -94,6 +95,7 @@ pub struct Shared {
     any_stopped: std::sync::atomic::AtomicBool,
     /// Seals and checks the `requestState` of pending answers (`approval.rs`).
     state_codec: rmcp::model::RequestStateCodec,
+    metrics: crate::metrics::Handle,
 }
 
 // The shared parts read as the generation's own (`rt.audit`, `rt.rate`): a generation is
@@ -139,6 +141,10 @@ impl Runtime {
         &self.retired
     }
 
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     pub(crate) fn approval_events(&self) -> &tokio::sync::Notify {
         &self.approval_events
     }
@@ -156,6 +162,14 @@ impl Runtime {
     /// call is decided, without learning more than `tools/list` tells the caller anyway.
     pub(crate) fn usable(&self, auth: &Authenticated, tool: &str) -> Option<&crate::contract::Contract> {
         contract::usable(self, auth, tool).map(Arc::as_ref)
+    }
+
+    /// Runs one synchronous stage, timing it.
+    fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let out = f();
+        self.metrics.observe(stage, started.elapsed());
+        out
     }
 
     /// Records a refusal and returns it; if even the refusal cannot be recorded, the answer
@@ -258,7 +272,7 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = validate::validate(listed, args);
+        let validated = self.timed(Stage::Validate, || validate::validate(listed, args));
         self.decide(auth, ctx, kind, validated, wait).await
     }
 
@@ -289,7 +303,9 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = validate::validate(listed, Some(vars)).map(|v| v.for_subscription(change));
+        let validated = self.timed(Stage::Validate, || {
+            validate::validate(listed, Some(vars)).map(|v| v.for_subscription(change))
+        });
         self.decide(auth, ctx, Kind::Resource, validated, wait).await
     }
 
@@ -340,7 +356,9 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = validate::partial(listed, &argument.name, &argument.value, context);
+        let validated = self.timed(Stage::Validate, || {
+            validate::partial(listed, &argument.name, &argument.value, context)
+        });
         self.decide(auth, ctx, kind, validated, approval::Wait::default()).await
     }
 
@@ -392,7 +410,7 @@ impl Runtime {
 
         // authz: the policy sees the validated arguments; a refusal answers like an unknown
         // tool.
-        let authorized = match authz::authorize(self, validated) {
+        let authorized = match self.timed(Stage::Authorize, || authz::authorize(self, validated)) {
             Ok(a) => a,
             Err(refused) => {
                 let (validated, decision) = *refused;
@@ -480,19 +498,28 @@ impl Runtime {
 
         // approval, then the write-ahead record: for a released approval both happen in the
         // store's one transaction.
+        let started = std::time::Instant::now();
         let audited = match approval::check(authorized) {
-            Ok(approved) => audit::record_allow(self, ctx, approved).await.map_err(|e| {
-                tracing::error!(env = %env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
-                Denial::Unavailable(Outage::AllowUnrecorded)
-            })?,
+            Ok(approved) => {
+                let recorded = audit::record_allow(self, ctx, approved).await;
+                self.metrics.observe(Stage::Audit, started.elapsed());
+                recorded.map_err(|e| {
+                    tracing::error!(env = %env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
+                    Denial::Unavailable(Outage::AllowUnrecorded)
+                })?
+            }
             // Boxed: only calls that need approval carry the approval flow's state.
-            Err(pending) => match Box::pin(approval::decide(self, auth, ctx, *pending, wait)).await? {
-                approval::Flow::Run(a) => *a,
-                approval::Flow::Answer(mut r) => {
-                    add_trace_meta(&mut r, ctx);
-                    return Ok(Answer::Tool(r));
+            Err(pending) => {
+                let flow = Box::pin(approval::decide(self, auth, ctx, *pending, wait)).await;
+                self.metrics.observe(Stage::Approval, started.elapsed());
+                match flow? {
+                    approval::Flow::Run(a) => *a,
+                    approval::Flow::Answer(mut r) => {
+                        add_trace_meta(&mut r, ctx);
+                        return Ok(Answer::Tool(r));
+                    }
                 }
-            },
+            }
         };
 
         // forward: the proof is spent here.

@@ -329,6 +329,7 @@ const CALL_MARGIN: std::time::Duration = std::time::Duration::from_secs(3);
 fn open_audit(
     config: &Config,
     env: &Environment,
+    metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<(
     crate::audit::AuditLog,
     Arc<dyn crate::audit::AuditReader>,
@@ -359,7 +360,7 @@ fn open_audit(
         sinks,
         calls_end_within: longest + CALL_MARGIN,
     };
-    let opened = crate::audit::open(&env.audit_store, &env.name, policy).map_err(|e| {
+    let opened = crate::audit::open(&env.audit_store, &env.name, policy, metrics.audit.clone()).map_err(|e| {
         anyhow!(
             "environment `{}`: audit store `{}`: {}",
             env.name,
@@ -383,8 +384,12 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
     for k in env.issuers.iter().filter_map(|i| i.mint_key.as_ref()) {
         crate::keys::check_private_file(k).map_err(|e| anyhow!("environment `{}`: mint_key: {e}", env.name))?;
     }
-    let authn = Authenticator::new(&env).await.map_err(|e| anyhow!(e))?;
-    let (audit, store, state_codec) = open_audit(config, &env)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(&env.name));
+    let authn = Authenticator::new(&env)
+        .await
+        .map_err(|e| anyhow!(e))?
+        .with_metrics(metrics.clone());
+    let (audit, store, state_codec) = open_audit(config, &env, &metrics)?;
     let events = Arc::new(tokio::sync::Notify::new());
     store.watch(&events);
     let clients = clients_of(config, &env);
@@ -400,6 +405,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         stopped: Default::default(),
         any_stopped: Default::default(),
         state_codec,
+        metrics,
     });
     let rt = Runtime {
         shared,

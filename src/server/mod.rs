@@ -166,32 +166,32 @@ async fn readyz(State(live): State<Arc<Live>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<http::HttpState>>) -> Response {
-    use std::sync::atomic::Ordering::Relaxed;
     let rt = st.rt();
-    let s = &rt.audit().stats;
-    let name = &rt.env().name;
-    let body = format!(
-        "# HELP capgate_audit_checkpoints_total Signed checkpoints written.\n# TYPE capgate_audit_checkpoints_total counter\ncapgate_audit_checkpoints_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_records_total Audit records durably written.\n# TYPE capgate_audit_records_total counter\ncapgate_audit_records_total{{env=\"{e}\"}} {}\n# HELP capgate_audit_commits_total Audit transactions (fsyncs).\n# TYPE capgate_audit_commits_total counter\ncapgate_audit_commits_total{{env=\"{e}\"}} {}\n",
-        s.checkpoints.load(Relaxed),
-        s.records.load(Relaxed),
-        s.commits.load(Relaxed),
-        e = name
-    ) + "# HELP capgate_audit_commit_seconds Time from the start of an audit transaction to its fsync'd commit.\n# TYPE capgate_audit_commit_seconds histogram\n"
-        + &s.commit_seconds.render("capgate_audit_commit_seconds", &format!("env=\"{name}\""))
-        + "# HELP capgate_audit_wait_seconds Time an awaited audit append took from submission to durable.\n# TYPE capgate_audit_wait_seconds histogram\n"
-        + &s.wait_seconds.render("capgate_audit_wait_seconds", &format!("env=\"{name}\""))
-        + "# HELP capgate_call_seconds Time from a tools/call's arrival to its answer (a call waiting for an approval included).\n# TYPE capgate_call_seconds histogram\n"
-        + &st.call_seconds.render("capgate_call_seconds", &format!("env=\"{name}\""));
     // rmcp's count, not the guard's: a session the guard dropped but rmcp kept would show.
     let open = st.mcp_sessions.sessions.read().await.len();
-    let body = body
-        + &format!(
-            "# HELP capgate_mcp_sessions MCP sessions open on this listener.\n# TYPE capgate_mcp_sessions gauge\ncapgate_mcp_sessions{{env=\"{name}\"}} {open}\n"
-        );
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let approvals = rt.store().approval_counts(crate::audit::approval::now_ms()).await.ok();
+    let body = rt.metrics().render(open, approvals.as_deref());
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
-fn router(live: Arc<Live>, bound: SocketAddr, shutdown: CancellationToken) -> Router {
+/// The metrics listener's routes (`telemetry.metrics_listen`): `GET /metrics` alone. Not
+/// for browsers: a request with an `Origin` (a page, perhaps rebound to this address) is
+/// refused.
+fn metrics_router(state: Arc<http::HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                if req.headers().contains_key(axum::http::header::ORIGIN) {
+                    return (axum::http::StatusCode::FORBIDDEN, "metrics are not served to web pages\n").into_response();
+                }
+                next.run(req).await
+            },
+        ))
+}
+
+fn router(live: Arc<Live>, bound: SocketAddr, shutdown: CancellationToken) -> (Router, Arc<http::HttpState>) {
     // What the listener is set up with is the same in every generation (`Environment::restart`).
     let rt = live.now();
     let session_table: Arc<sessions::SessionTable> = Arc::default();
@@ -234,16 +234,21 @@ fn router(live: Arc<Live>, bound: SocketAddr, shutdown: CancellationToken) -> Ro
         .route("/api/approvals/{id}", get(api::get_one))
         .route("/api/approvals/{id}/approve", axum::routing::post(api::approve))
         .route("/api/approvals/{id}/deny", axum::routing::post(api::deny));
-    Router::new()
+    let mut app = Router::new()
         .route("/.well-known/oauth-protected-resource", get(metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(live)
-        .route("/metrics", get(metrics).with_state(state.clone()))
+        .with_state(live);
+    // With a listener of their own, the series (which name the tools) are not public.
+    if rt.env().metrics_listen.is_none() {
+        app = app.route("/metrics", get(metrics).with_state(state.clone()));
+    }
+    let app = app
         .merge(console::routes())
         .merge(http::api_routes(state.clone(), api_handlers))
-        .merge(http::mcp_routes(state, mcp_service))
+        .merge(http::mcp_routes(state.clone(), mcp_service));
+    (app, state)
 }
 
 /// Closes, in the guard's table and in rmcp, the sessions no request has used for `idle`;
@@ -265,7 +270,7 @@ pub(crate) async fn serve_http(
     config: &Config,
     envs: Vec<Arc<Environment>>,
     control: control::Control,
-    on_ready: impl Fn(&Environment, SocketAddr),
+    on_ready: impl Fn(&Environment, SocketAddr, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     let signals = StopSignals::install();
     let shutdown = CancellationToken::new();
@@ -280,18 +285,28 @@ pub(crate) async fn serve_http(
             .with_context(|| format!("environment `{}`: cannot listen on {}", env.name, env.listen))?;
         let bound = listener.local_addr()?;
         lives.push(live.clone());
-        let app = router(live.clone(), bound, shutdown.clone());
+        let (app, state) = router(live.clone(), bound, shutdown.clone());
+        let mut metrics_at = None;
+        if let Some(addr) = env.metrics_listen {
+            let admin = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("environment `{}`: cannot listen on {addr} (telemetry.metrics_listen)", env.name))?;
+            metrics_at = Some(admin.local_addr()?);
+            // Served like the environment's listener: its TLS, header deadline and
+            // per-source connection limit.
+            tasks.push(listener::serve(live.now(), admin, metrics_router(state), shutdown.clone())?);
+        }
         // TLS and connection limits are the same in every generation.
         tasks.push(listener::serve(live.now(), listener, app, shutdown.clone())?);
-        ready.push((env, bound));
+        ready.push((env, bound, metrics_at));
     }
     if tasks.is_empty() {
         bail!("no environment to serve");
     }
     // Taking reloads before saying ready: a reload right after the start reaches it.
     let controls = control::spawn(control, lives.clone(), shutdown.clone());
-    for (env, bound) in &ready {
-        on_ready(env, *bound);
+    for (env, bound, metrics_at) in &ready {
+        on_ready(env, *bound, *metrics_at);
     }
     signals.wait().await;
     shutdown.cancel();

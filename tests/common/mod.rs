@@ -437,6 +437,8 @@ impl Drop for ChildGuard {
 pub struct Gateway {
     pub child: Child,
     pub urls: std::collections::HashMap<String, String>,
+    /// Each environment's metrics listener (`telemetry.metrics_listen`), where it has one.
+    pub metrics: std::collections::HashMap<String, String>,
 }
 
 impl Gateway {
@@ -464,6 +466,7 @@ impl Gateway {
             }
         });
         let mut urls = std::collections::HashMap::new();
+        let mut metrics = std::collections::HashMap::new();
         while urls.len() < envs.len() {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
@@ -476,9 +479,12 @@ impl Gateway {
                     .find(|w| w.starts_with("http://") || w.starts_with("https://"))
                     .unwrap();
                 urls.insert(name.to_string(), url.to_string());
+                if let Some(m) = rest.split_whitespace().find(|w| w.ends_with("/metrics")) {
+                    metrics.insert(name.to_string(), m.to_string());
+                }
             }
         }
-        Gateway { child, urls }
+        Gateway { child, urls, metrics }
     }
 
     /// Stops the gateway as an operator would (SIGTERM) and waits for it to exit.

@@ -210,6 +210,25 @@ impl AuditReader for PgReader {
         })
     }
 
+    fn approval_counts(&self, now_ms: i64) -> Reading<'_, Vec<(String, u64)>> {
+        Box::pin(async move {
+            let s = self.pg.schema();
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT CASE WHEN status = 'pending' AND expires_ms <= $2 THEN 'expired' ELSE status END AS state, COUNT(*)
+                         FROM {s}.approvals WHERE env = $1 GROUP BY state"
+                    ),
+                    &[&self.env, &now_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+                .collect())
+        })
+    }
+
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>> {
         let id = id.to_string();
         Box::pin(async move {

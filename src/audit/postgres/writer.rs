@@ -287,6 +287,7 @@ struct Chain<'a> {
     seq: u64,
     prev: String,
     rows: Rows,
+    written: Vec<crate::metrics::Tally>,
     row_key: &'a RowKey,
 }
 
@@ -321,6 +322,7 @@ impl Chain<'_> {
         rows.record.push(json);
         rows.prev_hash.push(r.prev_hash.clone());
         rows.hash.push(r.hash.clone());
+        self.written.push(r.tally());
         self.prev.clone_from(&r.hash);
         Ok(self.seq)
     }
@@ -494,6 +496,7 @@ impl AuditStore for PgStore {
                     seq,
                     prev,
                     rows: Rows::default(),
+                    written: Vec::new(),
                     row_key,
                 };
                 let mut results = Vec::with_capacity(entries.len());
@@ -513,6 +516,7 @@ impl AuditStore for PgStore {
                 }
                 chain.flush()?;
                 let head_after = chain.seq;
+                let written = std::mem::take(&mut chain.written);
                 drop(chain);
                 if approvals {
                     // Delivered at commit, to every replica listening (`reader.rs`).
@@ -521,7 +525,7 @@ impl AuditStore for PgStore {
                 step(rt, pg, tx.commit())?;
                 Ok(Committed {
                     results,
-                    records: usize::try_from(head_after - seq).unwrap_or(0),
+                    written,
                     head_before: seq,
                     head_after,
                 })

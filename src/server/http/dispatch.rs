@@ -56,7 +56,8 @@ pub(super) async fn dispatch(
         }
     };
     if is_call {
-        st.call_seconds.observe(arrived.elapsed());
+        // From the headers read to the answer ready.
+        rt.metrics().call(arrived.elapsed());
     }
     answered
 }

@@ -101,8 +101,6 @@ pub(crate) struct HttpState {
     pub(crate) mcp_sessions: Arc<LocalSessionManager>,
     /// Authentication failures per source (`budget.rs`).
     failures: FailureBudget,
-    /// Time from a `tools/call`'s arrival (headers read) to its answer being ready.
-    pub(crate) call_seconds: crate::metrics::Histogram,
     /// Fires when the gateway shuts down: the streams it serves itself end (`listen.rs`).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
@@ -124,7 +122,6 @@ impl HttpState {
             admission: admission::Admission::new(&rt.env().allowed_origins, hosts, own_origins),
             mcp_sessions,
             failures: FailureBudget::new(rt.env().auth_failure_limit),
-            call_seconds: Default::default(),
             live,
         }
     }
