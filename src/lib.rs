@@ -27,4 +27,5 @@ mod probe;
 mod request;
 mod secret;
 pub mod server;
+mod telemetry;
 mod trace;

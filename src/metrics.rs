@@ -190,6 +190,7 @@ pub(crate) struct Metrics {
     approvals: Family<StateLabels, Gauge>,
     sessions: Gauge,
     jwks: Family<JwksLabels, Counter>,
+    spans_dropped: Counter,
 }
 
 impl Metrics {
@@ -217,6 +218,7 @@ impl Metrics {
             approvals: Family::default(),
             sessions: Gauge::default(),
             jwks: Family::default(),
+            spans_dropped: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut root;
@@ -288,6 +290,11 @@ impl Metrics {
             "JWKS fetches after start, by issuer and result (ok or failed)",
             m.jwks.clone(),
         );
+        r.register(
+            "trace_spans_dropped",
+            "Spans not exported: the export queue was full, or the export failed",
+            m.spans_dropped.clone(),
+        );
         Self { registry: root, ..m }
     }
 
@@ -314,6 +321,10 @@ impl Metrics {
         self.upstream_seconds
             .get_or_create(&UpstreamLabels { upstream })
             .observe(d.as_secs_f64());
+    }
+
+    pub(crate) fn spans_dropped(&self, n: u64) {
+        self.spans_dropped.inc_by(n);
     }
 
     pub(crate) fn jwks_refreshed(&self, issuer: &str, ok: bool) {

@@ -51,6 +51,8 @@ pub(crate) struct CallCtx {
     pub(crate) request_id: Option<String>,
     pub(crate) session_id: Option<String>,
     pub(crate) client: ClientRef,
+    /// Its trace span, where the environment exports traces and this trace is sampled.
+    pub(crate) span: crate::telemetry::SpanRef,
 }
 
 impl CallCtx {
@@ -62,6 +64,7 @@ impl CallCtx {
             request_id: None,
             session_id: None,
             client,
+            span: Default::default(),
         }
     }
 }

@@ -50,6 +50,17 @@ fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The caller's span in a valid `traceparent` (as [`TraceId::from_traceparent_or_new`]
+/// reads it): its ID, and whether the caller sampled the trace.
+pub(crate) fn parent_of(header: Option<&str>) -> Option<(opentelemetry::trace::SpanId, bool)> {
+    let value = header?;
+    parse_traceparent(value)?;
+    let mut parts = value.trim().split('-').skip(2);
+    let span = opentelemetry::trace::SpanId::from_hex(parts.next()?).ok()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    Some((span, flags & 1 == 1))
+}
+
 fn parse_traceparent(value: &str) -> Option<TraceId> {
     let mut parts = value.trim().split('-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -73,6 +84,18 @@ mod tests {
     fn valid_traceparent_is_taken() {
         let t = TraceId::from_traceparent_or_new(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         assert_eq!(t.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn the_callers_span_and_sampling_are_read_from_a_valid_traceparent_only() {
+        let (span, sampled) = parent_of(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).unwrap();
+        assert_eq!(span.to_string(), "00f067aa0ba902b7");
+        assert!(sampled);
+        let (_, sampled) = parent_of(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")).unwrap();
+        assert!(!sampled);
+        assert!(parent_of(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")).is_none());
+        assert!(parent_of(Some("garbage")).is_none());
+        assert!(parent_of(None).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use common::*;
 use serde_json::{Value, json};
@@ -265,4 +266,263 @@ fn a_metrics_listener_that_is_no_address_or_is_shared_is_refused_by_check() {
     f.set_in_env("dev", r#"telemetry = { metrics_listen = "127.0.0.1:0", otlp = true }"#);
     let (code, out) = check(&f);
     assert_ne!(code, Some(0), "an unknown telemetry key is refused: {out}");
+}
+
+/// A span as the test OTLP receiver decoded it.
+#[derive(Debug, Clone)]
+struct Got {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    kind: i32,
+    attributes: BTreeMap<String, String>,
+    resource: BTreeMap<String, String>,
+}
+
+fn attrs(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> BTreeMap<String, String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    kvs.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(V::StringValue(s)) => s.clone(),
+                Some(V::ArrayValue(a)) => a
+                    .values
+                    .iter()
+                    .filter_map(|v| match &v.value {
+                        Some(V::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+/// An OTLP/HTTP receiver on 127.0.0.1: what it is sent, decoded with the official
+/// protobuf definitions; and its URL.
+async fn otlp_receiver() -> (Arc<std::sync::Mutex<Vec<Got>>>, String) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use prost::Message;
+    let got: Arc<std::sync::Mutex<Vec<Got>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                assert_eq!(headers.get("content-type").unwrap(), "application/x-protobuf");
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
+                for rs in req.resource_spans {
+                    let resource = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            sink.lock().unwrap().push(Got {
+                                trace: hex::encode(&s.trace_id),
+                                id: hex::encode(&s.span_id),
+                                parent: hex::encode(&s.parent_span_id),
+                                name: s.name,
+                                kind: s.kind,
+                                attributes: attrs(&s.attributes),
+                                resource: resource.clone(),
+                            });
+                        }
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (got, format!("http://{addr}/v1/traces"))
+}
+
+/// The demo upstream over streamable HTTP, its state in `state`; and its URL.
+fn http_upstream(state: &std::path::Path) -> (ChildGuard, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(bin());
+    cmd.args(["upstream-demo", "--http", "127.0.0.1:0", "--state"]).arg(state);
+    let mut child = ChildGuard(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let line = BufReader::new(child.0.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    (child, line.rsplit(' ').next().unwrap().to_string())
+}
+
+/// The root span of `trace` and its children, once the root has arrived (at most 10 s).
+async fn spans_of(got: &std::sync::Mutex<Vec<Got>>, trace: &str) -> (Got, Vec<Got>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let spans: Vec<Got> = got.lock().unwrap().iter().filter(|s| s.trace == trace).cloned().collect();
+        let root = spans.iter().find(|s| s.kind == 2).cloned(); // SPAN_KIND_SERVER
+        if let Some(root) = root {
+            let children = spans.into_iter().filter(|s| s.parent == root.id).collect();
+            return (root, children);
+        }
+        assert!(std::time::Instant::now() < deadline, "no root span for trace {trace}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn names(children: &[Got]) -> Vec<&str> {
+    let mut n: Vec<&str> = children.iter().map(|c| c.name.as_str()).collect();
+    n.sort_unstable();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_a_denied_and_a_pending_call_each_export_a_span_tree_with_the_audit_records_trace() {
+    let (got, endpoint) = otlp_receiver().await;
+    let state = tempfile::tempdir().unwrap();
+    let (_upstream, url) = http_upstream(state.path());
+    let f = Fixture::build(
+        "",
+        &Options {
+            stage_upstream: Some(format!(
+                "[[upstream]]\nname = \"web\"\nenvironment = \"stage\"\nurl = \"{url}\"\ntimeout = \"5s\"\n"
+            )),
+            ..Default::default()
+        },
+    );
+    f.set_in_env(
+        "stage",
+        &format!(r#"telemetry = {{ otlp_endpoint = "{endpoint}", resource_attributes = {{ team = "secops" }} }}"#),
+    );
+    let gw = Gateway::start(&f.config(), &ENVS);
+
+    // Allowed, continuing the caller's trace.
+    let oncall = f.token("stage", "olga", &["oncall"]);
+    let olga = Mcp::open(gw.url("stage"), &oncall).await;
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "create_ticket", "arguments": {"title": "disk full on db-7", "severity": "high", "reporter_email": "olga@example.test"}}});
+    let allowed = olga
+        .send(body.to_string(), &[("traceparent", &format!("00-{caller_trace}-{caller_span}-01"))])
+        .await;
+    assert_eq!(allowed.body["result"]["isError"], json!(false), "{}", allowed.text);
+    assert_eq!(allowed.trace(), caller_trace, "the caller's trace is continued");
+    // Denied: invalid arguments.
+    let mut olga = olga;
+    let denied = olga.call("create_ticket", json!({"title": "x", "severity": "urgent"})).await;
+    assert_eq!(denied.error_code(), Some(-32602));
+    // Pending: needs approval.
+    let mut ivan = Mcp::open(gw.url("stage"), &f.token("stage", "ivan", &["incident_commander"])).await;
+    let pending = ivan
+        .call("create_firewall_block", json!({"ip": "203.0.113.0/24", "ttl_minutes": 30}))
+        .await;
+    assert_eq!(pending.body["result"]["structuredContent"]["status"], "pending", "{}", pending.text);
+
+    let records = f.audit("stage");
+    let record_of = |trace: &str, code: &str| {
+        records
+            .iter()
+            .find(|r| r["trace_id"] == trace && r["reason_code"] == code)
+            .unwrap_or_else(|| panic!("no {code} record of {trace}"))
+            .clone()
+    };
+
+    // The allowed call: a server span under the caller's, a child per stage, the upstream's
+    // a client span whose ID is the `traceparent` the upstream received, as header and _meta.
+    let (root, children) = spans_of(&got, caller_trace).await;
+    assert_eq!(root.parent, caller_span);
+    assert_eq!(root.name, "tools/call create_ticket");
+    assert_eq!(root.attributes["mcp.method.name"], "tools/call");
+    assert_eq!(root.attributes["gen_ai.tool.name"], "create_ticket");
+    assert_eq!(root.attributes["capgate.decision"], "allow");
+    assert_eq!(root.attributes["capgate.reason_code"], "executed");
+    assert_eq!(root.attributes["capgate.upstream"], "web");
+    assert_eq!(record_of(caller_trace, "executed")["trace_id"], caller_trace);
+    assert_eq!(names(&children), ["audit", "authn", "authorize", "upstream", "validate"]);
+    let up = children.iter().find(|c| c.name == "upstream").unwrap();
+    assert_eq!(up.kind, 3, "the upstream call is a client span"); // SPAN_KIND_CLIENT
+    let calls: Vec<Value> = std::fs::read_to_string(state.path().join("calls.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let call = calls.iter().find(|c| c["tool"] == "create_ticket").unwrap();
+    let sent = format!("00-{caller_trace}-{}-01", up.id);
+    assert_eq!(call["meta"]["http_traceparent"], sent.as_str(), "the W3C header: {call}");
+    assert_eq!(call["meta"]["traceparent"], sent.as_str(), "and in _meta: {call}");
+    for key in ["service.name", "deployment.environment.name", "team"] {
+        assert!(root.resource.contains_key(key), "{key} in {:?}", root.resource);
+    }
+    assert_eq!(root.resource["service.name"], "capgate");
+    assert_eq!(root.resource["deployment.environment.name"], "stage");
+    assert_eq!(root.resource["team"], "secops");
+
+    // The denied call: refused at validation; nothing authorized, nothing forwarded.
+    let (root, children) = spans_of(&got, &denied.trace()).await;
+    assert!(root.parent.is_empty() || root.parent == "0000000000000000", "a new trace: {root:?}");
+    assert_eq!(root.attributes["capgate.decision"], "deny");
+    assert_eq!(root.attributes["capgate.reason_code"], "arguments_invalid");
+    assert_eq!(record_of(&denied.trace(), "arguments_invalid")["decision"], "deny");
+    assert_eq!(names(&children), ["authn", "validate"]);
+
+    // The pending call: decided up to the approval; nothing forwarded.
+    let (root, children) = spans_of(&got, &pending.trace()).await;
+    assert_eq!(root.attributes["capgate.decision"], "pending");
+    assert_eq!(root.attributes["capgate.reason_code"], "approval_required");
+    assert_eq!(root.attributes["gen_ai.tool.name"], "create_firewall_block");
+    record_of(&pending.trace(), "approval_required");
+    assert_eq!(names(&children), ["approval", "authn", "authorize", "validate"]);
+
+    // Nothing secret, nothing the caller sent as an argument, in any span.
+    let all = got.lock().unwrap().clone();
+    let session = olga.session.clone().unwrap();
+    for s in &all {
+        let text = format!("{} {:?} {:?}", s.name, s.attributes, s.resource);
+        for secret in [
+            oncall.as_str(),
+            "disk full",
+            "olga@example.test",
+            "203.0.113.0/24",
+            "upstream-secret",
+            session.as_str(),
+        ] {
+            assert!(!text.contains(secret), "a span carries {secret}: {s:?}");
+        }
+    }
+    // The dev environment exports nothing: every span is stage's.
+    assert!(all.iter().all(|s| s.resource["deployment.environment.name"] == "stage"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_collector_down_calls_succeed_and_the_spans_not_sent_are_counted() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let f = Fixture::new("");
+    f.set_in_env(
+        "dev",
+        &format!(r#"telemetry = {{ otlp_endpoint = "http://127.0.0.1:{port}/v1/traces" }}"#),
+    );
+    let gw = Gateway::start(&f.config(), &ENVS);
+    let mut olga = Mcp::open(gw.url("dev"), &f.token("dev", "olga", &["oncall"])).await;
+    for _ in 0..5 {
+        let r = olga.call("list_tickets", json!({})).await;
+        assert!(r.body["result"].is_object(), "{}", r.text);
+    }
+    assert_eq!(f.calls("dev").len(), 5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = get(format!("{}/metrics", gw.base("dev"))).await.text().await.unwrap();
+        let dropped: f64 = text
+            .lines()
+            .find(|l| l.starts_with("capgate_trace_spans_dropped_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        // Five calls' root spans at least, and their stages.
+        if dropped >= 5.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dropped spans counted:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -219,6 +219,8 @@ pub(crate) struct Committed {
     pub(crate) results: Vec<Done>,
     /// Each record appended, as the metrics count it.
     pub(crate) written: Vec<Tally>,
+    /// What the spans of the requests whose records were appended take on from them.
+    pub(crate) noted: Vec<crate::telemetry::Noted>,
     /// The head's sequence number when the transaction began (others may have appended
     /// since this writer's last commit), and when it ended.
     pub(crate) head_before: u64,
@@ -523,8 +525,11 @@ impl Writer {
         let committed = self.store.commit(&mut entries);
         let took = started.elapsed();
         match committed {
-            Ok(c) => {
+            Ok(mut c) => {
                 self.metrics.committed(&c.written, took);
+                for n in std::mem::take(&mut c.noted) {
+                    n.apply();
+                }
                 self.healthy.store(true, Ordering::Relaxed);
                 self.retry_at = None;
                 self.retry_wait = RETRY_FIRST;
@@ -787,6 +792,7 @@ mod tests {
             Ok(Committed {
                 results,
                 written: Vec::new(),
+                noted: Vec::new(),
                 head_before: seq - records as u64,
                 head_after: seq,
             })

@@ -105,9 +105,26 @@ pub(crate) struct AuditRecord {
     pub(crate) policy: Option<PolicyRef>,
     pub(crate) prev_hash: String,
     pub(crate) hash: String,
+    /// The request's trace span, which takes on this record's facts once it is durable.
+    #[serde(skip)]
+    pub(crate) span: crate::telemetry::SpanRef,
 }
 
 impl AuditRecord {
+    /// What the request's span takes on from this record once it is durable, if the request
+    /// has a span.
+    pub(crate) fn noted(&self) -> Option<crate::telemetry::Noted> {
+        let span = self.span.0.clone()?;
+        Some(crate::telemetry::Noted {
+            span,
+            decision: self.decision.as_str(),
+            reason_code: self.reason_code.as_str(),
+            // As the metrics name it: only a contract's tool (see `metrics`).
+            tool: self.contract_digest.as_ref().and(self.tool.clone()),
+            policy_ids: self.policy.as_ref().map(|p| p.ids.clone()).unwrap_or_default(),
+        })
+    }
+
     /// What the metrics count of this record once it is durable.
     pub(crate) fn tally(&self) -> crate::metrics::Tally {
         crate::metrics::Tally::new(
@@ -144,6 +161,7 @@ impl AuditRecord {
             policy: None,
             prev_hash: String::new(),
             hash: String::new(),
+            span: ctx.span.clone(),
         }
     }
 
@@ -295,6 +313,7 @@ pub(crate) mod tests {
             request_id: None,
             session_id: None,
             client: ClientRef::default(),
+            span: Default::default(),
         };
         let mut r = AuditRecord::new(env, &ctx, Decision::Deny, ReasonCode::MalformedRequest, String::new());
         r.ts = String::new();
@@ -330,7 +349,7 @@ pub(crate) mod tests {
                 approval: b(1).then(|| ApprovalRef { id: t(11), approver: o(0) }),
                 outcome: b(2).then(|| Outcome { status: t(0), latency_ms: latency, result_digest: o(1), decision_record: b(3).then_some(seq / 2) }),
                 policy: b(4).then(|| PolicyRef { ids: ids.clone(), set_digest: t(8) }),
-                prev_hash: t(6), hash: t(7),
+                prev_hash: t(6), hash: t(7), span: Default::default(),
             }
         }
     }

@@ -170,6 +170,7 @@ impl SqliteStore {
             seq,
             prev,
             written: Vec::new(),
+            noted: Vec::new(),
             row_key: &self.row_key,
         };
         let mut results = Vec::with_capacity(entries.len());
@@ -186,6 +187,7 @@ impl SqliteStore {
         }
         let head_after = chain.seq;
         let written = std::mem::take(&mut chain.written);
+        let noted = std::mem::take(&mut chain.noted);
         drop(chain);
         tx.commit().map_err(unavailable)?;
         if let Some(c) = &self.committed {
@@ -195,6 +197,7 @@ impl SqliteStore {
         Ok(Committed {
             results,
             written,
+            noted,
             head_before,
             head_after,
         })
@@ -208,6 +211,7 @@ struct Chain<'a> {
     seq: u64,
     prev: String,
     written: Vec<crate::metrics::Tally>,
+    noted: Vec<crate::telemetry::Noted>,
     /// Seals every approval row this transaction changes; checks every one it reads.
     row_key: &'a RowKey,
 }
@@ -519,6 +523,7 @@ impl Chain<'_> {
             .map_err(unavailable)?;
         self.prev.clone_from(&r.hash);
         self.written.push(r.tally());
+        self.noted.extend(r.noted());
         Ok(self.seq)
     }
 }

@@ -36,6 +36,22 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use super::relay::Asker;
 use super::stateless::Called;
 
+/// The W3C `traceparent` header for a request whose `_meta` carries one (the gateway's
+/// span of the call): sent as the header too, for upstreams and proxies that trace HTTP.
+fn traceparent_of(message: &ClientJsonRpcMessage) -> Option<HeaderValue> {
+    let rmcp::model::JsonRpcMessage::Request(r) = message else {
+        return None;
+    };
+    let meta = match &r.request {
+        ClientRequest::CallToolRequest(q) => q.params.meta.as_ref(),
+        ClientRequest::GetPromptRequest(q) => q.params.meta.as_ref(),
+        ClientRequest::ReadResourceRequest(q) => q.params.meta.as_ref(),
+        ClientRequest::CompleteRequest(q) => q.params.meta.as_ref(),
+        _ => None,
+    }?;
+    HeaderValue::from_str(meta.get_traceparent()?).ok()
+}
+
 /// Most bytes the gateway reads of one answer: a JSON body, or an SSE stream up to and
 /// including the event that answers. rmcp's own default for one JSON answer and for one SSE
 /// event; an SSE stream is bounded as a whole here, so that a server cannot hold an ever
@@ -321,7 +337,11 @@ impl HttpSession {
             return self.exchange_raw(body, headers, id, asks).await;
         }
         let body = serde_json::to_vec(message).map_err(|_| err(UNENCODABLE, false))?;
-        self.exchange_raw(body, self.request_headers.clone(), id, asks).await
+        let mut headers = self.request_headers.clone();
+        if let Some(tp) = traceparent_of(message) {
+            headers.insert(HeaderName::from_static("traceparent"), tp);
+        }
+        self.exchange_raw(body, headers, id, asks).await
     }
 
     /// A 2026-07-28 request's `_meta` stamped (with the caller's capabilities, where it is
@@ -330,6 +350,7 @@ impl HttpSession {
         super::stateless::stamp(message, asks.map(Asker::capabilities), asks.and_then(Asker::log_level));
         let mut headers = self.request_headers.clone();
         super::stateless::mirror(message, &mut headers);
+        super::stateless::traceparent_header(message, &mut headers);
         headers
     }
 

@@ -170,6 +170,19 @@ pub(crate) fn mirror(message: &Value, headers: &mut HeaderMap) {
     }
 }
 
+/// The W3C `traceparent` header for a message whose `params._meta` carries one.
+pub(crate) fn traceparent_header(message: &Value, headers: &mut HeaderMap) {
+    let tp = message
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("traceparent"))
+        .and_then(Value::as_str)
+        .and_then(|t| HeaderValue::from_str(t).ok());
+    if let Some(tp) = tp {
+        headers.insert(HeaderName::from_static("traceparent"), tp);
+    }
+}
+
 /// A result of 2026-07-28 that asks for input before the request can complete.
 pub(crate) struct InputRequired {
     pub(crate) requests: BTreeMap<String, Value>,

@@ -334,6 +334,10 @@ impl ServerHandler for Demo {
                 .filter(|k| k.starts_with("x-demo-"))
                 .collect();
             meta.insert("http_headers".into(), json!(names));
+            // The W3C trace header, which carries no secret: what a tracing proxy would see.
+            if let Some(tp) = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+                meta.insert("http_traceparent".into(), json!(tp));
+            }
         }
         let meta = Value::Object(meta);
         {

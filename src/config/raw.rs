@@ -96,6 +96,13 @@ pub(crate) struct RawTelemetry {
     /// A listener of its own for `GET /metrics` (`"127.0.0.1:9464"`): the series name the
     /// environment's tools, which the public listener then does not show.
     pub(crate) metrics_listen: Option<String>,
+    /// Where traces go: an OTLP/HTTP traces URL (`"http://collector:4318/v1/traces"`).
+    pub(crate) otlp_endpoint: Option<String>,
+    /// The share of new traces exported, 0.0 to 1.0 (1.0 by default).
+    pub(crate) sampling_ratio: Option<f64>,
+    /// Resource attributes every exported span carries besides capgate's own.
+    #[serde(default)]
+    pub(crate) resource_attributes: BTreeMap<String, String>,
 }
 
 /// A TLS listener; with `client_ca`, mutual TLS.

@@ -81,6 +81,8 @@ pub(crate) struct Environment {
     /// `[environment.telemetry] metrics_listen`: `/metrics` is served there, and not on
     /// `listen`.
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// `[environment.telemetry] otlp_endpoint` and its settings: traces are exported there.
+    pub(crate) otlp: Option<crate::telemetry::OtlpSettings>,
     /// Contracts that apply to this environment, by tool name.
     pub(crate) contracts: BTreeMap<String, Arc<Contract>>,
     /// Its Cedar policies, validated against its contracts' schema; `None`: roles alone.
@@ -615,6 +617,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
                 None
             }
         });
+    let otlp = otlp_settings(&env.telemetry, &at, ctx);
     let policies = env.policies.as_deref().and_then(|dir| {
         let path = ctx.path(dir);
         match crate::policy::cedar::CedarPolicies::load(&path, mine.values().map(Arc::as_ref), utc_offset) {
@@ -654,9 +657,50 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         pin_check_interval,
         tls,
         metrics_listen,
+        otlp,
         contracts: mine,
         policies,
         restart: BTreeMap::new(),
+    })
+}
+
+/// The trace export settings, or none (with problems where they are not usable).
+fn otlp_settings(t: &super::raw::RawTelemetry, at: &str, ctx: &mut Ctx<'_>) -> Option<crate::telemetry::OtlpSettings> {
+    let ratio = t.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        ctx.push(at, format!("`telemetry.sampling_ratio = {ratio}` must be from 0.0 to 1.0"));
+    }
+    for key in t.resource_attributes.keys() {
+        if key.is_empty() || key.chars().any(char::is_control) {
+            ctx.push(at, "`telemetry.resource_attributes` has an empty or unprintable key");
+        }
+    }
+    let Some(endpoint) = &t.otlp_endpoint else {
+        if t.sampling_ratio.is_some() || !t.resource_attributes.is_empty() {
+            ctx.push(
+                at,
+                "`telemetry.sampling_ratio` and `resource_attributes` need `telemetry.otlp_endpoint`",
+            );
+        }
+        return None;
+    };
+    match url::Url::parse(endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty() && u.password().is_none() => {}
+        _ => {
+            ctx.push(
+                at,
+                format!(
+                    "`telemetry.otlp_endpoint = \"{}\"` must be an http(s) URL such as `http://127.0.0.1:4318/v1/traces`, without credentials",
+                    crate::request::clean(endpoint, 200)
+                ),
+            );
+            return None;
+        }
+    }
+    Some(crate::telemetry::OtlpSettings {
+        endpoint: endpoint.clone(),
+        sampling_ratio: ratio,
+        resource_attributes: t.resource_attributes.clone(),
     })
 }
 

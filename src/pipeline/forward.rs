@@ -75,10 +75,19 @@ impl Audited {
         let v = approved.validated();
         let contract = v.listed().contract();
         let started = Instant::now();
+        let mut upstream_span = None;
         let route = rt.routes.get(&contract.key);
         let result = match route {
             Some(route) => {
-                let traceparent = ctx.trace.child_traceparent();
+                // The upstream call's span is named by the `traceparent` it is sent.
+                let traceparent = match &ctx.span.0 {
+                    Some(span) => {
+                        let (id, tp) = span.upstream_id();
+                        upstream_span = Some(id);
+                        tp
+                    }
+                    None => ctx.trace.child_traceparent(),
+                };
                 let upstream = &route.upstream;
                 // Built here, from the proof: the upstream's requests are decided against the
                 // contract this call was allowed under, for its caller.
@@ -217,7 +226,17 @@ impl Audited {
         let metrics = rt.metrics();
         metrics.observe(Stage::Upstream, took);
         if let Some(route) = route {
-            metrics.upstream(route.upstream.name(), took, result.as_ref().err().map(BackendError::kind));
+            let failed = result.as_ref().err().map(BackendError::kind);
+            metrics.upstream(route.upstream.name(), took, failed);
+            if let (Some(span), Some(id)) = (&ctx.span.0, upstream_span) {
+                span.upstream(
+                    id,
+                    route.upstream.name(),
+                    std::time::SystemTime::now() - took,
+                    took,
+                    failed.is_none(),
+                );
+            }
         }
         // Microsecond resolution: enough, and short in the record.
         let latency_ms = (took.as_secs_f64() * 1_000_000.0).round() / 1000.0;

@@ -96,6 +96,8 @@ pub struct Shared {
     /// Seals and checks the `requestState` of pending answers (`approval.rs`).
     state_codec: rmcp::model::RequestStateCodec,
     metrics: crate::metrics::Handle,
+    /// Where this environment's trace spans go, if it exports any.
+    tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 // The shared parts read as the generation's own (`rt.audit`, `rt.rate`): a generation is
@@ -145,6 +147,31 @@ impl Runtime {
         &self.metrics
     }
 
+    /// A span for a request of trace `trace` (whose caller's span is `parent`), where this
+    /// environment exports traces and samples this one.
+    pub(crate) fn begin_span(
+        &self,
+        trace: &crate::trace::TraceId,
+        parent: Option<(opentelemetry::trace::SpanId, bool)>,
+    ) -> crate::telemetry::SpanRef {
+        crate::telemetry::SpanRef(self.tracing.as_ref().and_then(|t| t.begin(trace, parent)))
+    }
+
+    /// Exports what spans are queued, waiting at most `within` (a clean stop).
+    pub(crate) async fn flush_traces(&self, within: std::time::Duration) {
+        if let Some(t) = &self.tracing {
+            t.shutdown(within).await;
+        }
+    }
+
+    /// A stage that took `took` and has just ended: its histogram, and its span.
+    pub(crate) fn observed(&self, ctx: &CallCtx, stage: Stage, took: std::time::Duration) {
+        self.metrics.observe(stage, took);
+        if let Some(span) = &ctx.span.0 {
+            span.stage(stage, std::time::SystemTime::now() - took, took);
+        }
+    }
+
     pub(crate) fn approval_events(&self) -> &tokio::sync::Notify {
         &self.approval_events
     }
@@ -165,10 +192,10 @@ impl Runtime {
     }
 
     /// Runs one synchronous stage, timing it.
-    fn timed<T>(&self, stage: Stage, f: impl FnOnce() -> T) -> T {
+    fn timed<T>(&self, ctx: &CallCtx, stage: Stage, f: impl FnOnce() -> T) -> T {
         let started = std::time::Instant::now();
         let out = f();
-        self.metrics.observe(stage, started.elapsed());
+        self.observed(ctx, stage, started.elapsed());
         out
     }
 
@@ -272,7 +299,7 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = self.timed(Stage::Validate, || validate::validate(listed, args));
+        let validated = self.timed(ctx, Stage::Validate, || validate::validate(listed, args));
         self.decide(auth, ctx, kind, validated, wait).await
     }
 
@@ -303,7 +330,7 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = self.timed(Stage::Validate, || {
+        let validated = self.timed(ctx, Stage::Validate, || {
             validate::validate(listed, Some(vars)).map(|v| v.for_subscription(change))
         });
         self.decide(auth, ctx, Kind::Resource, validated, wait).await
@@ -356,7 +383,7 @@ impl Runtime {
                 return Err(self.refuse(denial, rec).await);
             }
         };
-        let validated = self.timed(Stage::Validate, || {
+        let validated = self.timed(ctx, Stage::Validate, || {
             validate::partial(listed, &argument.name, &argument.value, context)
         });
         self.decide(auth, ctx, kind, validated, approval::Wait::default()).await
@@ -410,7 +437,7 @@ impl Runtime {
 
         // authz: the policy sees the validated arguments; a refusal answers like an unknown
         // tool.
-        let authorized = match self.timed(Stage::Authorize, || authz::authorize(self, validated)) {
+        let authorized = match self.timed(ctx, Stage::Authorize, || authz::authorize(self, validated)) {
             Ok(a) => a,
             Err(refused) => {
                 let (validated, decision) = *refused;
@@ -502,7 +529,7 @@ impl Runtime {
         let audited = match approval::check(authorized) {
             Ok(approved) => {
                 let recorded = audit::record_allow(self, ctx, approved).await;
-                self.metrics.observe(Stage::Audit, started.elapsed());
+                self.observed(ctx, Stage::Audit, started.elapsed());
                 recorded.map_err(|e| {
                     tracing::error!(env = %env, trace_id = %ctx.trace.as_str(), "refusing call: {e:?}");
                     Denial::Unavailable(Outage::AllowUnrecorded)
@@ -511,7 +538,7 @@ impl Runtime {
             // Boxed: only calls that need approval carry the approval flow's state.
             Err(pending) => {
                 let flow = Box::pin(approval::decide(self, auth, ctx, *pending, wait)).await;
-                self.metrics.observe(Stage::Approval, started.elapsed());
+                self.observed(ctx, Stage::Approval, started.elapsed());
                 match flow? {
                     approval::Flow::Run(a) => *a,
                     approval::Flow::Answer(mut r) => {

@@ -390,6 +390,10 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         .map_err(|e| anyhow!(e))?
         .with_metrics(metrics.clone());
     let (audit, store, state_codec) = open_audit(config, &env, &metrics)?;
+    let tracing = match &env.otlp {
+        Some(settings) => Some(crate::telemetry::Tracing::start(&env.name, settings, metrics.clone())?),
+        None => None,
+    };
     let events = Arc::new(tokio::sync::Notify::new());
     store.watch(&events);
     let clients = clients_of(config, &env);
@@ -406,6 +410,7 @@ pub(super) async fn build(config: &Config, env: Arc<Environment>) -> anyhow::Res
         any_stopped: Default::default(),
         state_codec,
         metrics,
+        tracing,
     });
     let rt = Runtime {
         shared,

@@ -102,12 +102,18 @@ impl Gateway {
     async fn request_ctx(&self, ctx: &RequestContext<RoleServer>, method: &str) -> Result<Caller, ErrorData> {
         let request_id = Some(ctx.id.to_string());
         if let Some(token) = &self.stdio_token {
+            let trace = TraceId::from_traceparent_or_new(ctx.meta.get_traceparent());
+            let span = self.rt().begin_span(&trace, crate::trace::parent_of(ctx.meta.get_traceparent()));
+            if let Some(s) = &span.0 {
+                s.method(method);
+            }
             let call = CallCtx {
-                trace: TraceId::from_traceparent_or_new(ctx.meta.get_traceparent()),
+                trace,
                 method: Some(method.to_string()),
                 request_id,
                 session_id: None,
                 client: ClientRef::stdio(),
+                span,
             };
             // No certificate can be presented over stdio: a certificate-bound token is refused.
             let verified = self.rt().authn().verify(token.expose()).await.and_then(|a| {

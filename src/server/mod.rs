@@ -315,7 +315,9 @@ pub(crate) async fn serve_http(
     }
     // Sign the final head of every log, so a clean stop leaves nothing uncovered.
     for live in lives {
-        live.now().audit().shutdown().await;
+        let rt = live.now();
+        rt.audit().shutdown().await;
+        rt.flush_traces(std::time::Duration::from_secs(2)).await;
     }
     Ok(())
 }
@@ -394,5 +396,6 @@ pub(crate) async fn serve_stdio(
         let _ = t.await;
     }
     rt.audit().shutdown().await;
+    rt.flush_traces(std::time::Duration::from_secs(2)).await;
     Ok(())
 }

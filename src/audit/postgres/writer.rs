@@ -288,6 +288,7 @@ struct Chain<'a> {
     prev: String,
     rows: Rows,
     written: Vec<crate::metrics::Tally>,
+    noted: Vec<crate::telemetry::Noted>,
     row_key: &'a RowKey,
 }
 
@@ -323,6 +324,7 @@ impl Chain<'_> {
         rows.prev_hash.push(r.prev_hash.clone());
         rows.hash.push(r.hash.clone());
         self.written.push(r.tally());
+        self.noted.extend(r.noted());
         self.prev.clone_from(&r.hash);
         Ok(self.seq)
     }
@@ -497,6 +499,7 @@ impl AuditStore for PgStore {
                     prev,
                     rows: Rows::default(),
                     written: Vec::new(),
+                    noted: Vec::new(),
                     row_key,
                 };
                 let mut results = Vec::with_capacity(entries.len());
@@ -517,6 +520,7 @@ impl AuditStore for PgStore {
                 chain.flush()?;
                 let head_after = chain.seq;
                 let written = std::mem::take(&mut chain.written);
+                let noted = std::mem::take(&mut chain.noted);
                 drop(chain);
                 if approvals {
                     // Delivered at commit, to every replica listening (`reader.rs`).
@@ -526,6 +530,7 @@ impl AuditStore for PgStore {
                 Ok(Committed {
                     results,
                     written,
+                    noted,
                     head_before: seq,
                     head_after,
                 })

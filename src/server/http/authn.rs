@@ -11,7 +11,13 @@ use crate::pipeline::authn::{Authenticated, Authenticator};
 use crate::server::listener::Peer;
 
 pub(super) async fn authenticate_step(st: &HttpState, ex: &Exchange, channel: Channel) -> Step<Authenticated> {
+    let started = std::time::Instant::now();
     let (verified, token_sent) = authenticate(&ex.rt, &ex.parts.headers, &ex.peer).await;
+    // The histogram is the verifier's own (it also serves stdio); the span is the request's.
+    if let Some(span) = &ex.ctx.span.0 {
+        let took = started.elapsed();
+        span.stage(crate::metrics::Stage::Authn, std::time::SystemTime::now() - took, took);
+    }
     match verified {
         Ok(auth) => Ok(auth),
         Err(error) => {

@@ -200,6 +200,13 @@ async fn mcp_steps(st: &Arc<HttpState>, mut ex: Exchange, body: Body, next: Next
     if let Some(m) = &ex.ctx.method {
         tracing::Span::current().record("method", m.as_str());
     }
+    // The trace span, once the trace is known (the body may name it); it ends when the
+    // answer is ready, which is when this function returns, by any path.
+    ex.ctx.span = ex.rt.begin_span(&ex.ctx.trace, caller_span(&ex));
+    let _answered = ex.ctx.span.0.clone().map(Answered);
+    if let (Some(span), Some(m)) = (&ex.ctx.span.0, &ex.ctx.method) {
+        span.method(m);
+    }
     // Nothing of the tool surface is revealed, and no complaint about the body is answered,
     // to an unauthenticated caller.
     let auth = authn::authenticate_step(st, &ex, Channel::Mcp).await?;
@@ -219,6 +226,27 @@ async fn mcp_steps(st: &Arc<HttpState>, mut ex: Exchange, body: Body, next: Next
     let mut resp = session::finish(st, session_id.as_deref(), &owner, is_delete, in_flight, direct, resp);
     respond::set_trace(&mut resp, &trace);
     Ok(resp)
+}
+
+/// The caller's span, from the `traceparent` the trace ID was taken from: the header, else
+/// the body's `_meta` (`body.rs`).
+fn caller_span(ex: &Exchange) -> Option<(opentelemetry::trace::SpanId, bool)> {
+    match ex.parts.headers.get("traceparent") {
+        Some(h) => crate::trace::parent_of(h.to_str().ok()),
+        None => {
+            let body = ex.parsed.as_ref().and_then(|p| p.as_ref().ok())?;
+            crate::trace::parent_of(crate::server::envelope::member(body, &["params", "_meta", "traceparent"]).and_then(Value::as_str))
+        }
+    }
+}
+
+/// Marks its span answered when dropped.
+struct Answered(Arc<crate::telemetry::CallSpan>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.answered();
+    }
 }
 
 /// `/api/…`: the approvals API's handlers behind the same admission, body and identity

@@ -33,6 +33,8 @@ pub(super) fn stamp(peer: Peer, req: Request, channel: Channel, rt: Arc<Runtime>
             addr: Some(peer.addr.to_string()),
             user_agent: header("user-agent").map(|u| clean(u, 256)),
         },
+        // Begun once the body is read: it may name the trace instead (`body.rs`).
+        span: Default::default(),
     };
     let ex = Exchange {
         peer,
