@@ -109,6 +109,15 @@ enum Cmd {
         #[arg(long)]
         capgate: Option<PathBuf>,
     },
+    /// Only the traces table: no export, a collector that answers, a collector that is down
+    Telemetry {
+        /// Seconds per measurement
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// The capgate binary (default: next to this one)
+        #[arg(long)]
+        capgate: Option<PathBuf>,
+    },
     /// Only the audit-store table (SQLite, PostgreSQL with one and two replicas)
     Stores {
         /// Seconds per measurement
@@ -555,6 +564,78 @@ async fn policies(out: &mut Out, capgate: &Path, echo: &Bytes, dur: Duration) {
     out.json.push(json!({"scenario": "policies", "rows": rows}));
 }
 
+/// A collector that takes every OTLP export and answers it at once; what it was sent (bytes).
+async fn collector() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let r = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("collector");
+    let addr = listener.local_addr().expect("collector");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/v1/traces"), received)
+}
+
+/// Allowed calls with every span exported, to a collector that answers and to one that is
+/// down, beside no export at all: export must not cost a call its speed or its success.
+async fn telemetry(out: &mut Out, capgate: &Path, echo: &Bytes, dur: Duration) {
+    out.line("");
+    out.line("### Allowed `tools/call` with OpenTelemetry export (64 clients, every trace sampled)");
+    out.line("");
+    out.line("| export | path | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | CPU µs/call | of direct | of null gateway |");
+    out.line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (up, received) = collector().await;
+    // A port nothing listens on: bound, then closed.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| format!("http://{a}/v1/traces"))
+        .expect("a free port");
+    let mut rows = Vec::new();
+    for (label, endpoint) in [
+        ("none", None),
+        ("collector up", Some(up.as_str())),
+        ("collector down", Some(down.as_str())),
+    ] {
+        let extra = endpoint
+            .map(|e| format!("telemetry = {{ otlp_endpoint = \"{e}\" }}"))
+            .unwrap_or_default();
+        let w = start_world(capgate, 10, &extra);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = received.load(std::sync::atomic::Ordering::Relaxed);
+        let d = closed(&w.direct(), echo, 64, dur, Expect::Ok, None).await;
+        let nl = closed(&w.null(), echo, 64, dur, Expect::Ok, Some(w.null_pid())).await;
+        let g = closed(&w.gateway(), echo, 64, dur, Expect::Ok, Some(w.pid())).await;
+        three_rows(out, &format!("| {label} "), &d, &nl, &g, true);
+        // Let the queue drain, then read what the gateway says it dropped.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut scrape = load::Caller::new(&w.gateway());
+        let text = scrape.get("/metrics").await.unwrap_or_default();
+        let dropped = text
+            .lines()
+            .find(|l| l.starts_with("capgate_trace_spans_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let sent = received.load(std::sync::atomic::Ordering::Relaxed) - before;
+        out.line(&format!(
+            "|  | spans dropped: {dropped:.0}; bytes the collector received: {sent}; wrong answers: {} | | | | | | | | |",
+            g.wrong
+        ));
+        rows.push(json!({"export": label, "direct": stats_json(&d), "null": stats_json(&nl), "gateway": stats_json(&g), "spans_dropped": dropped, "bytes_received": sent, "wrong_answers": g.wrong}));
+    }
+    out.json.push(json!({"scenario": "telemetry", "rows": rows}));
+}
+
 async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     let dur = Duration::from_secs(seconds);
     let mut out = Out::default();
@@ -783,6 +864,7 @@ async fn suite(seconds: u64, capgate: PathBuf) -> Out {
     drop(w);
 
     policies(&mut out, &capgate, &echo, dur).await;
+    telemetry(&mut out, &capgate, &echo, dur).await;
 
     out.line("");
     out.line("### 1000 contracts");
@@ -890,6 +972,13 @@ fn main() {
             rt.block_on(async {
                 let echo = load::call_body("echo", &json!({"text": "hello"}));
                 policies(&mut Out::default(), &capgate, &echo, Duration::from_secs(seconds)).await;
+            });
+        }
+        Cmd::Telemetry { seconds, capgate } => {
+            let capgate = capgate.unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("capgate"));
+            rt.block_on(async {
+                let echo = load::call_body("echo", &json!({"text": "hello"}));
+                telemetry(&mut Out::default(), &capgate, &echo, Duration::from_secs(seconds)).await;
             });
         }
         Cmd::Stores { seconds, capgate } => {
