@@ -123,6 +123,8 @@ vocabulary! {
         /// A reload refused (the file has a problem, or changes what only a restart may):
         /// the running set stays.
         ReloadRefused = "reload_refused",
+        /// A read of the audit explorer or the contracts by a caller who may not read them.
+        ReadRefused = "read_refused",
     }
 }
 

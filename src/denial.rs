@@ -80,6 +80,9 @@ pub(crate) enum ApiProblem {
     Cursor,
     Body,
     EmptyReason,
+    AuditQuery,
+    TimeRange,
+    Sequence,
 }
 
 impl ApiProblem {
@@ -93,12 +96,22 @@ impl ApiProblem {
             ApiProblem::StatusValue => "`status` must be pending, approved, denied, expired, executed or all",
             ApiProblem::Body => "the body must be a JSON object with one string field, `reason`",
             ApiProblem::EmptyReason => "`reason` must not be empty",
+            ApiProblem::AuditQuery => {
+                "the query parameters are `from` and `to` (RFC 3339), `decision`, `reason_code`, `tool`, `caller`, `trace_id`, `limit` (1 to 500) and `before` (a sequence number)"
+            }
+            ApiProblem::TimeRange => {
+                "`from` and `to` must be RFC 3339 times with `from` before `to`, at most 31 days apart (24 hours for `/api/audit/stats`)"
+            }
+            ApiProblem::Sequence => "a record is named by its sequence number, a positive integer",
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Denial {
+    /// The audit explorer or the contracts, asked for by a caller who holds neither an
+    /// approver nor an auditor role here.
+    ReadRefused,
     /// A `Host` this listener does not serve (DNS rebinding); `host` is cleaned.
     HostNotServed {
         host: String,
@@ -267,6 +280,7 @@ impl Denial {
             Denial::RateLimited { .. } => ReasonCode::RateLimited,
             Denial::ToolStopped { .. } => ReasonCode::ToolDefinitionChanged,
             Denial::Approval(_) => ReasonCode::ApprovalRefused,
+            Denial::ReadRefused => ReasonCode::ReadRefused,
             Denial::ApprovalLimit { .. } => ReasonCode::ApprovalLimit,
             Denial::ApprovalTampered { .. } | Denial::RequestStateRefused { .. } => ReasonCode::ApprovalTampered,
             Denial::InputRefused { .. } => ReasonCode::RelayRefused,
@@ -332,6 +346,7 @@ impl Denial {
                 "the upstream's definition of the tool changed since it was pinned; stopped until re-pinned".into()
             }
             Denial::Approval(r) => r.message().into(),
+            Denial::ReadRefused => "the caller holds no approver or auditor role in this environment".into(),
             Denial::ApprovalTampered { id } => format!("approval request {id} failed its integrity check"),
             Denial::RequestStateRefused { problem } => format!("the call's requestState was refused: {problem}"),
             Denial::InputRefused { problem } => format!("the call's inputResponses were refused: {problem}"),

@@ -418,6 +418,34 @@ async fn demo_starts_from_nothing_and_serves_the_seed_contract() {
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(demo.join("state/state.json")).unwrap()).unwrap();
     assert_eq!(state["tickets"].as_array().unwrap().len(), 1);
     assert_eq!(state["blocks"], json!([]), "the firewall block needs approval and must not exist");
+    // A new demo's first traffic fills the log with decisions of every kind, by several
+    // people, each a real request.
+    let db = demo.join("data/dev-audit.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let kinds = loop {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let kinds: std::collections::BTreeMap<String, i64> = conn
+            .prepare("SELECT decision, COUNT(*) FROM audit GROUP BY decision")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let callers: i64 = conn
+            .query_row("SELECT COUNT(DISTINCT subject) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        if kinds.values().sum::<i64>() >= 150 && callers >= 4 && kinds.len() >= 3 {
+            break kinds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo traffic did not fill the log: {kinds:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for d in ["allow", "deny", "pending"] {
+        assert!(kinds.get(d).is_some_and(|n| *n > 0), "no {d} in {kinds:?}");
+    }
     // The demo's `check` is clean.
     let out = Command::new(bin())
         .args(["check", "--config"])

@@ -13,7 +13,7 @@ use super::approval::{self, Binding, Request, RowKey, Status, Verdict, Vote};
 use super::checkpoint::{Checkpoint, Signer};
 use super::record::AuditRecord;
 use super::record::GENESIS;
-use super::store::{AuditReader, PagePosition, Reading, StoreLock, StoredRow};
+use super::store::{AuditReader, PagePosition, Reading, Search, StoreLock, StoredRow, Tallies};
 use super::{AuditError, AuditStore, Committed, Done, Entry, unavailable};
 
 pub(crate) struct SqliteStore {
@@ -682,6 +682,69 @@ impl AuditReader for SqliteReader {
         })
     }
 
+    fn search(&self, q: &Search) -> Reading<'_, Vec<StoredRow>> {
+        let q = q.clone();
+        self.with(move |c, env| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM audit WHERE env = ?1 AND substr(ts, 1, 19) >= ?2 AND substr(ts, 1, 19) < ?3
+                 AND (?4 IS NULL OR decision = ?4) AND (?5 IS NULL OR reason_code = ?5) AND (?6 IS NULL OR tool = ?6)
+                 AND (?7 IS NULL OR subject = ?7) AND (?8 IS NULL OR trace_id = ?8) AND seq < ?9
+                 ORDER BY seq DESC LIMIT ?10"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    env,
+                    q.from,
+                    q.to,
+                    q.decision,
+                    q.reason_code,
+                    q.tool,
+                    q.caller,
+                    q.trace_id,
+                    q.before.unwrap_or(i64::MAX),
+                    q.limit
+                ],
+                stored_row,
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn rows_between(&self, first: i64, last: i64) -> Reading<'_, Vec<StoredRow>> {
+        self.with(move |c, _| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM audit WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params![first, last], stored_row)?;
+            rows.collect()
+        })
+    }
+
+    fn tallies(&self, from: &str, to: &str) -> Reading<'_, Tallies> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.with(move |c, env| {
+            let within = "env = ?1 AND substr(ts, 1, 19) >= ?2 AND substr(ts, 1, 19) < ?3 AND reason_code <> 'executed'";
+            let mut t = Tallies::default();
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT substr(ts, 1, 16) AS minute, decision, COUNT(*) FROM audit WHERE {within} GROUP BY minute, decision ORDER BY minute"
+            ))?;
+            for row in stmt.query_map(params![env, from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?)))? {
+                let (m, d, n) = row?;
+                t.per_minute.push((m, d, u64::try_from(n).unwrap_or(0)));
+            }
+            for (column, into) in [("reason_code", &mut t.reason_codes), ("subject", &mut t.callers)] {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {column}, COUNT(*) AS n FROM audit WHERE {within} AND {column} IS NOT NULL GROUP BY {column} ORDER BY n DESC, {column} LIMIT 10"
+                ))?;
+                for row in stmt.query_map(params![env, from, to], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?)))? {
+                    let (k, n) = row?;
+                    into.push((k, u64::try_from(n).unwrap_or(0)));
+                }
+            }
+            Ok(t)
+        })
+    }
+
     fn approval_counts(&self, now_ms: i64) -> Reading<'_, Vec<(String, u64)>> {
         self.with(move |c, env| {
             let mut stmt = c.prepare_cached(
@@ -726,6 +789,29 @@ impl AuditReader for SqliteReader {
 }
 
 /// Every record row in sequence order, from `after` on (exclusive).
+/// The columns [`stored_row`] reads, for a store this version has opened (the explorer's
+/// reads are the running gateway's, which migrated it).
+const ROW_COLUMNS: &str = "seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, approval_id";
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        seq: r.get(0)?,
+        columns: [
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(11)?,
+        ],
+        record: r.get(8)?,
+        prev_hash: r.get(9)?,
+        hash: r.get(10)?,
+    })
+}
+
 fn read_records(conn: &Connection, after: i64) -> rusqlite::Result<Vec<StoredRow>> {
     // Readers may open a store no gateway of this version has opened yet (an archived log,
     // say), which has no `approval_id` column: its value is then read from the record
@@ -738,24 +824,7 @@ fn read_records(conn: &Connection, after: i64) -> rusqlite::Result<Vec<StoredRow
     let mut stmt = conn.prepare(&format!(
         "SELECT seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, {approval_id} FROM audit WHERE seq > ?1 ORDER BY seq"
     ))?;
-    let rows = stmt.query_map([after], |r| {
-        Ok(StoredRow {
-            seq: r.get(0)?,
-            columns: [
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(11)?,
-            ],
-            record: r.get(8)?,
-            prev_hash: r.get(9)?,
-            hash: r.get(10)?,
-        })
-    })?;
+    let rows = stmt.query_map([after], stored_row)?;
     rows.collect()
 }
 

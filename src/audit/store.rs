@@ -74,6 +74,12 @@ pub(crate) trait AuditReader: Send + Sync + 'static {
     /// last one of the previous page) on; only `status` ones when given.
     fn approvals(&self, status: Option<Status>, before: Option<PagePosition>, limit: u32) -> Reading<'_, Vec<Request>>;
     fn approval(&self, id: &str) -> Reading<'_, Option<Request>>;
+    /// The explorer's page: this environment's rows matching `q`, newest first.
+    fn search(&self, q: &Search) -> Reading<'_, Vec<StoredRow>>;
+    /// The rows from `first` to `last` (inclusive), in order: a record and its neighbours.
+    fn rows_between(&self, first: i64, last: i64) -> Reading<'_, Vec<StoredRow>>;
+    /// What the explorer charts over `[from, to)` (times as `YYYY-MM-DDTHH:MM:SS`).
+    fn tallies(&self, from: &str, to: &str) -> Reading<'_, Tallies>;
     /// How many of this environment's requests are in each state at `now_ms` (a pending one
     /// past its expiry counts as expired), by state name.
     fn approval_counts(&self, now_ms: i64) -> Reading<'_, Vec<(String, u64)>>;
@@ -91,6 +97,33 @@ pub(crate) trait AuditReader: Send + Sync + 'static {
     fn poll_interval(&self) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(1))
     }
+}
+
+/// The explorer's filter. Times are compared to the second (`YYYY-MM-DDTHH:MM:SS`, UTC),
+/// over `[from, to)`; the others are exact matches; `before`: only rows before this sequence
+/// number (the page before).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Search {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) decision: Option<String>,
+    pub(crate) reason_code: Option<String>,
+    pub(crate) tool: Option<String>,
+    /// The caller's subject.
+    pub(crate) caller: Option<String>,
+    pub(crate) trace_id: Option<String>,
+    pub(crate) before: Option<i64>,
+    pub(crate) limit: u32,
+}
+
+/// Counts over a time range: decisions per minute (`YYYY-MM-DDTHH:MM`, decision, count; an
+/// executed call's outcome record is not counted again), the most frequent reason codes and
+/// callers (at most ten each).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tallies {
+    pub(crate) per_minute: Vec<(String, String, u64)>,
+    pub(crate) reason_codes: Vec<(String, u64)>,
+    pub(crate) callers: Vec<(String, u64)>,
 }
 
 /// Where a page of approval requests ends: the last request's creation time and id (newest

@@ -219,7 +219,7 @@ async fn check_approval_rows(
 }
 
 /// The row's problem, or its record when it has none.
-fn check_row(row: &StoredRow, expected: i64, prev: &str, env: &str) -> Result<AuditRecord, String> {
+pub(crate) fn check_row(row: &StoredRow, expected: i64, prev: &str, env: &str) -> Result<AuditRecord, String> {
     if row.seq != expected {
         return Err(if row.seq > expected {
             format!("record #{expected} is missing (deleted); the next record is #{}", row.seq)

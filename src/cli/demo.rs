@@ -82,7 +82,7 @@ name = "dev"
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}/mcp"
 approver_roles = ["security_lead"]
-roles = ["oncall", "incident_commander", "security_lead", "viewer"]
+roles = ["oncall", "incident_commander", "security_lead", "viewer", "auditor"]
 
 [environment.identity]
 issuer = "https://idp.capgate-demo.invalid/dev"
@@ -118,9 +118,10 @@ fn write_demo(dir: &Path, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Failure> {
+pub(super) async fn run(dir: &Path, port: u16, no_serve: bool, no_traffic: bool) -> Result<(), Failure> {
     let config_path = dir.join("capgate.toml");
-    if !config_path.exists() {
+    let fresh = !config_path.exists();
+    if fresh {
         write_demo(dir, port)?;
         println!("wrote a new demo under {}/", dir.display());
     } else {
@@ -136,12 +137,15 @@ pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Fai
         ("ivan", "incident_commander"),
         ("sam", "security_lead"),
         ("vera", "viewer"),
+        ("audrey", "auditor"),
     ];
+    let mut by_role = Vec::new();
     let mut tokens = serde_json::Map::new();
     let mut env_lines = String::new();
     for (sub, role) in people {
         let t = token::mint_for(&env, sub, &[role.to_string()], 8 * 3600)?;
         env_lines.push_str(&format!("TOKEN_{}={t}\n", role.to_uppercase()));
+        by_role.push((role.to_string(), t.clone()));
         tokens.insert(role.to_string(), json!({"sub": sub, "token": t}));
     }
     std::fs::write(dir.join("tokens.env"), &env_lines).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -149,7 +153,7 @@ pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Fai
     println!();
     println!("capgate demo: environment `dev` at {url}");
     println!(
-        "tokens (8 h) for alice (oncall), ivan (incident_commander), sam (security_lead), vera (viewer) are in {}/tokens.env",
+        "tokens (8 h) for alice (oncall), ivan (incident_commander), sam (security_lead), vera (viewer), audrey (auditor) are in {}/tokens.env",
         dir.display()
     );
     println!();
@@ -165,16 +169,29 @@ pub(super) async fn run(dir: &Path, port: u16, no_serve: bool) -> Result<(), Fai
         "  approve pending calls at {}/console/ (sign in with $TOKEN_SECURITY_LEAD) or: CAPGATE_TOKEN=$TOKEN_SECURITY_LEAD capgate approvals list --url {url}",
         url.trim_end_matches("/mcp")
     );
+    println!(
+        "  read the audit log, its chart and the contracts at {}/console/ (sign in with $TOKEN_AUDITOR)",
+        url.trim_end_matches("/mcp")
+    );
     println!();
     if no_serve {
         return Ok(());
     }
+    // A new demo's log starts with traffic of every kind, for the explorer to show.
+    let traffic = (fresh && !no_traffic).then_some(by_role);
     let control = crate::server::control::Control {
         socket: Some(crate::server::control::default_socket(&config_path)),
         config: config_path,
     };
-    crate::server::serve_http(&config, vec![env], control, |e, addr, _| {
-        println!("capgate: environment `{}` listening on http://{addr}/mcp (Ctrl-C to stop)", e.name)
+    crate::server::serve_http(&config, vec![env], control, move |e, addr, _| {
+        println!("capgate: environment `{}` listening on http://{addr}/mcp (Ctrl-C to stop)", e.name);
+        if let Some(tokens) = traffic.clone() {
+            println!(
+                "capgate: sending the demo's first {} example requests (see them in the console's audit log)",
+                super::demo_traffic::REQUESTS
+            );
+            tokio::spawn(super::demo_traffic::send(format!("http://{addr}/mcp"), tokens));
+        }
     })
     .await
     .map_err(Failure::from)

@@ -6,6 +6,7 @@ mod audit;
 mod check;
 mod contracts;
 mod demo;
+mod demo_traffic;
 mod keys;
 mod policy;
 mod probe;
@@ -72,6 +73,10 @@ enum Command {
         /// Write the demo and print its tokens, but do not start the gateway
         #[arg(long)]
         no_serve: bool,
+        /// Do not send a new demo's first traffic (a few hundred example calls that fill the
+        /// console's audit explorer)
+        #[arg(long)]
+        no_traffic: bool,
     },
     /// Validate a config and its contracts; list every problem (exit 1 if any)
     Check {
@@ -371,7 +376,12 @@ pub fn main() -> ExitCode {
                 control,
             } => serve::run(&config, env.as_deref(), stdio, control).await,
             Command::Reload { config, control } => serve::reload(&config, control),
-            Command::Demo { dir, port, no_serve } => demo::run(&dir, port, no_serve).await,
+            Command::Demo {
+                dir,
+                port,
+                no_serve,
+                no_traffic,
+            } => demo::run(&dir, port, no_serve, no_traffic).await,
             Command::Check { config, offline } => check::run(&config, offline).await,
             Command::Policy {
                 command: PolicyCommand::Schema { config, env },

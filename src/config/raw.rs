@@ -44,6 +44,9 @@ pub(crate) struct RawEnvironment {
     pub(crate) public_url: String,
     #[serde(default)]
     pub(crate) approver_roles: Vec<String>,
+    /// Who may read the audit explorer and the contracts in the console, besides approvers
+    /// (`["auditor"]` by default).
+    pub(crate) auditor_roles: Option<Vec<String>>,
     /// The role names this environment knows; when given, contracts naming any other role
     /// are refused.
     pub(crate) roles: Option<Vec<String>>,

@@ -50,6 +50,8 @@ pub(crate) struct Environment {
     pub(crate) listen: String,
     pub(crate) public_url: String,
     pub(crate) approver_roles: Vec<String>,
+    /// Read the audit explorer and the contracts (read-only), as approvers also may.
+    pub(crate) auditor_roles: Vec<String>,
     pub(crate) issuers: Vec<Issuer>,
     pub(crate) audit_store: StoreLocation,
     pub(crate) audit_signing_key: PathBuf,
@@ -95,7 +97,7 @@ pub(crate) struct Environment {
 /// The keys of an `[[environment]]` a reload applies, besides the contracts: what decides a
 /// call. Everything else (who is trusted, where records go, what is listened on, the
 /// upstreams) is read once, at start.
-pub(crate) const RELOADABLE: &[&str] = &["policies", "policy_utc_offset", "roles", "approver_roles"];
+pub(crate) const RELOADABLE: &[&str] = &["policies", "policy_utc_offset", "roles", "approver_roles", "auditor_roles"];
 
 /// What a reload may not change for each environment named in a config file's text: every
 /// key of its table but [`RELOADABLE`], each `[[upstream]]` of it, and the pins file's path.
@@ -636,6 +638,7 @@ fn resolve_env(env: RawEnvironment, contracts: &[Arc<Contract>], ctx: &mut Ctx<'
         listen: env.listen,
         public_url: env.public_url,
         approver_roles: env.approver_roles,
+        auditor_roles: env.auditor_roles.unwrap_or_else(|| vec!["auditor".to_string()]),
         issuers,
         audit_store,
         audit_signing_key,

@@ -30,7 +30,7 @@ use crate::trace::TraceId;
 
 /// Whether the caller holds a role that decides some request in this environment (the
 /// console shows the queue only to them).
-fn is_approver(st: &HttpState, p: &Principal) -> bool {
+pub(super) fn is_approver(st: &HttpState, p: &Principal) -> bool {
     let rt = st.rt();
     let env = rt.env();
     let policy = rt.policy();
@@ -110,6 +110,7 @@ pub(crate) async fn session(State(st): State<Arc<HttpState>>, axum::Extension(ca
         "roles": p.roles,
         "environment": st.rt().env().name,
         "approver": is_approver(&st, p),
+        "auditor": p.roles.iter().any(|r| st.rt().env().auditor_roles.contains(r)),
     }))
     .into_response()
 }

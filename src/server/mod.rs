@@ -10,6 +10,7 @@ mod console;
 pub(crate) mod control;
 mod direct;
 pub(crate) mod envelope;
+mod explorer;
 pub(crate) mod http;
 pub(crate) mod jsonguard;
 mod listen;
@@ -233,7 +234,12 @@ fn router(live: Arc<Live>, bound: SocketAddr, shutdown: CancellationToken) -> (R
         .route("/api/approvals", get(api::list))
         .route("/api/approvals/{id}", get(api::get_one))
         .route("/api/approvals/{id}/approve", axum::routing::post(api::approve))
-        .route("/api/approvals/{id}/deny", axum::routing::post(api::deny));
+        .route("/api/approvals/{id}/deny", axum::routing::post(api::deny))
+        .route("/api/audit", get(explorer::search))
+        .route("/api/audit/stats", get(explorer::stats))
+        .route("/api/audit/chain", get(explorer::chain))
+        .route("/api/audit/records/{seq}", get(explorer::record))
+        .route("/api/contracts", get(explorer::contracts));
     let mut app = Router::new()
         .route("/.well-known/oauth-protected-resource", get(metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(metadata))

@@ -249,6 +249,7 @@ pub(crate) fn http(d: &Denial, trace: &TraceId, metadata_url: &str, id: Value) -
             api_error(status, error, r.message(), code.as_str(), trace)
         }
         Denial::Api(p) => api_error(StatusCode::BAD_REQUEST, "invalid_request", p.message(), code.as_str(), trace),
+        Denial::ReadRefused => api_error(StatusCode::FORBIDDEN, "forbidden", &d.reason(), code.as_str(), trace),
         Denial::CertificateRefused { .. }
         | Denial::TooManyConnections { .. }
         | Denial::ToolNotAvailable { .. }

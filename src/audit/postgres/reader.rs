@@ -14,7 +14,7 @@ use super::{CHANNEL, Pg};
 use crate::audit::approval::{Request, Status};
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::record::AuditRecord;
-use crate::audit::store::{AuditReader, PagePosition, Reading, StoredRow};
+use crate::audit::store::{AuditReader, PagePosition, Reading, Search, StoredRow, Tallies};
 use crate::audit::{AuditError, unavailable};
 
 /// How long a read waits for a pooled connection, or for a new one.
@@ -142,6 +142,27 @@ async fn listen(pg: Pg, key: String, events: Weak<tokio::sync::Notify>) {
     }
 }
 
+const ROW_COLUMNS: &str = "seq, ts, env, trace_id, decision, reason_code, tool, subject, record, prev_hash, hash, approval_id";
+
+fn stored_row(r: &tokio_postgres::Row) -> Result<StoredRow, tokio_postgres::Error> {
+    Ok(StoredRow {
+        seq: r.try_get(0)?,
+        columns: [
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            r.try_get(5)?,
+            r.try_get(6)?,
+            r.try_get(7)?,
+            r.try_get(11)?,
+        ],
+        record: r.try_get(8)?,
+        prev_hash: r.try_get(9)?,
+        hash: r.try_get(10)?,
+    })
+}
+
 impl AuditReader for PgReader {
     fn records(&self, after: i64) -> Reading<'_, Vec<StoredRow>> {
         Box::pin(async move {
@@ -155,24 +176,7 @@ impl AuditReader for PgReader {
                 )
                 .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(StoredRow {
-                        seq: r.try_get(0)?,
-                        columns: [
-                            r.try_get(1)?,
-                            r.try_get(2)?,
-                            r.try_get(3)?,
-                            r.try_get(4)?,
-                            r.try_get(5)?,
-                            r.try_get(6)?,
-                            r.try_get(7)?,
-                            r.try_get(11)?,
-                        ],
-                        record: r.try_get(8)?,
-                        prev_hash: r.try_get(9)?,
-                        hash: r.try_get(10)?,
-                    })
-                })
+                .map(stored_row)
                 .collect::<Result<_, tokio_postgres::Error>>()
                 .map_err(|e| self.pg.error(&e))
         })
@@ -207,6 +211,81 @@ impl AuditReader for PgReader {
                 )
                 .await?;
             Ok(self.requests(rows).await?.into_iter().map(|(r, _)| r).collect())
+        })
+    }
+
+    fn search(&self, q: &Search) -> Reading<'_, Vec<StoredRow>> {
+        let q = q.clone();
+        Box::pin(async move {
+            let s = self.pg.schema();
+            let before = q.before.unwrap_or(i64::MAX);
+            let limit = i64::from(q.limit);
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT {ROW_COLUMNS} FROM {s}.records WHERE env = $1 AND substr(ts, 1, 19) >= $2 AND substr(ts, 1, 19) < $3
+                         AND ($4::text IS NULL OR decision = $4) AND ($5::text IS NULL OR reason_code = $5) AND ($6::text IS NULL OR tool = $6)
+                         AND ($7::text IS NULL OR subject = $7) AND ($8::text IS NULL OR trace_id = $8) AND seq < $9
+                         ORDER BY seq DESC LIMIT $10"
+                    ),
+                    &[&self.env, &q.from, &q.to, &q.decision, &q.reason_code, &q.tool, &q.caller, &q.trace_id, &before, &limit],
+                )
+                .await?;
+            rows.iter()
+                .map(stored_row)
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(|e| self.pg.error(&e))
+        })
+    }
+
+    fn rows_between(&self, first: i64, last: i64) -> Reading<'_, Vec<StoredRow>> {
+        Box::pin(async move {
+            let s = self.pg.schema();
+            let rows = self
+                .query(
+                    &format!("SELECT {ROW_COLUMNS} FROM {s}.records WHERE seq >= $1 AND seq <= $2 ORDER BY seq"),
+                    &[&first, &last],
+                )
+                .await?;
+            rows.iter()
+                .map(stored_row)
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(|e| self.pg.error(&e))
+        })
+    }
+
+    fn tallies(&self, from: &str, to: &str) -> Reading<'_, Tallies> {
+        let (from, to) = (from.to_string(), to.to_string());
+        Box::pin(async move {
+            let s = self.pg.schema();
+            let within = "env = $1 AND substr(ts, 1, 19) >= $2 AND substr(ts, 1, 19) < $3 AND reason_code <> 'executed'";
+            let mut t = Tallies::default();
+            let rows = self
+                .query(
+                    &format!(
+                        "SELECT substr(ts, 1, 16) AS minute, decision, COUNT(*) FROM {s}.records WHERE {within} GROUP BY minute, decision ORDER BY minute"
+                    ),
+                    &[&self.env, &from, &to],
+                )
+                .await?;
+            for r in &rows {
+                t.per_minute
+                    .push((r.get(0), r.get(1), u64::try_from(r.get::<_, i64>(2)).unwrap_or(0)));
+            }
+            for (column, into) in [("reason_code", &mut t.reason_codes), ("subject", &mut t.callers)] {
+                let rows = self
+                    .query(
+                        &format!(
+                            "SELECT {column}, COUNT(*) AS n FROM {s}.records WHERE {within} AND {column} IS NOT NULL GROUP BY {column} ORDER BY n DESC, {column} LIMIT 10"
+                        ),
+                        &[&self.env, &from, &to],
+                    )
+                    .await?;
+                for r in &rows {
+                    into.push((r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)));
+                }
+            }
+            Ok(t)
         })
     }
 

@@ -103,6 +103,8 @@ pub(crate) struct HttpState {
     failures: FailureBudget,
     /// Fires when the gateway shuts down: the streams it serves itself end (`listen.rs`).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// The audit explorer's last verification of the chain.
+    pub(crate) chain: crate::server::explorer::ChainState,
 }
 
 impl HttpState {
@@ -122,6 +124,7 @@ impl HttpState {
             admission: admission::Admission::new(&rt.env().allowed_origins, hosts, own_origins),
             mcp_sessions,
             failures: FailureBudget::new(rt.env().auth_failure_limit),
+            chain: Default::default(),
             live,
         }
     }
