@@ -637,6 +637,46 @@ async fn export_tail_approvals_and_the_probe_work_against_postgresql() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
+    // The audit explorer's reads, from PostgreSQL: the search, the chart, one record's
+    // links, the chain.
+    let auditor = f.token("dev", "ada", &["auditor"]);
+    let read = |path: &str| {
+        let (url, token) = (format!("{}{path}", gw.base("dev")), auditor.clone());
+        async move {
+            let r = http().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let denied_stored = pg::column(
+        conninfo,
+        &format!("SELECT count(*)::text FROM {}.records WHERE decision = 'deny'", schema.name),
+    )[0]
+    .clone();
+    let found = read("/api/audit?decision=deny&limit=500").await;
+    assert_eq!(found["records"].as_array().unwrap().len().to_string(), denied_stored);
+    assert!(found["records"].as_array().unwrap().iter().all(|r| r["decision"] == "deny"));
+    let of_trace = read(&format!("/api/audit?trace_id={}", pending.trace())).await;
+    assert!(
+        of_trace["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason_code"] == "approval_required")
+    );
+    let stats = read("/api/audit/stats").await;
+    let pending_n: u64 = stats["per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["pending"].as_u64().unwrap())
+        .sum();
+    assert_eq!(pending_n, 1, "{stats}");
+    let one = read("/api/audit/records/2").await;
+    assert_eq!(one["link"]["holds"], true, "{one}");
+    assert_eq!(one["previous"]["seq"], 1);
+    let chain = read("/api/audit/chain").await;
+    assert_eq!(chain["ok"], true, "{chain}");
     // approvals: listed through the API the store backs.
     let lead = f.token("dev", "sara", &["security_lead"]);
     let out = Command::new(bin())
