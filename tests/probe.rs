@@ -37,11 +37,12 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `capgate demo` in a fresh folder, on a free port; returns the guard and the URL.
+/// `capgate demo` in a fresh folder, on a free port; returns the guard and the URL. Without
+/// the demo's first traffic: every call the upstream receives is then the probe's.
 fn start_demo(dir: &Path) -> (ChildGuard, String) {
     let port = free_port().to_string();
     let mut child = Command::new(bin())
-        .args(["demo", "--port", &port])
+        .args(["demo", "--port", &port, "--no-traffic"])
         .current_dir(dir)
         .env("CAPGATE_LOG", "error")
         .stdout(Stdio::piped())
