@@ -202,11 +202,13 @@ pub(crate) async fn try_serve(
             running().insert(key.clone(), wait.cancelled.clone());
             let _running = Running(key.0, key.1);
             // Its own task: a client that disconnects must not cut a call short between its
-            // allow record and its outcome record.
-            let done = tokio::spawn(async move {
+            // allow record and its outcome record. Boxed first: the pipeline's future is ~9 KB,
+            // and tokio moves a spawned future several times on its way into the task
+            // (docs/BENCHMARKS.md, "The call's future, moved whole").
+            let done = tokio::spawn(Box::pin(async move {
                 let p = req.params;
                 rt.call_tool(&auth, &call, &p.name, p.arguments, wait).await
-            })
+            }))
             .await;
             match done {
                 Ok(Ok(rmcp::model::CallToolResponse::Complete(r))) => {
