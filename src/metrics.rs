@@ -186,6 +186,9 @@ pub(crate) struct Metrics {
     stages: [Histogram; Stage::ALL.len()],
     call_seconds: Histogram,
     upstream_seconds: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    /// Each upstream's histogram once made, found by name without building a label set
+    /// (an allocation per call otherwise); upstreams are the config's, so it stays small.
+    upstream_by_name: std::sync::RwLock<std::collections::HashMap<String, Histogram>>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     approvals: Family<StateLabels, Gauge>,
     sessions: Gauge,
@@ -214,6 +217,7 @@ impl Metrics {
             stages,
             call_seconds: seconds(),
             upstream_seconds: Family::new_with_constructor(seconds),
+            upstream_by_name: Default::default(),
             upstream_errors: Family::default(),
             approvals: Family::default(),
             sessions: Gauge::default(),
@@ -309,18 +313,28 @@ impl Metrics {
     }
 
     pub(crate) fn upstream(&self, upstream: &str, d: Duration, error: Option<&'static str>) {
-        let upstream = upstream.to_string();
         if let Some(kind) = error {
             self.upstream_errors
                 .get_or_create(&UpstreamErrorLabels {
-                    upstream: upstream.clone(),
+                    upstream: upstream.to_string(),
                     kind,
                 })
                 .inc();
         }
-        self.upstream_seconds
-            .get_or_create(&UpstreamLabels { upstream })
-            .observe(d.as_secs_f64());
+        let known = self.upstream_by_name.read().ok().and_then(|m| m.get(upstream).cloned());
+        let h = match known {
+            Some(h) => h,
+            None => {
+                let h = self.upstream_seconds.get_or_create_owned(&UpstreamLabels {
+                    upstream: upstream.to_string(),
+                });
+                if let Ok(mut m) = self.upstream_by_name.write() {
+                    m.insert(upstream.to_string(), h.clone());
+                }
+                h
+            }
+        };
+        h.observe(d.as_secs_f64());
     }
 
     pub(crate) fn spans_dropped(&self, n: u64) {

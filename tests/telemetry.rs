@@ -262,6 +262,16 @@ fn a_metrics_listener_that_is_no_address_or_is_shared_is_refused_by_check() {
         "{out}"
     );
 
+    // An endpoint with credentials is refused, and they are not repeated.
+    let f = Fixture::new("");
+    f.set_in_env(
+        "dev",
+        r#"telemetry = { otlp_endpoint = "http://trace:hunter2-secret@127.0.0.1:4318/v1/traces" }"#,
+    );
+    let (code, out) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("without credentials") && !out.contains("hunter2"), "{out}");
+
     let f = Fixture::new("");
     f.set_in_env("dev", r#"telemetry = { metrics_listen = "127.0.0.1:0", otlp = true }"#);
     let (code, out) = check(&f);

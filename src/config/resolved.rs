@@ -690,11 +690,17 @@ fn otlp_settings(t: &super::raw::RawTelemetry, at: &str, ctx: &mut Ctx<'_>) -> O
     match url::Url::parse(endpoint) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty() && u.password().is_none() => {}
         _ => {
+            // A value with credentials in it is not repeated: the problem list is printed
+            // and logged.
+            let shown = if endpoint.contains('@') {
+                String::from("(not shown: it holds credentials)")
+            } else {
+                format!("\"{}\"", crate::request::clean(endpoint, 200))
+            };
             ctx.push(
                 at,
                 format!(
-                    "`telemetry.otlp_endpoint = \"{}\"` must be an http(s) URL such as `http://127.0.0.1:4318/v1/traces`, without credentials",
-                    crate::request::clean(endpoint, 200)
+                    "`telemetry.otlp_endpoint = {shown}` must be an http(s) URL such as `http://127.0.0.1:4318/v1/traces`, without credentials"
                 ),
             );
             return None;
